@@ -1,0 +1,81 @@
+"""Turn any supported data source into an :class:`OutcomeTable`.
+
+A source is ``FORMAT:PATH`` or a bare ``PATH`` whose format is recognised from its files.
+Formats: ``routerbench``, ``routellm``, ``zeroeval``, ``llmrouter``, ``arena``, ``long``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from llmtriage.data.errors import DataError
+from llmtriage.data.loaders import arena, generic, llmrouter, routellm, routerbench, zeroeval
+from llmtriage.data.prices import PriceCatalog
+from llmtriage.data.splits import assign_missing_splits
+from llmtriage.data.table import OutcomeTable
+
+FORMATS = ("routerbench", "routellm", "zeroeval", "llmrouter", "arena", "long")
+
+
+def sniff(path: Path) -> str:
+    """The format of a path, from the files it holds."""
+    if path.is_dir():
+        if any(path.glob("*_correct_matrix.parquet")):
+            return "zeroeval"
+        if any(path.glob("dcrouter_*.json")):
+            return "llmrouter"
+        if any(path.glob("arena_bench_v1_*.csv")):
+            return "arena"
+        if (path / "mmlu" / "responses").is_dir() or (path / "gsm8k").is_dir():
+            return "routellm"
+        if any(path.glob("*.csv")):
+            return "routerbench"
+        raise DataError(f"{path}: cannot tell the data format; prefix it, e.g. routerbench:{path}")
+    suffix = path.suffix.lower()
+    if suffix in (".pkl", ".pickle"):
+        return "routerbench"
+    if suffix == ".csv":
+        with path.open() as f:
+            header = f.readline()
+        return "routerbench" if "|total_cost" in header else "long"
+    if suffix in (".jsonl", ".parquet"):
+        return "long"
+    raise DataError(f"{path}: cannot tell the data format from suffix {suffix!r}")
+
+
+def parse_source(source: str) -> tuple[str, Path]:
+    head, sep, tail = source.partition(":")
+    if sep and head in FORMATS:
+        return head, Path(tail)
+    return "", Path(source)
+
+
+def load_table(
+    source: str,
+    *,
+    task: str | None = None,
+    prices: PriceCatalog | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+) -> OutcomeTable:
+    """Load a source; prompts with no split get one by hash (``test_fraction`` to test)."""
+    fmt, path = parse_source(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    fmt = fmt or sniff(path)
+    readers: dict[str, Callable[[], OutcomeTable]] = {
+        "routerbench": lambda: routerbench.load(path),
+        "routellm": lambda: routellm.load(path, prices=prices),
+        "zeroeval": lambda: zeroeval.load(path, task=task or "gsm", prices=prices),
+        "llmrouter": lambda: llmrouter.load(path, prices=prices),
+        "arena": lambda: arena.load(path, prices=prices),
+        "long": lambda: generic.load(path, prices=prices),
+    }
+    table = readers[fmt]()
+    if task and fmt != "zeroeval":
+        table = table.filter_task(task)
+    return assign_missing_splits(table, test_fraction=test_fraction, seed=seed)
+
+
+__all__ = ["FORMATS", "load_table", "parse_source", "sniff"]

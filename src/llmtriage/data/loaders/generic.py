@@ -1,0 +1,199 @@
+"""The generic long format: one row per prompt and model. Users bring their logs in it;
+Triage writes it (``collect``, the gateway's export).
+
+Required columns: ``prompt_id``, ``model``, ``quality`` (0..1). Optional: ``prompt``,
+``task``, ``split`` (per prompt), and ``cost_usd``, ``tokens_in``, ``tokens_out``,
+``latency_ms``, ``energy_j``, ``confidence``, ``response`` (per outcome). Files are CSV,
+JSON lines (``.jsonl``) or Parquet, told apart by their suffix.
+
+Where ``cost_usd`` is absent it is derived from ``tokens_in``/``tokens_out``, or from the
+prompt and response lengths at four characters a token, and the price catalog.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llmtriage.data.errors import DataError
+from llmtriage.data.prices import PriceCatalog, derive_costs, tokens_from_chars
+from llmtriage.data.table import OUTCOME_COLUMNS, OutcomeTable
+
+REQUIRED = ("prompt_id", "model", "quality")
+PER_PROMPT = ("prompt", "task", "split")
+SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype={"prompt_id": str, "model": str})
+        if suffix == ".jsonl":
+            return pd.read_json(path, lines=True, dtype={"prompt_id": str, "model": str})
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot read as {suffix[1:]}: {exc}") from None
+    raise DataError(f"{path}: unknown suffix {suffix!r}; the long format is one of {SUFFIXES}")
+
+
+def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() & frame[column].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{path}: column {column!r} has a non-number {frame[column].iloc[row]!r} "
+            f"(data row {row + 1})"
+        )
+    return values.to_numpy(dtype=np.float64)
+
+
+def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTable:
+    path = Path(path)
+    frame = read_frame(path)
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing required column(s) {missing}; the long format needs "
+            f"{list(REQUIRED)} (found {list(frame.columns)})"
+        )
+    frame = frame.reset_index(drop=True)
+    frame["prompt_id"] = frame["prompt_id"].astype(str)
+    frame["model"] = frame["model"].astype(str)
+    quality = _numeric(frame, "quality", path)
+    if np.isnan(quality).any():
+        row = int(np.flatnonzero(np.isnan(quality))[0])
+        raise DataError(f"{path}: quality is missing (NaN) in data row {row + 1}")
+    if ((quality < 0) | (quality > 1)).any():
+        row = int(np.flatnonzero((quality < 0) | (quality > 1))[0])
+        raise DataError(
+            f"{path}: quality must lie in [0, 1]; data row {row + 1} has {quality[row]!r} "
+            "(rescale scores such as 1-10 judge ratings first)"
+        )
+    dup = frame.duplicated(["prompt_id", "model"])
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(
+            f"{path}: prompt {frame['prompt_id'][row]!r} has two rows for model "
+            f"{frame['model'][row]!r} (data row {row + 1})"
+        )
+
+    prompt_codes, prompt_ids = pd.factorize(frame["prompt_id"], sort=False)
+    model_codes, models = pd.factorize(frame["model"], sort=False)
+    n, m = len(prompt_ids), len(models)
+    if len(frame) != n * m:
+        present = np.zeros((n, m), dtype=bool)
+        present[prompt_codes, model_codes] = True
+        i, j = np.argwhere(~present)[0]
+        raise DataError(
+            f"{path}: every prompt needs an outcome for every model; {n * m - len(frame)} "
+            f"missing, first: prompt {prompt_ids[i]!r}, model {models[j]!r}"
+        )
+
+    def wide(values: np.ndarray) -> np.ndarray:
+        out = np.full((n, m), np.nan, order="F")
+        out[prompt_codes, model_codes] = values
+        return out
+
+    outcomes = {
+        c: wide(_numeric(frame, c, path)) for c in OUTCOME_COLUMNS if c in frame.columns
+    }
+    first = np.zeros(n, dtype=np.int64)
+    first[prompt_codes[::-1]] = np.arange(len(frame))[::-1]
+    per_prompt = {
+        c: frame[c].fillna("").astype(str).to_numpy()[first] for c in PER_PROMPT if c in frame
+    }
+    responses = None
+    if "response" in frame.columns:
+        responses = np.empty((n, m), dtype=object)
+        responses[prompt_codes, model_codes] = frame["response"].fillna("").astype(str).to_numpy()
+
+    notes = [f"source: long-format file {path}"]
+    cost = outcomes.get("cost_usd")
+    if cost is None or np.isnan(cost).any():
+        derived, price_notes = _derive_cost(outcomes, per_prompt, responses, tuple(models),
+                                            prices, path)
+        cost = derived if cost is None else np.where(np.isnan(cost), derived, cost)
+        outcomes["cost_usd"] = np.asfortranarray(cost)
+        notes += ["cost_usd derived from tokens and prices", *price_notes]
+    return OutcomeTable.build(
+        [str(x) for x in models],
+        [str(x) for x in prompt_ids],
+        wide(quality),
+        prompts=per_prompt.get("prompt"),
+        tasks=per_prompt.get("task", ""),
+        splits=per_prompt.get("split", ""),
+        responses=responses,
+        name=path.stem,
+        notes=notes,
+        **outcomes,
+    )
+
+
+def _derive_cost(outcomes, per_prompt, responses, models, prices, path):
+    tokens_in = outcomes.get("tokens_in")
+    tokens_out = outcomes.get("tokens_out")
+    if tokens_in is None or np.isnan(tokens_in).any():
+        if "prompt" not in per_prompt:
+            raise DataError(
+                f"{path}: no cost_usd, and neither tokens_in nor prompt text to derive it from"
+            )
+        chars = np.array([len(p) for p in per_prompt["prompt"]], dtype=float)
+        estimate = np.repeat(tokens_from_chars(chars)[:, None], len(models), axis=1)
+        tokens_in = estimate if tokens_in is None else np.where(np.isnan(tokens_in), estimate,
+                                                                tokens_in)
+    if tokens_out is None or np.isnan(tokens_out).any():
+        if responses is None:
+            raise DataError(
+                f"{path}: no cost_usd, and neither tokens_out nor response text to derive it from"
+            )
+        estimate = tokens_from_chars(np.vectorize(len, otypes=[float])(responses))
+        tokens_out = estimate if tokens_out is None else np.where(np.isnan(tokens_out), estimate,
+                                                                  tokens_out)
+    return derive_costs(models, tokens_in, tokens_out, PriceCatalog.default_with(prices))
+
+
+def write(table: OutcomeTable, path: str | Path) -> Path:
+    """Write the table in the long format; a partial file never replaces a good one."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: the long format is written as one of {SUFFIXES}")
+    n, m = table.n_prompts, table.n_models
+    columns: dict[str, np.ndarray] = {
+        "prompt_id": np.repeat(table.prompt_ids, m),
+        "prompt": np.repeat(table.prompts, m),
+        "task": np.repeat(table.tasks, m),
+        "split": np.repeat(table.splits, m),
+        "model": np.tile(np.array(table.models, dtype=object), n),
+        "quality": table.quality.reshape(-1, order="C"),
+    }
+    for c in OUTCOME_COLUMNS:
+        if table.has(c):
+            columns[c] = np.ascontiguousarray(getattr(table, c)).reshape(-1)
+    if table.responses is not None:
+        columns["response"] = table.responses.reshape(-1)
+    frame = pd.DataFrame(columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        elif suffix == ".jsonl":
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,90 @@
+"""LLMRouter (UIUC): JSON lists of ``{question, scores: {model: score}}``.
+
+``dcrouter_train.json`` and ``dcrouter_test.json`` keep their splits; ``default_llm.json``
+gives each model's USD per million input and output tokens, which take precedence over the
+built-in catalog. The files record no answer lengths, so output tokens are an assumption
+(``output_tokens``, default 256), stated in the table's notes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from llmtriage.data.errors import DataError
+from llmtriage.data.prices import Price, PriceCatalog, derive_costs, tokens_from_chars
+from llmtriage.data.table import OutcomeTable
+
+ASSUMED_OUTPUT_TOKENS = 256
+
+
+def _read(path: Path):
+    if not path.is_file():
+        raise DataError(f"LLMRouter data: missing file {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON: {exc}") from None
+
+
+def dataset_prices(root: Path) -> PriceCatalog:
+    path = root / "default_llm.json"
+    if not path.is_file():
+        return PriceCatalog({})
+    return PriceCatalog(
+        {
+            name: Price(float(v["input_price"]), float(v["output_price"]), f"{path.name}")
+            for name, v in _read(path).items()
+        },
+        origin=str(path),
+    )
+
+
+def load(
+    path: str | Path,
+    *,
+    output_tokens: float = ASSUMED_OUTPUT_TOKENS,
+    prices: PriceCatalog | None = None,
+) -> OutcomeTable:
+    root = Path(path)
+    records, splits = [], []
+    for split in ("train", "test"):
+        part = _read(root / f"dcrouter_{split}.json")
+        records.extend(part)
+        splits.extend([split] * len(part))
+    if not records:
+        raise DataError(f"{root}: no LLMRouter records")
+    models = tuple(records[0]["scores"])
+    quality = np.empty((len(records), len(models)))
+    for i, rec in enumerate(records):
+        scores = rec.get("scores") or {}
+        if set(scores) != set(models):
+            raise DataError(f"{root}: record {i} scores models {sorted(scores)}, not {models}")
+        quality[i] = [scores[m] for m in models]
+    prompts = np.array([r["question"] for r in records], dtype=object)
+    tokens_in = np.repeat(
+        tokens_from_chars(np.array([len(p) for p in prompts]))[:, None], len(models), axis=1
+    )
+    tokens_out = np.full(quality.shape, float(output_tokens))
+    catalog = PriceCatalog.default().overridden_by(dataset_prices(root))
+    catalog = catalog if prices is None else catalog.overridden_by(prices)
+    cost, price_notes = derive_costs(models, tokens_in, tokens_out, catalog)
+    return OutcomeTable.build(
+        models,
+        [f"llmrouter-{s}-{i}" for i, s in enumerate(splits)],
+        quality,
+        prompts=prompts,
+        tasks="llmrouter",
+        splits=splits,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=cost,
+        name="llmrouter",
+        notes=[
+            f"source: LLMRouter {root}",
+            f"output tokens assumed {output_tokens:g} per answer (not recorded)",
+            *price_notes,
+        ],
+    )

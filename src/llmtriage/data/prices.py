@@ -1,0 +1,153 @@
+"""The price catalog: USD per million input and output tokens, per model.
+
+Sources that record no cost (RouteLLM, ZeroEval, arena tables, a user's own logs) get one
+derived from token counts and these prices. The shipped table is dated and approximate;
+users override it with their own file. Every derived cost names the price it used, so a
+report can print exactly which numbers it rests on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from llmtriage.data.errors import DataError
+
+#: Characters per token where a source gives only text lengths (the usual English estimate).
+CHARS_PER_TOKEN = 4.0
+
+
+@dataclass(frozen=True)
+class Price:
+    input: float
+    output: float
+    source: str = ""
+
+    def cost(self, tokens_in: np.ndarray, tokens_out: np.ndarray) -> np.ndarray:
+        return (tokens_in * self.input + tokens_out * self.output) / 1e6
+
+
+def normalize_name(model: str) -> str:
+    """Fold provider spellings of one model together: case, 'org/' prefix, '@host' suffix."""
+    name = model.strip().lower()
+    name = name.split("@", 1)[0]
+    return name
+
+
+def _short_name(model: str) -> str:
+    return normalize_name(model).rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class PriceCatalog:
+    prices: dict[str, Price]
+    as_of: str = ""
+    origin: str = "built-in"
+
+    @classmethod
+    def default(cls) -> PriceCatalog:
+        text = resources.files("llmtriage.data").joinpath("prices.json").read_text()
+        return cls._from_json(json.loads(text), origin="built-in")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PriceCatalog:
+        """Read a JSON catalog (the shipped format) or a CSV with model,input,output."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"price file {path} does not exist")
+        try:
+            if path.suffix.lower() == ".csv":
+                with path.open(newline="") as f:
+                    rows = list(csv.DictReader(f))
+                missing = {"model", "input", "output"} - set(rows[0] if rows else {})
+                if missing:
+                    raise DataError(f"price file {path} lacks columns {sorted(missing)}")
+                prices = {
+                    r["model"]: Price(float(r["input"]), float(r["output"]), str(path))
+                    for r in rows
+                }
+                return cls(prices, origin=str(path))
+            return cls._from_json(json.loads(path.read_text()), origin=str(path))
+        except (ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"price file {path} is malformed: {exc}") from None
+
+    @classmethod
+    def _from_json(cls, data: dict, origin: str) -> PriceCatalog:
+        models = data.get("models")
+        if not isinstance(models, dict):
+            raise DataError(f"price catalog {origin} has no 'models' object")
+        prices = {}
+        for name, p in models.items():
+            try:
+                prices[name] = Price(float(p["input"]), float(p["output"]), p.get("source", origin))
+            except (KeyError, TypeError, ValueError):
+                raise DataError(
+                    f"price catalog {origin}: model {name!r} needs numeric 'input' and 'output'"
+                ) from None
+            if prices[name].input < 0 or prices[name].output < 0:
+                raise DataError(f"price catalog {origin}: model {name!r} has a negative price")
+        return cls(prices, as_of=str(data.get("as_of", "")), origin=origin)
+
+    @classmethod
+    def default_with(cls, overrides: PriceCatalog | None) -> PriceCatalog:
+        """The built-in catalog, with a user's prices (if any) taking precedence."""
+        return cls.default() if overrides is None else cls.default().overridden_by(overrides)
+
+    def overridden_by(self, other: PriceCatalog) -> PriceCatalog:
+        return PriceCatalog({**self.prices, **other.prices}, other.as_of or self.as_of, other.origin)
+
+    def lookup(self, model: str) -> Price | None:
+        """The price of a model by exact name, then normalized, then without its org prefix."""
+        if model in self.prices:
+            return self.prices[model]
+        for key in (normalize_name(model), _short_name(model)):
+            for name, price in self.prices.items():
+                if key in (normalize_name(name), _short_name(name)):
+                    return price
+        return None
+
+    def require(self, models: list[str] | tuple[str, ...]) -> dict[str, Price]:
+        found = {m: self.lookup(m) for m in models}
+        missing = [m for m, p in found.items() if p is None]
+        if missing:
+            raise DataError(
+                "no price known for model(s) "
+                + ", ".join(repr(m) for m in missing)
+                + "; give their USD per million input/output tokens in a --prices file "
+                "(JSON like the built-in catalog, or CSV with columns model,input,output)"
+            )
+        return {m: p for m, p in found.items() if p is not None}
+
+    def describe(self, used: dict[str, Price]) -> list[str]:
+        """One note per price used, for the report's provenance."""
+        dated = f" (as of {self.as_of})" if self.as_of else ""
+        return [
+            f"price {m}: ${p.input:g} in / ${p.output:g} out per 1M tokens, {p.source}{dated}"
+            for m, p in used.items()
+        ]
+
+
+def tokens_from_chars(chars: np.ndarray) -> np.ndarray:
+    return np.asarray(chars, dtype=np.float64) / CHARS_PER_TOKEN
+
+
+def derive_costs(
+    models: tuple[str, ...],
+    tokens_in: np.ndarray,
+    tokens_out: np.ndarray,
+    catalog: PriceCatalog,
+) -> tuple[np.ndarray, list[str]]:
+    """Per-outcome USD cost from (N, M) token counts, and the notes naming the prices used."""
+    used = catalog.require(models)
+    cost = np.empty(tokens_in.shape, dtype=np.float64, order="F")
+    for j, m in enumerate(models):
+        cost[:, j] = used[m].cost(tokens_in[:, j], tokens_out[:, j])
+    return cost, catalog.describe(used)
+
