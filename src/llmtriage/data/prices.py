@@ -101,7 +101,8 @@ class PriceCatalog:
         return cls.default() if overrides is None else cls.default().overridden_by(overrides)
 
     def overridden_by(self, other: PriceCatalog) -> PriceCatalog:
-        return PriceCatalog({**self.prices, **other.prices}, other.as_of or self.as_of, other.origin)
+        merged = {**self.prices, **other.prices}
+        return PriceCatalog(merged, other.as_of or self.as_of, other.origin)
 
     def lookup(self, model: str) -> Price | None:
         """The price of a model by exact name, then normalized, then without its org prefix."""

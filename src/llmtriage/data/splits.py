@@ -6,21 +6,21 @@ the same split whatever else the table holds, and a table that grows keeps its o
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
+import pandas as pd
 
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
 
 
-def unit_hash(keys: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A uniform number in [0, 1) per key, stable across runs and machines."""
-    out = np.empty(len(keys), dtype=np.float64)
-    salt = f"{seed}:".encode()
-    for i, key in enumerate(keys):
-        digest = hashlib.blake2b(salt + str(key).encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "little") / 2**64
-    return out
+def unit_hash(keys: np.ndarray, seed: int = 0, purpose: str = "split") -> np.ndarray:
+    """A uniform number in [0, 1) per key, stable across runs, machines and table order.
+
+    ``purpose`` keeps independent uses apart: without it, a random router seeded like the
+    split would send exactly the test prompts one way.
+    """
+    hash_key = f"{purpose[:6]:<6}{seed:010d}"[:16]
+    hashed = pd.util.hash_array(np.asarray(keys, dtype=object).astype(str), hash_key=hash_key)
+    return (hashed >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
 def assign_missing_splits(
@@ -30,7 +30,7 @@ def assign_missing_splits(
     missing = (table.splits == "") | (table.splits == None)  # noqa: E711 (object array)
     if not missing.any():
         return table
-    u = unit_hash(table.prompt_ids[missing], seed)
+    u = unit_hash(table.prompt_ids[missing], seed, purpose="split")
     splits = table.splits.copy()
     splits[missing] = np.where(u < test_fraction, TEST, TRAIN)
     return table.with_splits(splits).with_notes(

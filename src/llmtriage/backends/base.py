@@ -1,0 +1,51 @@
+"""What every backend takes and returns: a batch of queries in, per-query results out.
+
+Backends know nothing of policies; policies and the step loop speak these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmtriage.data.table import OutcomeTable
+
+#: Per-step measurements a backend returns and a state records.
+STEP_FIELDS = ("confidence", "cost_usd", "latency_ms", "tokens_in", "tokens_out", "energy_j")
+
+
+@dataclass(frozen=True)
+class Queries:
+    """What a policy may see of a query before calling any model."""
+
+    prompt_ids: np.ndarray
+    prompts: np.ndarray
+    tasks: np.ndarray
+    #: Row of each query in the table a replay backend reads (offline only).
+    rows: np.ndarray | None = None
+
+    @classmethod
+    def from_table(cls, table: OutcomeTable) -> Queries:
+        return cls(table.prompt_ids, table.prompts, table.tasks, np.arange(table.n_prompts))
+
+    @classmethod
+    def from_texts(cls, texts: list[str], task: str = "") -> Queries:
+        ids = np.array([f"q{i}" for i in range(len(texts))], dtype=object)
+        return cls(ids, np.array(texts, dtype=object), np.full(len(texts), task, dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+
+@dataclass
+class StepResult:
+    """A backend's answer for a group of queries sent to one model (arrays aligned to them)."""
+
+    confidence: np.ndarray
+    cost_usd: np.ndarray
+    latency_ms: np.ndarray
+    tokens_in: np.ndarray
+    tokens_out: np.ndarray
+    energy_j: np.ndarray
+    answers: list[str] | None = None

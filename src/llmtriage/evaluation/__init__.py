@@ -1,0 +1,1 @@
+"""Replay, metrics, comparisons, reports and plots."""

@@ -1,0 +1,176 @@
+"""Compare a set of policies on one table: curves, summary metrics and the frontier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmtriage.data.table import TEST, TRAIN, OutcomeTable
+from llmtriage.evaluation import metrics
+from llmtriage.evaluation.evaluate import BOOTSTRAP, OperatingPoint, replay, summarize
+from llmtriage.policies.base import Policy
+from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel, ThresholdCascade
+
+#: PGR targets at which CPT is reported, as RouteLLM does.
+CPT_TARGETS = (0.2, 0.5, 0.8)
+
+
+@dataclass
+class PolicyCurve:
+    """A policy's operating points (one, or one per trade-off value) and its summary metrics."""
+
+    name: str
+    family: str
+    points: list[OperatingPoint]
+    aiq: float | None = None
+    apgr: float | None = None
+    cpt: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def swept(self) -> bool:
+        return len(self.points) > 1
+
+
+@dataclass
+class Comparison:
+    dataset: str
+    split: str
+    split_sizes: dict[str, int]
+    models: tuple[str, ...]
+    curves: list[PolicyCurve]
+    cost_range: tuple[float, float]
+    #: AIQ of the single models' hull: RouterBench's "zero router".
+    zero_router_aiq: float
+    frontier: list[tuple[str, OperatingPoint]]
+    notes: list[str]
+    strong: str
+    weak: str
+
+    def curve(self, name: str) -> PolicyCurve:
+        return next(c for c in self.curves if c.name == name)
+
+    @property
+    def singles(self) -> list[OperatingPoint]:
+        return [c.points[0] for c in self.curves if c.family == "single"]
+
+    def oracle_verdict(self) -> str | None:
+        """Whether the oracle beats every single model on quality at lower cost."""
+        curve = next((c for c in self.curves if c.family == "oracle"), None)
+        if curve is None:
+            return None
+        oracle = curve.points[0]  # the cheapest correct model (no cost penalty)
+        best = max(self.singles, key=lambda p: p.quality)
+        beats = oracle.quality > best.quality and oracle.cost_per_query < best.cost_per_query
+        ratio = oracle.cost_per_query / best.cost_per_query if best.cost_per_query else np.nan
+        return (
+            f"oracle {'beats' if beats else 'does NOT beat'} every single model: quality "
+            f"{oracle.quality:.3f} vs best single {best.policy} {best.quality:.3f}, "
+            f"at {ratio:.0%} of its cost"
+        )
+
+
+def reference_pair(table: OutcomeTable) -> tuple[str, str]:
+    """(weak, strong): the cheapest model and the best one, by mean cost and quality."""
+    quality = table.quality.mean(axis=0)
+    cost = np.nanmean(table.cost_usd, axis=0) if table.has("cost_usd") else np.zeros(len(quality))
+    strong = int(np.lexsort((cost, -quality))[0])
+    weak = int(np.lexsort((-quality, cost))[0])
+    return table.models[weak], table.models[strong]
+
+
+def pareto_ladder(table: OutcomeTable) -> list[str]:
+    """The single models on the cost-quality frontier, cheapest first: a natural cascade."""
+    quality = table.quality.mean(axis=0)
+    cost = np.nanmean(table.cost_usd, axis=0) if table.has("cost_usd") else np.arange(len(quality))
+    return [table.models[i] for i in metrics.pareto_front(cost, quality)]
+
+
+def default_policies(table: OutcomeTable) -> list[Policy]:
+    """Every single model, the oracle, random mixing of the cheapest and best model, and a
+    confidence cascade up the Pareto ladder where the table records a confidence."""
+    train = table.split(TRAIN) if (table.splits == TRAIN).any() else table
+    policies: list[Policy] = [SingleModel(m) for m in table.models]
+    policies.append(Oracle())
+    weak, strong = reference_pair(train)
+    if weak != strong:
+        policies.append(RandomMix(weak, strong))
+    if table.has("confidence"):
+        ladder = pareto_ladder(train)
+        if len(ladder) >= 2:
+            policies.append(ThresholdCascade(ladder))
+    return policies
+
+
+def compare(
+    table: OutcomeTable,
+    policies: Sequence[Policy],
+    *,
+    split: str = TEST,
+    bootstrap: int = BOOTSTRAP,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Fit each policy on the training split, sweep its trade-off, replay it on ``split``."""
+    has_train = (table.splits == TRAIN).any() and split != "all"
+    train = table.split(TRAIN) if has_train else table
+    evaluated = table.split(split)
+    curves = []
+    for policy in policies:
+        policy.fit(evaluated if policy.reads_gold else train)
+        settings = (
+            [policy.with_params(**{policy.tradeoff: v}) for v in policy.grid(train)]
+            if policy.tradeoff
+            else [policy]
+        ) or [policy]
+        points = []
+        for setting in settings:
+            if progress:
+                progress(setting.label)
+            points.append(summarize(replay(setting, evaluated), evaluated, setting,
+                                    bootstrap=bootstrap, seed=seed))
+        label = policy.label if not policy.tradeoff else policy.name
+        curves.append(PolicyCurve(label, policy.name, points))
+    return _score(table, evaluated, split, curves)
+
+
+def _score(
+    table: OutcomeTable, evaluated: OutcomeTable, split: str, curves: list[PolicyCurve]
+) -> Comparison:
+    singles = [c.points[0] for c in curves if c.family == "single"]
+    single_cost = np.array([p.cost_per_query for p in singles])
+    single_quality = np.array([p.quality for p in singles])
+    cost_range = (float(single_cost.min()), float(single_cost.max())) if singles else (0.0, 0.0)
+    weak, strong = reference_pair(evaluated)
+    q_weak = float(evaluated.quality[:, evaluated.model_index(weak)].mean())
+    q_strong = float(evaluated.quality[:, evaluated.model_index(strong)].mean())
+    pair = evaluated.n_models == 2 and q_strong > q_weak
+    for c in curves:
+        cost = np.array([p.cost_per_query for p in c.points])
+        quality = np.array([p.quality for p in c.points])
+        c.aiq = metrics.aiq(cost, quality, cost_range) if singles else None
+        if pair and c.family not in ("single",):
+            share = np.array([p.strong_share for p in c.points], dtype=float)
+            c.apgr = metrics.apgr(share, quality, q_weak, q_strong)
+            c.cpt = {f"{t:.0%}": metrics.cpt(share, quality, q_weak, q_strong, t)
+                     for t in CPT_TARGETS}
+    all_points = [(c.name, p) for c in curves for p in c.points]
+    front = metrics.pareto_front(
+        np.array([p.cost_per_query for _, p in all_points]),
+        np.array([p.quality for _, p in all_points]),
+    )
+    zero = metrics.aiq(single_cost, single_quality, cost_range) if singles else float("nan")
+    return Comparison(
+        dataset=table.name,
+        split=split,
+        split_sizes=table.split_sizes(),
+        models=table.models,
+        curves=curves,
+        cost_range=cost_range,
+        zero_router_aiq=zero,
+        frontier=[all_points[i] for i in front],
+        notes=list(table.notes),
+        strong=strong,
+        weak=weak,
+    )

@@ -1,0 +1,129 @@
+"""Replay policies over an outcome table and measure what they did.
+
+The evaluator reads only traces and the table's gold quality, so anything that produces a
+trace -- a replay, a live run, the gateway's log -- is measured the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from llmtriage.backends.base import Queries
+from llmtriage.backends.replay import ReplayBackend
+from llmtriage.data.table import OutcomeTable
+from llmtriage.policies.base import Policy, Trace
+from llmtriage.policies.loop import run_policy
+
+#: Bootstrap resamples for confidence intervals; fewer on very large tables (same cost).
+BOOTSTRAP = 1000
+_BOOTSTRAP_BUDGET = 20_000_000
+
+
+@dataclass
+class OperatingPoint:
+    """One policy at one setting, measured on one evaluation split."""
+
+    policy: str
+    family: str
+    param: float | None
+    quality: float
+    cost_per_query: float
+    latency_ms: float | None
+    energy_j: float | None
+    calls_per_query: float
+    n_queries: int
+    #: Share of all calls made to each model.
+    call_share: dict[str, float]
+    #: Share of queries whose accepted answer came from each model.
+    answer_share: dict[str, float]
+    #: Share of queries that called the strong model (two-model tables only).
+    strong_share: float | None = None
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def cost_per_1k(self) -> float:
+        return self.cost_per_query * 1000.0
+
+    def record(self) -> dict:
+        out = asdict(self)
+        out["cost_per_1k"] = self.cost_per_1k
+        out["ci"] = {k: list(v) for k, v in self.ci.items()}
+        return out
+
+
+def bootstrap_means(
+    values: dict[str, np.ndarray], resamples: int = BOOTSTRAP, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of per-query means, all from the same resampled query sets."""
+    n = len(next(iter(values.values())))
+    if n < 2 or resamples <= 0:
+        return {}
+    resamples = max(50, min(resamples, _BOOTSTRAP_BUDGET // n))
+    rng = np.random.default_rng(seed)
+    sums = {k: np.empty(resamples) for k in values}
+    chunk = max(1, _BOOTSTRAP_BUDGET // (10 * n))
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        for k, v in values.items():
+            sums[k][start : start + len(idx)] = v[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    return {k: (float(np.quantile(s, alpha)), float(np.quantile(s, 1 - alpha)))
+            for k, s in sums.items()}
+
+
+def replay(policy: Policy, table: OutcomeTable) -> Trace:
+    return run_policy(policy, ReplayBackend(table), Queries.from_table(table))
+
+
+def summarize(
+    trace: Trace,
+    table: OutcomeTable,
+    policy: Policy,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> OperatingPoint:
+    """Measure a trace against the gold quality of the table it replayed."""
+    rows = trace.queries.rows if trace.queries.rows is not None else np.arange(len(table))
+    accepted = trace.accepted_model
+    quality = table.quality[rows, accepted]
+    per_query = {"quality": quality, "cost_per_query": trace.total("cost_usd")}
+    latency = energy = None
+    if trace.known("latency_ms"):
+        per_query["latency_ms"] = trace.total("latency_ms")
+        latency = float(per_query["latency_ms"].mean())
+    if trace.known("energy_j"):
+        per_query["energy_j"] = trace.total("energy_j")
+        energy = float(per_query["energy_j"].mean())
+    m = len(trace.models)
+    calls = np.bincount(trace.called[trace.called >= 0], minlength=m)
+    answers = np.bincount(accepted, minlength=m)
+    strong_share = None
+    if m == 2:
+        strong = int(np.argmax(table.quality.mean(axis=0)))
+        strong_share = float((trace.called == strong).any(axis=1).mean())
+    param = getattr(policy, policy.tradeoff) if policy.tradeoff else None
+    return OperatingPoint(
+        policy=policy.label,
+        family=policy.name,
+        param=float(param) if isinstance(param, int | float) else None,
+        quality=float(quality.mean()),
+        cost_per_query=float(per_query["cost_per_query"].mean()),
+        latency_ms=latency,
+        energy_j=energy,
+        calls_per_query=float(trace.n_steps.mean()),
+        n_queries=len(quality),
+        call_share=dict(zip(trace.models, (calls / max(calls.sum(), 1)).tolist(), strict=True)),
+        answer_share=dict(zip(trace.models, (answers / len(accepted)).tolist(), strict=True)),
+        strong_share=strong_share,
+        ci=bootstrap_means(per_query, bootstrap, seed) if bootstrap else {},
+    )
+
+
+def evaluate(
+    policy: Policy, table: OutcomeTable, *, bootstrap: int = BOOTSTRAP, seed: int = 0
+) -> OperatingPoint:
+    """Replay an already-fitted policy over ``table`` and measure it."""
+    return summarize(replay(policy, table), table, policy, bootstrap=bootstrap, seed=seed)

@@ -1,0 +1,158 @@
+"""Turn a comparison into records (JSON), terminal tables and verdict lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmtriage.evaluation import metrics
+from llmtriage.evaluation.compare import Comparison
+from llmtriage.evaluation.evaluate import OperatingPoint
+
+
+def _reference(c: Comparison) -> dict[str, float]:
+    strong = next(p for p in c.singles if p.policy == c.strong)
+    ref = {"cost": strong.cost_per_query}
+    if strong.latency_ms:
+        ref["latency"] = strong.latency_ms
+    if strong.energy_j:
+        ref["energy"] = strong.energy_j
+    return ref
+
+
+def _scores(c: Comparison, p: OperatingPoint) -> dict[str, float]:
+    resources = {"cost": p.cost_per_query}
+    if p.latency_ms is not None:
+        resources["latency"] = p.latency_ms
+    if p.energy_j is not None:
+        resources["energy"] = p.energy_j
+    return {
+        "ies": metrics.inference_efficiency(p.quality, resources, _reference(c)),
+        "routerarena_score": metrics.routerarena_score(p.quality, p.cost_per_1k),
+    }
+
+
+def records(c: Comparison) -> list[dict]:
+    """One record per policy and operating point; policy-level metrics repeated on each."""
+    on_front = {id(p) for _, p in c.frontier}
+    out = []
+    for curve in c.curves:
+        for p in curve.points:
+            rec = {
+                "dataset": c.dataset,
+                "split": c.split,
+                **p.record(),
+                "aiq": curve.aiq,
+                "apgr": curve.apgr,
+                "cpt": curve.cpt or None,
+                "on_frontier": id(p) in on_front,
+                **_scores(c, p),
+            }
+            rec["policy_name"] = curve.name
+            out.append(_finite(rec))
+    return out
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_atomic(path: str | Path, write) -> Path:  # noqa: ANN001 (a callable taking a path)
+    """Write to a temporary file beside ``path`` and rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(c: Comparison, path: str | Path) -> Path:
+    def dump(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(records(c), f, indent=1)
+
+    return write_atomic(path, dump)
+
+
+def _money(x: float) -> str:
+    return f"${x:.3g}"
+
+
+def _ci(p: OperatingPoint, key: str, fmt: str) -> str:
+    if key not in p.ci:
+        return ""
+    lo, hi = p.ci[key]
+    return f" ±{(hi - lo) / 2:{fmt}}"
+
+
+def _thin(points: list[OperatingPoint], keep: int = 5) -> list[OperatingPoint]:
+    if len(points) <= keep:
+        return points
+    idx = sorted({round(i * (len(points) - 1) / (keep - 1)) for i in range(keep)})
+    return [points[i] for i in idx]
+
+
+def render(c: Comparison, console: Console) -> None:
+    sizes = ", ".join(f"{k} {v}" for k, v in c.split_sizes.items())
+    console.print(f"[bold]{escape(c.dataset)}[/]: {len(c.models)} models; splits: {sizes}; "
+                  f"evaluated on [bold]{c.split}[/]")
+    pair = len(c.models) == 2
+    t = Table(title="operating points (swept policies thinned to 5 points)", show_lines=False)
+    for col in ("policy", "quality ±95% CI", "cost/query", "$/1k", "latency ms", "calls/q"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    if pair:
+        t.add_column("strong %", justify="right")
+    on_front = {id(p) for _, p in c.frontier}
+    for curve in c.curves:
+        for p in _thin(curve.points):
+            row = [
+                ("* " if id(p) in on_front else "  ") + escape(p.policy),
+                f"{p.quality:.3f}{_ci(p, 'quality', '.3f')}",
+                _money(p.cost_per_query),
+                f"{p.cost_per_1k:.3g}",
+                "n/a" if p.latency_ms is None else f"{p.latency_ms:.0f}",
+                f"{p.calls_per_query:.2f}",
+            ]
+            if pair:
+                row.append(f"{100 * (p.strong_share or 0):.0f}")
+            t.add_row(*row)
+    console.print(t)
+    m = Table(title=f"curve metrics (AIQ over single-model cost range "
+                    f"{_money(c.cost_range[0])}..{_money(c.cost_range[1])})")
+    for col in ("policy", "points", "AIQ", "APGR", "CPT(20%)", "CPT(50%)", "CPT(80%)"):
+        m.add_column(col, justify="left" if col == "policy" else "right")
+    m.add_row("single models (zero router)", str(len(c.singles)), f"{c.zero_router_aiq:.4f}",
+              "", "", "", "")
+    for curve in c.curves:
+        if curve.family == "single":
+            continue
+        cpt = [f"{curve.cpt[k]:.1%}" if k in curve.cpt and math.isfinite(curve.cpt[k]) else ""
+               for k in ("20%", "50%", "80%")]
+        m.add_row(escape(curve.name), str(len(curve.points)),
+                  "" if curve.aiq is None else f"{curve.aiq:.4f}",
+                  "" if curve.apgr is None else f"{curve.apgr:.3f}", *cpt)
+    console.print(m)
+    verdict = c.oracle_verdict()
+    if verdict:
+        console.print(escape(verdict))
+    console.print("* = on the Pareto frontier over all policies")
