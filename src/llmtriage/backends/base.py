@@ -40,12 +40,16 @@ class Queries:
 
 @dataclass
 class StepResult:
-    """A backend's answer for a group of queries sent to one model (arrays aligned to them)."""
+    """A backend's answer for a group of queries sent to one model (arrays aligned to them).
 
-    confidence: np.ndarray
-    cost_usd: np.ndarray
-    latency_ms: np.ndarray
-    tokens_in: np.ndarray
-    tokens_out: np.ndarray
-    energy_j: np.ndarray
+    A measurement the backend cannot give (latency of a recorded table without timings) is
+    None, not an array of NaN.
+    """
+
+    confidence: np.ndarray | None = None
+    cost_usd: np.ndarray | None = None
+    latency_ms: np.ndarray | None = None
+    tokens_in: np.ndarray | None = None
+    tokens_out: np.ndarray | None = None
+    energy_j: np.ndarray | None = None
     answers: list[str] | None = None

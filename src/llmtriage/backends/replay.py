@@ -17,13 +17,18 @@ class ReplayBackend:
         self.table = table
         self.models = table.models
         self.with_answers = with_answers and table.responses is not None
+        self._recorded = [f for f in STEP_FIELDS if table.has(f)]
 
     def call(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult:
         if queries.rows is None:
             raise ValueError("a replay backend needs queries built from its table (rows)")
         rows = queries.rows[idx]
         t = self.table
-        columns = {f: getattr(t, f)[:, model][rows] for f in STEP_FIELDS}
+        whole = len(rows) == t.n_prompts and _is_arange(rows)
+        columns = {
+            f: getattr(t, f)[:, model] if whole else getattr(t, f)[:, model][rows]
+            for f in self._recorded
+        }
         answers = None
         if self.with_answers:
             answers = t.responses[rows, model].tolist()
@@ -31,3 +36,7 @@ class ReplayBackend:
 
     def queries(self) -> Queries:
         return Queries.from_table(self.table)
+
+
+def _is_arange(rows: np.ndarray) -> bool:
+    return bool((np.diff(rows) == 1).all())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -124,7 +125,12 @@ class OutcomeTable:
 
     def has(self, column: str) -> bool:
         """Whether an optional column carries any recorded value."""
-        return bool(np.isfinite(getattr(self, column)).any())
+        return column in self.recorded
+
+    @cached_property
+    def recorded(self) -> frozenset[str]:
+        """The optional columns that carry at least one recorded value."""
+        return frozenset(c for c in OUTCOME_COLUMNS if np.isfinite(getattr(self, c)).any())
 
     # -- checks ------------------------------------------------------------------------
 

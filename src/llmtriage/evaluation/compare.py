@@ -56,19 +56,27 @@ class Comparison:
         return [c.points[0] for c in self.curves if c.family == "single"]
 
     def oracle_verdict(self) -> str | None:
-        """Whether the oracle beats every single model on quality at lower cost."""
+        """Whether some oracle operating point beats every single model on quality while
+        costing less than the best single model."""
         curve = next((c for c in self.curves if c.family == "oracle"), None)
         if curve is None:
             return None
-        oracle = curve.points[0]  # the cheapest correct model (no cost penalty)
-        best = max(self.singles, key=lambda p: p.quality)
-        beats = oracle.quality > best.quality and oracle.cost_per_query < best.cost_per_query
-        ratio = oracle.cost_per_query / best.cost_per_query if best.cost_per_query else np.nan
+        best = max(self.singles, key=lambda p: (p.quality, -p.cost_per_query))
+        winners = [p for p in curve.points
+                   if p.quality > best.quality and p.cost_per_query < best.cost_per_query]
+        if not winners:
+            return (f"oracle does NOT beat every single model at lower cost than the best "
+                    f"single model {best.policy} ({best.quality:.3f})")
+        win = max(winners, key=lambda p: p.quality)
         return (
-            f"oracle {'beats' if beats else 'does NOT beat'} every single model: quality "
-            f"{oracle.quality:.3f} vs best single {best.policy} {best.quality:.3f}, "
-            f"at {ratio:.0%} of its cost"
+            f"oracle beats every single model on quality at lower cost: {win.quality:.3f} vs "
+            f"{best.quality:.3f} for the best single model {best.policy}, at "
+            f"{win.cost_per_query / best.cost_per_query:.0%} of its cost"
         )
+
+    def oracle_beats_all(self) -> bool:
+        verdict = self.oracle_verdict()
+        return verdict is not None and verdict.startswith("oracle beats")
 
 
 def reference_pair(table: OutcomeTable) -> tuple[str, str]:

@@ -73,6 +73,12 @@ def bootstrap_means(
             for k, s in sums.items()}
 
 
+def gold_quality(table: OutcomeTable, rows: np.ndarray, models: np.ndarray) -> np.ndarray:
+    """The recorded quality of the given model on each given row (column by column)."""
+    flat = table.quality.ravel(order="F")  # column-major: row + model * n_prompts
+    return flat[rows + models * table.n_prompts]
+
+
 def replay(policy: Policy, table: OutcomeTable) -> Trace:
     return run_policy(policy, ReplayBackend(table), Queries.from_table(table))
 
@@ -88,7 +94,7 @@ def summarize(
     """Measure a trace against the gold quality of the table it replayed."""
     rows = trace.queries.rows if trace.queries.rows is not None else np.arange(len(table))
     accepted = trace.accepted_model
-    quality = table.quality[rows, accepted]
+    quality = gold_quality(table, rows, accepted)
     per_query = {"quality": quality, "cost_per_query": trace.total("cost_usd")}
     latency = energy = None
     if trace.known("latency_ms"):
@@ -98,12 +104,12 @@ def summarize(
         per_query["energy_j"] = trace.total("energy_j")
         energy = float(per_query["energy_j"].mean())
     m = len(trace.models)
-    calls = np.bincount(trace.called[trace.called >= 0], minlength=m)
+    calls = trace.calls_per_model()
     answers = np.bincount(accepted, minlength=m)
     strong_share = None
     if m == 2:
         strong = int(np.argmax(table.quality.mean(axis=0)))
-        strong_share = float((trace.called == strong).any(axis=1).mean())
+        strong_share = float(trace.called_model(strong).mean())
     param = getattr(policy, policy.tradeoff) if policy.tradeoff else None
     return OperatingPoint(
         policy=policy.label,

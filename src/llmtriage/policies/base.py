@@ -25,48 +25,124 @@ STOP = -1
 #: Accept code: the answer of the last step taken.
 LAST = -1
 
+class StepColumns:
+    """Per-step arrays of a batch, one length-B column per step index.
+
+    Columns rather than a (B, S) matrix: most batches move in lockstep (every open query at
+    the same step), so a call writes one contiguous column, and a measurement no backend
+    reported (latency in a cost-only table) is never allocated at all.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.called: list[np.ndarray] = []
+        self.values: dict[str, list[np.ndarray | None]] = {f: [] for f in STEP_FIELDS}
+
+    @property
+    def width(self) -> int:
+        return len(self.called)
+
+    def _grow(self) -> None:
+        self.called.append(np.full(self.size, STOP, dtype=np.int64))
+        for columns in self.values.values():
+            columns.append(None)
+
+    def write(self, k: np.ndarray, idx: np.ndarray, model: int, result: StepResult) -> None:
+        while self.width <= int(k.max()):
+            self._grow()
+        k_lo, k_hi = int(k.min()), int(k.max())
+        whole = k_lo == k_hi and len(idx) == self.size  # every query, in lockstep
+        for step in range(k_lo, k_hi + 1):
+            sel = slice(None) if k_lo == k_hi else (k == step)
+            rows = slice(None) if whole else idx[sel]
+            self.called[step][rows] = model
+            for f in STEP_FIELDS:
+                value = getattr(result, f)
+                if value is None:
+                    continue
+                column = self.values[f][step]
+                if column is None and whole:
+                    self.values[f][step] = np.array(value, dtype=np.float64)
+                    continue
+                if column is None:
+                    column = self.values[f][step] = np.full(self.size, np.nan)
+                column[rows] = value[sel]
+
+    def column(self, field_name: str, step: int) -> np.ndarray:
+        column = self.values[field_name][step]
+        return np.full(self.size, np.nan) if column is None else column
+
+    def at(self, field_name: str, steps: np.ndarray) -> np.ndarray:
+        """Each query's value of a measurement at its own step index (NaN where absent).
+
+        Read-only: in lockstep (all at one step) it is the stored column itself."""
+        lo, hi = int(steps.min()), int(steps.max())
+        if lo == hi:
+            column = self.values[field_name][lo] if 0 <= lo < self.width else None
+            return np.full(self.size, np.nan) if column is None else column
+        out = np.full(self.size, np.nan)
+        for step in range(self.width):
+            column = self.values[field_name][step]
+            if column is not None:
+                np.copyto(out, column, where=steps == step)
+        return out
+
+    def model_at(self, steps: np.ndarray) -> np.ndarray:
+        lo, hi = int(steps.min()), int(steps.max())
+        if lo == hi and 0 <= lo < self.width:
+            return self.called[lo].copy()
+        out = np.full(self.size, STOP, dtype=np.int64)
+        for step in range(self.width):
+            np.copyto(out, self.called[step], where=steps == step)
+        return out
+
+    def known(self, field_name: str) -> bool:
+        """True when every step taken reported this measurement."""
+        if not self.called:
+            return False
+        for called, column in zip(self.called, self.values[field_name], strict=True):
+            taken = called >= 0
+            if column is None:
+                if taken.any():
+                    return False
+            elif not np.isfinite(column[taken]).all():
+                return False
+        return True
+
+    def total(self, field_name: str) -> np.ndarray:
+        """Per-query sum over the steps taken (calls are sequential: costs and times add)."""
+        out = np.zeros(self.size)
+        for column in self.values[field_name]:
+            if column is not None:  # NaN exactly where the step was not taken (or unknown)
+                np.add(out, column, out=out, where=~np.isnan(column))
+        return out
+
+    def matrix(self) -> np.ndarray:
+        """The models called, as a (B, S) matrix padded with STOP."""
+        if not self.called:
+            return np.full((self.size, 0), STOP, dtype=np.int64)
+        return np.stack(self.called, axis=1)
+
+
 @dataclass
 class State:
-    """Steps taken so far by each query of a batch: ``(B, S)`` arrays, padded with -1 / NaN."""
+    """Steps taken so far by each query of a batch."""
 
     models: tuple[str, ...]
     queries: Queries
-    called: np.ndarray
+    steps: StepColumns
     n_steps: np.ndarray
     open: np.ndarray
-    steps: dict[str, np.ndarray]
     answers: list[list[str]] | None = None
 
     @classmethod
     def start(cls, models: tuple[str, ...], queries: Queries) -> State:
         b = len(queries)
-        return cls(
-            models=models,
-            queries=queries,
-            called=np.full((b, 0), STOP, dtype=np.int64),
-            n_steps=np.zeros(b, dtype=np.int64),
-            open=np.ones(b, dtype=bool),
-            steps={f: np.empty((b, 0)) for f in STEP_FIELDS},
-            answers=None,
-        )
-
-    @property
-    def width(self) -> int:
-        return self.called.shape[1]
-
-    def _grow(self) -> None:
-        b = len(self.n_steps)
-        self.called = np.hstack([self.called, np.full((b, 1), STOP, dtype=np.int64)])
-        for f, values in self.steps.items():
-            self.steps[f] = np.hstack([values, np.full((b, 1), np.nan)])
+        return cls(models, queries, StepColumns(b), np.zeros(b, dtype=np.int64),
+                   np.ones(b, dtype=bool))
 
     def record(self, model: int, idx: np.ndarray, result: StepResult) -> None:
-        k = self.n_steps[idx]
-        if len(k) and k.max() >= self.width:
-            self._grow()
-        self.called[idx, k] = model
-        for f in STEP_FIELDS:
-            self.steps[f][idx, k] = getattr(result, f)
+        self.steps.write(self.n_steps[idx], idx, model, result)
         if result.answers is not None:
             if self.answers is None:
                 self.answers = [[] for _ in range(len(self.n_steps))]
@@ -76,33 +152,29 @@ class State:
 
     def last(self, field_name: str) -> np.ndarray:
         """The given measurement of each query's latest step (NaN before any step)."""
-        if self.width == 0:
-            return np.full(len(self.n_steps), np.nan)
-        k = np.maximum(self.n_steps - 1, 0)
-        values = self.steps[field_name][np.arange(len(k)), k]
-        return np.where(self.n_steps > 0, values, np.nan)
+        return self.steps.at(field_name, self.n_steps - 1)
 
     def last_model(self) -> np.ndarray:
-        if self.width == 0:
-            return np.full(len(self.n_steps), STOP, dtype=np.int64)
-        k = np.maximum(self.n_steps - 1, 0)
-        return np.where(self.n_steps > 0, self.called[np.arange(len(k)), k], STOP)
+        return self.steps.model_at(self.n_steps - 1)
 
     def has_called(self, model: int) -> np.ndarray:
-        return (self.called == model).any(axis=1)
+        out = np.zeros(len(self.n_steps), dtype=bool)
+        for called in self.steps.called:
+            out |= called == model
+        return out
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Per query: ``call`` a model index or STOP; when stopping, ``accept`` a step (LAST)."""
+    """Per query: ``call`` a model index or STOP; when stopping, ``accept`` a step index
+    (LAST for the latest). ``accept=None`` means LAST for every query."""
 
     call: np.ndarray
-    accept: np.ndarray
+    accept: np.ndarray | None = None
 
     @classmethod
     def calls(cls, models: np.ndarray) -> Decision:
-        models = np.asarray(models, dtype=np.int64)
-        return cls(models, np.full(len(models), LAST, dtype=np.int64))
+        return cls(np.asarray(models, dtype=np.int64))
 
 
 class Policy(ABC):
@@ -168,21 +240,33 @@ class Trace:
 
     models: tuple[str, ...]
     queries: Queries
-    called: np.ndarray
     n_steps: np.ndarray
     accepted_step: np.ndarray
-    steps: dict[str, np.ndarray] = field(repr=False)
+    steps: StepColumns = field(repr=False)
     answers: list[list[str]] | None = None
 
     @property
     def accepted_model(self) -> np.ndarray:
-        return self.called[np.arange(len(self.n_steps)), self.accepted_step]
+        return self.steps.model_at(self.accepted_step)
+
+    @property
+    def called(self) -> np.ndarray:
+        return self.steps.matrix()
 
     def total(self, field_name: str) -> np.ndarray:
-        """Per-query sum of a measurement over the steps taken (calls are sequential)."""
-        values = self.steps[field_name]
-        return np.where(self.called >= 0, values, 0.0).sum(axis=1)
+        return self.steps.total(field_name)
 
     def known(self, field_name: str) -> bool:
-        values = self.steps[field_name]
-        return bool(np.isfinite(values[self.called >= 0]).all()) and values.size > 0
+        return self.steps.known(field_name)
+
+    def calls_per_model(self) -> np.ndarray:
+        counts = np.zeros(len(self.models) + 1, dtype=np.int64)
+        for called in self.steps.called:  # STOP (-1) lands in bin 0, dropped below
+            counts += np.bincount(called + 1, minlength=len(self.models) + 1)
+        return counts[1:]
+
+    def called_model(self, model: int) -> np.ndarray:
+        out = np.zeros(len(self.n_steps), dtype=bool)
+        for called in self.steps.called:
+            out |= called == model
+        return out

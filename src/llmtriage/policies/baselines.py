@@ -14,8 +14,10 @@ from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
 
 def _once(state: State, model: np.ndarray | int) -> Decision:
     """Call the given model(s) on the first step, then stop and accept that answer."""
-    first = state.n_steps == 0
-    return Decision.calls(np.where(first, model, STOP))
+    calls = np.empty(len(state.n_steps), dtype=np.int64)
+    calls[:] = model
+    calls[state.n_steps > 0] = STOP
+    return Decision(calls)
 
 
 class SingleModel(Policy):
@@ -134,8 +136,11 @@ class ThresholdCascade(Policy):
     def step(self, state: State) -> Decision:
         ladder = resolve(state.models, self.ladder)
         k = state.n_steps
-        stage = np.minimum(np.maximum(k - 1, 0), len(ladder) - 1)
-        confident = state.last("confidence") >= self.thresholds()[stage]
-        done = (k > 0) & (confident | (k >= len(ladder)))
-        nxt = ladder[np.minimum(k, len(ladder) - 1)]
-        return Decision.calls(np.where(done, STOP, nxt))
+        thresholds = self.thresholds()
+        # The stage a query is at is its step count; past the ladder it has run out of rungs.
+        stage = np.minimum(k, len(ladder))
+        accept_at = np.append(np.inf, thresholds)[stage]  # before any call: never accept
+        done = state.last("confidence") >= accept_at
+        calls = np.append(ladder, STOP)[stage]
+        calls[done] = STOP
+        return Decision(calls)

@@ -45,27 +45,35 @@ class Episode:
         if not state.open.any():
             return []
         decision = self.policy.step(state)
-        stopping = state.open & (decision.call == STOP)
+        targets = decision.call
+        stopping = state.open & (targets == STOP)
         if stopping.any():
-            if (state.n_steps[stopping] == 0).any():
+            taken = state.n_steps[stopping]
+            if (taken == 0).any():
                 raise PolicyError(f"{self.policy.label} stopped a query before calling any model")
-            accept = np.where(decision.accept == LAST, state.n_steps - 1, decision.accept)
-            bad = stopping & ((accept < 0) | (accept >= state.n_steps))
-            if bad.any():
-                raise PolicyError(f"{self.policy.label} accepted a step that was never taken")
-            self.accepted[stopping] = accept[stopping]
+            if decision.accept is None:
+                self.accepted[stopping] = taken - 1
+            else:
+                accept = decision.accept[stopping]
+                accept = np.where(accept == LAST, taken - 1, accept)
+                if ((accept < 0) | (accept >= taken)).any():
+                    raise PolicyError(f"{self.policy.label} accepted a step never taken")
+                self.accepted[stopping] = accept
             state.open &= ~stopping
         calling = state.open
-        if not calling.any():
+        n_calling = int(np.count_nonzero(calling))
+        if n_calling == 0:
             return []
-        if (state.n_steps[calling] >= self.max_steps).any():
+        if state.n_steps.max() >= self.max_steps and (
+            state.n_steps[calling] >= self.max_steps
+        ).any():
             raise PolicyError(f"{self.policy.label} did not stop within {self.max_steps} steps")
-        targets = decision.call
+        wanted = targets if n_calling == len(targets) else targets[calling]
         n_models = len(state.models)
-        if ((targets[calling] < 0) | (targets[calling] >= n_models)).any():
+        if wanted.min() < 0 or wanted.max() >= n_models:
             raise PolicyError(f"{self.policy.label} asked for a model index out of range")
-        counts = np.bincount(targets[calling], minlength=n_models)
-        if counts.max() == calling.sum():
+        counts = np.bincount(wanted, minlength=n_models)
+        if counts.max() == n_calling:
             return [(int(counts.argmax()), np.flatnonzero(calling))]
         return [
             (int(m), np.flatnonzero(calling & (targets == m)))
@@ -77,15 +85,7 @@ class Episode:
 
     def trace(self) -> Trace:
         s = self.state
-        return Trace(
-            models=s.models,
-            queries=s.queries,
-            called=s.called,
-            n_steps=s.n_steps,
-            accepted_step=self.accepted,
-            steps=s.steps,
-            answers=s.answers,
-        )
+        return Trace(s.models, s.queries, s.n_steps, self.accepted, s.steps, s.answers)
 
 
 def run_policy(policy: Policy, backend: Backend, queries: Queries) -> Trace:
