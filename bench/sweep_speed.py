@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from llmtriage.data import load_table
-from llmtriage.evaluation.evaluate import evaluate
+from llmtriage.evaluation.evaluate import evaluate, sweep
 from llmtriage.policies import ThresholdCascade
 
 
@@ -43,8 +43,7 @@ def main() -> None:
 
     evaluate(policy.with_params(threshold=float(thresholds[0])), table, bootstrap=0)  # warm-up
     t0 = time.perf_counter()
-    points = [evaluate(policy.with_params(threshold=float(t)), table, bootstrap=0)
-              for t in thresholds]
+    points = sweep(policy, thresholds.tolist(), table)
     elapsed = time.perf_counter() - t0
     print(f"table: {table.n_prompts:,} prompts x {table.n_models} models = {outcomes:,} outcomes "
           f"(built in {t_build:.2f} s)")

@@ -13,20 +13,29 @@ from llmtriage.data.table import OutcomeTable
 
 
 class ReplayBackend:
-    def __init__(self, table: OutcomeTable, with_answers: bool = False) -> None:
+    def __init__(
+        self,
+        table: OutcomeTable,
+        with_answers: bool = False,
+        fields: tuple[str, ...] = STEP_FIELDS,
+    ) -> None:
+        """``fields``: the measurements to return (an evaluator that never reads token
+        counts need not gather them)."""
         self.table = table
         self.models = table.models
         self.with_answers = with_answers and table.responses is not None
-        self._recorded = [f for f in STEP_FIELDS if table.has(f)]
+        self._recorded = [f for f in fields if table.has(f)]
+        self._all_rows = np.arange(table.n_prompts)
 
     def call(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult:
         if queries.rows is None:
             raise ValueError("a replay backend needs queries built from its table (rows)")
         rows = queries.rows[idx]
         t = self.table
-        whole = len(rows) == t.n_prompts and _is_arange(rows)
+        # Every prompt of the table, in order: hand out the columns themselves.
+        whole = queries.rows is self._all_rows and len(idx) == t.n_prompts
         columns = {
-            f: getattr(t, f)[:, model] if whole else getattr(t, f)[:, model][rows]
+            f: _read_only(getattr(t, f)[:, model]) if whole else getattr(t, f)[:, model][rows]
             for f in self._recorded
         }
         answers = None
@@ -35,8 +44,13 @@ class ReplayBackend:
         return StepResult(**columns, answers=answers)
 
     def queries(self) -> Queries:
-        return Queries.from_table(self.table)
+        """All the table's prompts, in order, as queries this backend can answer."""
+        t = self.table
+        return Queries(t.prompt_ids, t.prompts, t.tasks, self._all_rows)
 
 
-def _is_arange(rows: np.ndarray) -> bool:
-    return bool((np.diff(rows) == 1).all())
+def _read_only(column: np.ndarray) -> np.ndarray:
+    """A view of a table column that nobody downstream can write through."""
+    view = column.view()
+    view.flags.writeable = False
+    return view

@@ -9,7 +9,7 @@ import numpy as np
 
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
 from llmtriage.evaluation import metrics
-from llmtriage.evaluation.evaluate import BOOTSTRAP, OperatingPoint, replay, summarize
+from llmtriage.evaluation.evaluate import BOOTSTRAP, OperatingPoint, evaluate, sweep
 from llmtriage.policies.base import Policy
 from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel, ThresholdCascade
 
@@ -127,17 +127,14 @@ def compare(
     curves = []
     for policy in policies:
         policy.fit(evaluated if policy.reads_gold else train)
-        settings = (
-            [policy.with_params(**{policy.tradeoff: v}) for v in policy.grid(train)]
-            if policy.tradeoff
-            else [policy]
-        ) or [policy]
-        points = []
-        for setting in settings:
+        values = policy.grid(train) if policy.tradeoff else []
+        if values:
+            points = sweep(policy, values, evaluated, bootstrap=bootstrap, seed=seed,
+                           progress=progress)
+        else:
+            points = [evaluate(policy, evaluated, bootstrap=bootstrap, seed=seed)]
             if progress:
-                progress(setting.label)
-            points.append(summarize(replay(setting, evaluated), evaluated, setting,
-                                    bootstrap=bootstrap, seed=seed))
+                progress(policy.label)
         label = policy.label if not policy.tradeoff else policy.name
         curves.append(PolicyCurve(label, policy.name, points))
     return _score(table, evaluated, split, curves)

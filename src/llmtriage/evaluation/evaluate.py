@@ -6,11 +6,13 @@ trace -- a replay, a live run, the gateway's log -- is measured the same way.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from llmtriage.backends.base import Queries
 from llmtriage.backends.replay import ReplayBackend
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy, Trace
@@ -79,8 +81,13 @@ def gold_quality(table: OutcomeTable, rows: np.ndarray, models: np.ndarray) -> n
     return flat[rows + models * table.n_prompts]
 
 
+#: What the evaluator reads of each step; token counts are left ungathered.
+EVALUATED_FIELDS = ("confidence", "cost_usd", "latency_ms", "energy_j")
+
+
 def replay(policy: Policy, table: OutcomeTable) -> Trace:
-    return run_policy(policy, ReplayBackend(table), Queries.from_table(table))
+    backend = ReplayBackend(table, fields=EVALUATED_FIELDS)
+    return run_policy(policy, backend, backend.queries())
 
 
 def summarize(
@@ -126,6 +133,38 @@ def summarize(
         strong_share=strong_share,
         ci=bootstrap_means(per_query, bootstrap, seed) if bootstrap else {},
     )
+
+
+def sweep(
+    policy: Policy,
+    values: Sequence[float],
+    table: OutcomeTable,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[OperatingPoint]:
+    """Evaluate copies of a fitted policy at each value of its trade-off parameter.
+
+    Points are independent, and their array work releases the GIL, so they run on a thread
+    per core.
+    """
+    if policy.tradeoff is None:
+        raise ValueError(f"{policy.label} has no trade-off parameter to sweep")
+    settings = [policy.with_params(**{policy.tradeoff: v}) for v in values]
+
+    def one(setting: Policy) -> OperatingPoint:
+        point = evaluate(setting, table, bootstrap=bootstrap, seed=seed)
+        if progress:
+            progress(setting.label)
+        return point
+
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(settings) == 1:
+        return [one(s) for s in settings]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, settings))
 
 
 def evaluate(

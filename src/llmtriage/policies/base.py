@@ -62,7 +62,9 @@ class StepColumns:
                     continue
                 column = self.values[f][step]
                 if column is None and whole:
-                    self.values[f][step] = np.array(value, dtype=np.float64)
+                    # No other group writes this step: keep the backend's array (read-only
+                    # views of a replayed table are shared, not copied).
+                    self.values[f][step] = np.asarray(value, dtype=np.float64)
                     continue
                 if column is None:
                     column = self.values[f][step] = np.full(self.size, np.nan)
@@ -260,9 +262,13 @@ class Trace:
         return self.steps.known(field_name)
 
     def calls_per_model(self) -> np.ndarray:
-        counts = np.zeros(len(self.models) + 1, dtype=np.int64)
-        for called in self.steps.called:  # STOP (-1) lands in bin 0, dropped below
-            counts += np.bincount(called + 1, minlength=len(self.models) + 1)
+        m = len(self.models)
+        counts = np.zeros(m + 1, dtype=np.int64)
+        for called in self.steps.called:
+            if m <= 8:  # a few comparisons beat a bincount
+                counts[1:] += [np.count_nonzero(called == j) for j in range(m)]
+            else:  # STOP (-1) lands in bin 0, dropped below
+                counts += np.bincount(called + 1, minlength=m + 1)
         return counts[1:]
 
     def called_model(self, model: int) -> np.ndarray:
