@@ -35,18 +35,27 @@ def pgr(quality: np.ndarray | float, weak: float, strong: float) -> np.ndarray:
     return (np.asarray(quality, dtype=np.float64) - weak) / gap
 
 
-def apgr(strong_share: np.ndarray, quality: np.ndarray, weak: float, strong: float) -> float:
-    """Area under PGR against the strong-call share on [0, 1].
-
-    The curve is anchored at the all-weak (0, 0) and all-strong (1, 1) operating points,
-    which every router can reach, and integrated with the trapezoid rule, as RouteLLM does.
-    A random router scores 0.5.
-    """
+def _anchored_curve(
+    strong_share: np.ndarray, quality: np.ndarray, weak: float, strong: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """PGR against strong-call share, completed by the all-weak (0, 0) and all-strong
+    (1, 1) points, which every router reaches at its extreme settings (and which mixing
+    with either model reaches from any point)."""
     x, y = _as_curve(strong_share, pgr(quality, weak, strong))
     if x.size == 0 or x[0] > 0:
         x, y = np.r_[0.0, x], np.r_[0.0, y]
     if x[-1] < 1:
         x, y = np.r_[x, 1.0], np.r_[y, 1.0]
+    return x, y
+
+
+def apgr(strong_share: np.ndarray, quality: np.ndarray, weak: float, strong: float) -> float:
+    """Area under PGR against the strong-call share on [0, 1].
+
+    Integrated with the trapezoid rule over the anchored curve, as RouteLLM does over its
+    threshold sweep. A random router scores 0.5.
+    """
+    x, y = _anchored_curve(strong_share, quality, weak, strong)
     return float(np.trapezoid(y, x))
 
 
@@ -55,12 +64,10 @@ def cpt(
 ) -> float:
     """Call-performance threshold: the least strong-call share reaching ``target`` PGR.
 
-    Read off the piecewise-linear curve through the operating points (anchored at (0, 0)
-    like :func:`apgr`). NaN when no point reaches the target.
+    Read off the piecewise-linear curve through the operating points, anchored like
+    :func:`apgr`. NaN only for targets above 100% that no point reaches.
     """
-    x, y = _as_curve(strong_share, pgr(quality, weak, strong))
-    if x.size == 0 or x[0] > 0:
-        x, y = np.r_[0.0, x], np.r_[0.0, y]
+    x, y = _anchored_curve(strong_share, quality, weak, strong)
     reached = np.flatnonzero(y >= target - 1e-12)
     if reached.size == 0:
         return float("nan")

@@ -8,8 +8,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from llmtriage.evaluation.compare import Comparison  # noqa: E402
+from llmtriage.evaluation.metrics import upper_hull  # noqa: E402
 from llmtriage.evaluation.report import write_atomic  # noqa: E402
 
 
@@ -23,6 +25,10 @@ def plot(c: Comparison, path: str | Path) -> Path:
     for p in singles:
         ax.annotate(p.policy.rsplit("/", 1)[-1], (p.cost_per_query, p.quality), fontsize=6,
                     xytext=(3, 2), textcoords="offset points", color="0.3")
+    hx, hy = upper_hull(np.array([p.cost_per_query for p in singles]),
+                        np.array([p.quality for p in singles]))
+    ax.plot(np.r_[hx, c.cost_range[1]], np.r_[hy, hy[-1]], ":", color="0.4", lw=1,
+            label=f"single-model hull (zero router), AIQ {c.zero_router_aiq:.3f}")
     for curve in c.curves:
         if curve.family == "single":
             continue

@@ -189,7 +189,7 @@ def write(table: OutcomeTable, path: str | Path) -> Path:
         if suffix == ".csv":
             frame.to_csv(tmp, index=False)
         elif suffix == ".jsonl":
-            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False, double_precision=15)
         else:
             frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)

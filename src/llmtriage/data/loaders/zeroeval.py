@@ -37,8 +37,17 @@ def _parquet(path: Path) -> pd.DataFrame:
 
 
 def load(
-    path: str | Path, *, task: str = "gsm", prices: PriceCatalog | None = None
+    path: str | Path,
+    *,
+    task: str = "gsm",
+    missing: str = "drop",
+    prices: PriceCatalog | None = None,
 ) -> OutcomeTable:
+    """``missing="drop"`` (for routing) drops incomplete models, then prompts;
+    ``missing="wrong"`` keeps everything and scores an absent answer 0, as the official
+    ZeroEval summaries count it."""
+    if missing not in ("drop", "wrong"):
+        raise DataError(f"missing must be 'drop' or 'wrong', not {missing!r}")
     root = Path(path)
     if task not in available_tasks(root):
         raise DataError(f"{root}: no ZeroEval task {task!r}; found {available_tasks(root)}")
@@ -51,7 +60,13 @@ def load(
     if set(matrix.index) != set(ids):
         raise DataError(f"{root}: {task} matrix rows do not match the question ids")
     matrix, chars = matrix.reindex(ids), chars.reindex(ids)
-    rows, models, notes = complete_cases(matrix)
+    if missing == "drop":
+        rows, models, notes = complete_cases(matrix)
+    else:
+        rows, models = np.ones(len(matrix), dtype=bool), [str(m) for m in matrix.columns]
+        holes = int(matrix.isna().sum().sum())
+        notes = [f"{holes} missing outcomes scored as wrong (0)"] if holes else []
+        matrix, chars = matrix.fillna(0.0), chars.fillna(0.0)
     quality = matrix.loc[rows, models].to_numpy()
     out_chars = chars.loc[rows, models].to_numpy()
     if np.isnan(out_chars).any():

@@ -1,0 +1,115 @@
+"""The comparison harness on the shared data: verdicts, splits, intervals, reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llmtriage.data import OutcomeTable, load_table
+from llmtriage.evaluation.compare import compare, default_policies
+from llmtriage.evaluation.evaluate import bootstrap_means
+from llmtriage.evaluation.report import records
+from llmtriage.policies import Policy, RandomMix, SingleModel
+from llmtriage.policies.baselines import _once
+
+SETS = [
+    ("routerbench", "arc-challenge"), ("routerbench", "mbpp"), ("routerbench", "winogrande"),
+    ("routellm", "mmlu"), ("routellm", "gsm8k"), ("routellm", "mt-bench"),
+    ("zeroeval", "gsm"), ("zeroeval", "crux"), ("zeroeval", "math-l5"),
+    ("llmrouter", None), ("arena_bench_v1", None),
+]
+
+
+@pytest.mark.parametrize(("folder", "task"), SETS)
+def test_oracle_beats_every_single_model_on_every_shared_set(data_dir, folder, task):
+    table = load_table(str(data_dir / folder), task=task)
+    result = compare(table, default_policies(table), bootstrap=0)
+    verdict = result.oracle_verdict()
+    assert verdict.startswith("oracle beats every single model"), verdict
+    # The hull of the oracle's curve is above the single models' hull ("zero router").
+    assert result.curve("oracle").aiq > result.zero_router_aiq
+
+
+class RememberFit(Policy):
+    """Always the first model; remembers which prompts it was fitted on."""
+
+    name = "remember"
+
+    def fit(self, table: OutcomeTable):
+        self.seen_ = set(table.prompt_ids)
+        return self
+
+    def step(self, state):
+        return _once(state, 0)
+
+
+def test_learned_parts_see_only_the_train_split(data_dir):
+    table = load_table(str(data_dir / "routerbench"), task="mbpp")
+    policy = RememberFit()
+    result = compare(table, [policy, SingleModel(table.models[0])], bootstrap=0)
+    train = set(table.prompt_ids[table.splits == "train"])
+    test = set(table.prompt_ids[table.splits == "test"])
+    assert policy.seen_ == train and not policy.seen_ & test
+    assert result.curve("remember").points[0].n_queries == len(test)
+    assert result.split_sizes == {"test": len(test), "train": len(train)}
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.random(200) < 0.7
+    large = rng.random(20000) < 0.7
+    lo, hi = bootstrap_means({"q": small.astype(float)})["q"]
+    assert lo < small.mean() < hi
+    lo2, hi2 = bootstrap_means({"q": large.astype(float)})["q"]
+    assert (hi2 - lo2) < (hi - lo) / 5
+    # Binomial standard error at n=200 is 0.032: the 95% interval is about +-0.064.
+    assert 0.09 < hi - lo < 0.16
+
+
+def test_two_model_report_has_routellm_metrics(data_dir):
+    table = load_table(str(data_dir / "routellm"), task="gsm8k")
+    result = compare(table, default_policies(table), bootstrap=200)
+    random = result.curve("random")
+    assert random.apgr == pytest.approx(0.5, abs=0.06)
+    assert random.cpt["50%"] == pytest.approx(0.5, abs=0.1)
+    oracle = result.curve("oracle")
+    assert oracle.apgr > 0.9 and oracle.cpt["80%"] < 0.3
+    recs = records(result)
+    assert {"policy", "quality", "cost_per_query", "latency_ms", "calls_per_query", "aiq",
+            "apgr"} <= set(recs[0])
+    assert all(r["ci"]["quality"][0] <= r["quality"] <= r["ci"]["quality"][1] for r in recs)
+    assert any(r["on_frontier"] for r in recs)
+
+
+def test_bench_command_writes_json_and_plot(data_dir, tmp_path):
+    out, png = tmp_path / "gsm8k.json", tmp_path / "gsm8k.png"
+    run = subprocess.run(
+        [sys.executable, "-m", "llmtriage.cli", "bench", f"routellm:{data_dir / 'routellm'}",
+         "--task", "gsm8k", "--json", str(out), "--plot", str(png), "--bootstrap", "100"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "oracle beats every single model" in run.stdout
+    assert "price gpt-4-1106-preview: $24.7" in run.stdout  # the prices used are printed
+    recs = json.loads(out.read_text())
+    assert isinstance(recs, list)
+    random = [r for r in recs if r["family"] == "random"]
+    assert len(random) == 11 and all(r["apgr"] is not None for r in random)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_random_mix_curve_is_between_its_endpoints(data_dir):
+    table = load_table(str(data_dir / "routerbench"), task="winogrande")
+    weak, strong = "mistralai/mistral-7b-chat", "gpt-4-1106-preview"
+    result = compare(table, [SingleModel(weak), SingleModel(strong), RandomMix(weak, strong)],
+                     bootstrap=0)
+    pts = result.curve("random").points
+    costs = [p.cost_per_query for p in pts]
+    assert costs == sorted(costs)
+    lo, hi = result.curve(weak).points[0], result.curve(strong).points[0]
+    assert pts[0].quality == pytest.approx(lo.quality)
+    assert pts[-1].quality == pytest.approx(hi.quality)

@@ -1,0 +1,160 @@
+"""The generic long format: round trips, an unseen 9-model file, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmtriage.data import DataError, PriceCatalog, load_table
+from llmtriage.data.loaders import generic, llmrouter
+
+
+@pytest.fixture(scope="module")
+def llmrouter_table(data_dir):
+    return llmrouter.load(data_dir / "llmrouter")
+
+
+def unseen_nine_model_file(table, path, seed: int = 7) -> pd.DataFrame:
+    """A long-format log the project has never seen: LLMRouter's real 9-model outcomes on
+    its test prompts, renamed, with per-call cost, latency and a logprob-style confidence
+    (a mean answer-token logprob that is higher, on average, when the answer is right)."""
+    rng = np.random.default_rng(seed)
+    test = table.split("test")
+    n, m = test.quality.shape
+    logprob = np.log(np.clip(0.35 + 0.5 * test.quality + rng.normal(0, 0.15, (n, m)),
+                             1e-3, 1.0))
+    latency = rng.gamma(4.0, 60.0, (n, m)) * (1 + np.arange(m))
+    rows = pd.DataFrame({
+        "prompt_id": np.repeat([f"ticket-{i:05d}" for i in range(n)], m),
+        "prompt": np.repeat(test.prompts, m),
+        "model": np.tile([f"acme-{j}-{x}" for j, x in enumerate(test.models)], n),
+        "quality": test.quality.reshape(-1),
+        "cost_usd": test.cost_usd.reshape(-1),
+        "latency_ms": latency.reshape(-1),
+        "confidence": logprob.reshape(-1),
+        "split": np.repeat(np.where(rng.random(n) < 0.5, "train", "test"), m),
+    })
+    rows = rows.sample(frac=1.0, random_state=seed)  # logs arrive in any order
+    if path.suffix == ".csv":
+        rows.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        rows.to_json(path, orient="records", lines=True)
+    else:
+        rows.to_parquet(path)
+    return rows
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_unseen_nine_model_log_loads(llmrouter_table, tmp_path, suffix):
+    path = tmp_path / f"support-bot{suffix}"
+    rows = unseen_nine_model_file(llmrouter_table, path)
+    table = load_table(str(path))
+    assert table.n_models == 9 and table.n_prompts == rows["prompt_id"].nunique()
+    for col in ("cost_usd", "latency_ms", "confidence"):
+        assert table.has(col)
+    # Every outcome landed in its own cell despite the shuffled rows.
+    pick = rows.iloc[123]
+    i = list(table.prompt_ids).index(pick["prompt_id"])
+    j = table.model_index(pick["model"])
+    assert table.quality[i, j] == pytest.approx(pick["quality"])
+    assert table.latency_ms[i, j] == pytest.approx(pick["latency_ms"])
+
+
+def test_unseen_log_benches_from_the_command_line(llmrouter_table, tmp_path):
+    path = tmp_path / "support-bot.csv"
+    unseen_nine_model_file(llmrouter_table, path)
+    out = tmp_path / "report.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "llmtriage.cli", "bench", str(path), "--json", str(out),
+         "--plot", str(tmp_path / "report.png"), "--bootstrap", "100"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    records = pd.read_json(out)
+    assert set(records["family"]) == {"single", "oracle", "random", "cascade"}
+    cascade = records[records["family"] == "cascade"]
+    assert len(cascade) > 5 and cascade["latency_ms"].notna().all()
+    # A cascade pays its models in sequence: its dearest point costs more than one model.
+    assert cascade["calls_per_query"].max() > 1.5
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_round_trip(data_dir, tmp_path, suffix):
+    table = load_table(str(data_dir / "arena_bench_v1"))
+    path = generic.write(table, tmp_path / f"arena{suffix}")
+    back = load_table(str(path))
+    assert back.models == table.models
+    np.testing.assert_array_equal(back.prompt_ids, table.prompt_ids)
+    np.testing.assert_allclose(back.quality, table.quality)
+    np.testing.assert_allclose(back.cost_usd, table.cost_usd)
+    np.testing.assert_array_equal(back.splits, table.splits)
+
+
+def write_csv(tmp_path, text: str):
+    path = tmp_path / "log.csv"
+    path.write_text(text)
+    return path
+
+
+BAD = {
+    "missing column": ("prompt_id,model\np1,a\n", "missing required column"),
+    "NaN quality": ("prompt_id,model,quality,cost_usd\np1,a,,0.1\n", "quality is missing"),
+    "out of range": ("prompt_id,model,quality,cost_usd\np1,a,7,0.1\n", "must lie in \\[0, 1\\]"),
+    "not a number": ("prompt_id,model,quality,cost_usd\np1,a,good,0.1\n", "non-number 'good'"),
+    "duplicate": ("prompt_id,model,quality,cost_usd\np1,a,1,0.1\np1,a,0,0.1\n", "two rows"),
+    "hole": ("prompt_id,model,quality,cost_usd\np1,a,1,.1\np1,b,1,.1\np2,a,0,.1\n",
+             "missing, first: prompt 'p2', model 'b'"),
+    "unknown model": ("prompt_id,prompt,model,quality,response\np1,hi,my-model,1,hello\n",
+                      "no price known for model\\(s\\) 'my-model'"),
+    "negative cost": ("prompt_id,model,quality,cost_usd\np1,a,1,-0.1\n", "negative"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_files_get_clear_errors(tmp_path, case):
+    text, message = BAD[case]
+    with pytest.raises(DataError, match=message):
+        load_table(str(write_csv(tmp_path, text)))
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    path = write_csv(tmp_path, BAD["out of range"][0])
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "bench", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "error:" in run.stderr and "Traceback" not in run.stderr + run.stdout
+
+
+def test_unknown_model_priced_by_user_file(tmp_path):
+    path = write_csv(tmp_path, BAD["unknown model"][0])
+    prices = tmp_path / "prices.csv"
+    prices.write_text("model,input,output\nmy-model,1.0,2.0\n")
+    table = load_table(str(path), prices=PriceCatalog.from_file(prices))
+    # "hi" is 2 characters (0.5 tokens) in, "hello" 5 characters (1.25 tokens) out.
+    assert table.cost_usd[0, 0] == pytest.approx((0.5 * 1.0 + 1.25 * 2.0) / 1e6)
+    assert any("my-model: $1 in / $2 out" in n for n in table.notes)
+
+
+def test_failed_write_keeps_the_good_file(data_dir, tmp_path):
+    table = load_table(str(data_dir / "arena_bench_v1"))
+    path = generic.write(table, tmp_path / "arena.csv")
+    before = path.read_bytes()
+    broken = table.with_notes()
+    object.__setattr__(broken, "quality", table.quality[:, :1])  # wrong shape: write fails
+    with pytest.raises(ValueError):
+        generic.write(broken, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["arena.csv"]
+
+
+def test_price_lookup_folds_provider_spellings():
+    catalog = PriceCatalog.default()
+    assert catalog.lookup("mistralai/Mixtral-8x7B-Instruct-v0.1") is not None
+    assert catalog.lookup("Llama-3.1-405B-Inst@sambanova") == catalog.lookup(
+        "llama-3.1-405b-inst")
+    assert catalog.lookup("no-such-model") is None
