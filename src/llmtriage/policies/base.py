@@ -150,7 +150,10 @@ class State:
                 self.answers = [[] for _ in range(len(self.n_steps))]
             for i, text in zip(idx.tolist(), result.answers, strict=True):
                 self.answers[i].append(text)
-        self.n_steps[idx] += 1
+        if len(idx) == len(self.n_steps):
+            self.n_steps += 1
+        else:
+            self.n_steps[idx] += 1
 
     def last(self, field_name: str) -> np.ndarray:
         """The given measurement of each query's latest step (NaN before any step)."""
@@ -164,6 +167,13 @@ class State:
         for called in self.steps.called:
             out |= called == model
         return out
+
+
+def count_models(indices: np.ndarray, n_models: int) -> np.ndarray:
+    """How often each model index occurs (STOP and other negatives ignored)."""
+    if n_models <= 8:  # a few comparisons beat a bincount on long arrays
+        return np.array([np.count_nonzero(indices == j) for j in range(n_models)])
+    return np.bincount(indices + 1, minlength=n_models + 1)[1:]
 
 
 @dataclass(frozen=True)
@@ -262,14 +272,10 @@ class Trace:
         return self.steps.known(field_name)
 
     def calls_per_model(self) -> np.ndarray:
-        m = len(self.models)
-        counts = np.zeros(m + 1, dtype=np.int64)
+        counts = np.zeros(len(self.models), dtype=np.int64)
         for called in self.steps.called:
-            if m <= 8:  # a few comparisons beat a bincount
-                counts[1:] += [np.count_nonzero(called == j) for j in range(m)]
-            else:  # STOP (-1) lands in bin 0, dropped below
-                counts += np.bincount(called + 1, minlength=m + 1)
-        return counts[1:]
+            counts += count_models(called, len(self.models))
+        return counts
 
     def called_model(self, model: int) -> np.ndarray:
         out = np.zeros(len(self.n_steps), dtype=bool)

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from llmtriage.backends.base import Queries, StepResult
-from llmtriage.policies.base import LAST, STOP, Policy, State, Trace
+from llmtriage.policies.base import LAST, STOP, Policy, State, Trace, count_models
 
 
 class PolicyError(RuntimeError):
@@ -72,7 +72,7 @@ class Episode:
         n_models = len(state.models)
         if wanted.min() < 0 or wanted.max() >= n_models:
             raise PolicyError(f"{self.policy.label} asked for a model index out of range")
-        counts = np.bincount(wanted, minlength=n_models)
+        counts = count_models(wanted, n_models)
         if counts.max() == n_calling:
             return [(int(counts.argmax()), np.flatnonzero(calling))]
         return [
