@@ -8,6 +8,7 @@ the served one the same code.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import numpy as np
@@ -86,6 +87,22 @@ class Episode:
     def trace(self) -> Trace:
         s = self.state
         return Trace(s.models, s.queries, s.n_steps, self.accepted, s.steps, s.answers)
+
+
+class AsyncBackend(Protocol):
+    models: tuple[str, ...]
+
+    async def acall(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult: ...
+
+
+async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries) -> Trace:
+    """Run a policy over live models: the groups of one step are called concurrently."""
+    episode = Episode(policy, backend.models, queries)
+    while groups := episode.pending():
+        results = await asyncio.gather(*(backend.acall(m, queries, idx) for m, idx in groups))
+        for (model, idx), result in zip(groups, results, strict=True):
+            episode.record(model, idx, result)
+    return episode.trace()
 
 
 def run_policy(policy: Policy, backend: Backend, queries: Queries) -> Trace:

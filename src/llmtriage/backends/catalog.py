@@ -1,0 +1,136 @@
+"""The model catalog: which models exist, how to reach them, what they cost.
+
+A TOML file validated by pydantic; with none, the built-in catalog of the three embedded
+local models. Example::
+
+    watts_per_core = 10.0        # energy estimate for local models: busy CPU seconds x this
+    usd_per_kwh = 0.15           # what a local model's energy costs
+
+    [[models]]
+    name = "qwen-1.5b"
+    backend = "llamacpp"
+    local = "qwen2.5-coder-1.5b" # one of the embedded models, or: path = "/models/x.gguf"
+
+    [[models]]
+    name = "gpt-4o-mini"
+    backend = "openai"
+    endpoint = "https://api.openai.com/v1"
+    api_key_env = "OPENAI_API_KEY"
+    price_in = 0.15              # USD per million tokens
+    price_out = 0.6
+
+API keys come from the environment variable named by ``api_key_env`` (or ``api_key``, kept
+as a secret that never prints).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from llmtriage.backends.zoo import LOCAL_MODELS
+from llmtriage.data.errors import DataError
+
+#: Busy-core power assumed for the energy estimate of local inference (W). A desktop CPU
+#: draws roughly 5-15 W per busy core; override with ``watts_per_core`` in the catalog.
+WATTS_PER_CORE = 10.0
+USD_PER_KWH = 0.15
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    backend: Literal["llamacpp", "openai"]
+    local: str | None = None
+    path: Path | None = None
+    endpoint: str | None = None
+    #: The model name sent upstream, when it differs from ``name``.
+    remote_name: str | None = None
+    api_key_env: str | None = None
+    api_key: SecretStr | None = None
+    price_in: float = Field(0.0, ge=0)
+    price_out: float = Field(0.0, ge=0)
+    context_length: int = Field(2048, gt=0)
+    energy_j_per_token: float | None = Field(None, ge=0)
+    n_threads: int = Field(2, gt=0)
+    max_concurrency: int = Field(1, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _where(self) -> ModelSpec:
+        if self.backend == "llamacpp":
+            if (self.local is None) == (self.path is None):
+                raise ValueError("a llamacpp model needs exactly one of 'local' or 'path'")
+            if self.local and self.local not in {m.name for m in LOCAL_MODELS}:
+                raise ValueError(f"unknown local model {self.local!r}; choose among "
+                                 f"{[m.name for m in LOCAL_MODELS]}")
+        elif not self.endpoint:
+            raise ValueError("an openai model needs an 'endpoint'")
+        return self
+
+    def secret(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    watts_per_core: float = Field(WATTS_PER_CORE, gt=0)
+    usd_per_kwh: float = Field(USD_PER_KWH, ge=0)
+    models: list[ModelSpec]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Catalog:
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model names must be unique; repeated: {dup}")
+        return self
+
+    def spec(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise DataError(f"no model {name!r} in the catalog; it has {self.names()}")
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def select(self, names: list[str]) -> Catalog:
+        return self.model_copy(update={"models": [self.spec(n) for n in names]})
+
+
+def default_catalog() -> Catalog:
+    """The embedded ladder: SmolLM2-135M, Qwen2.5-Coder-0.5B, Qwen2.5-Coder-1.5B."""
+    return Catalog(models=[
+        ModelSpec(name=m.name, backend="llamacpp", local=m.name) for m in LOCAL_MODELS
+    ])
+
+
+def load_catalog(path: str | Path | None) -> Catalog:
+    if path is None:
+        return default_catalog()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise DataError(f"catalog {path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(f"catalog {path}: invalid TOML: {exc}") from None
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise DataError(f"catalog {path}: {problems}") from None

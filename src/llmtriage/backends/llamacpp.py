@@ -1,0 +1,120 @@
+"""Embedded llama.cpp: GGUF models loaded in this process through ``xllamacpp``.
+
+Several models can be loaded at once. Each runs at most ``max_concurrency`` generations
+(llama.cpp batches them in one decode), and a process-wide limit keeps the models from
+computing at the same time on more threads than there are cores: on two cores, two models
+decoding together would each run at half speed and both answer late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from llmtriage.backends.catalog import Catalog, ModelSpec
+from llmtriage.backends.live import BackendError, ChatRequest, Completion, parse_chat_response
+from llmtriage.backends.zoo import ensure, local_model
+
+
+def model_path(spec: ModelSpec) -> Path:
+    """The verified GGUF file of a catalog entry (assembled into the cache if needed)."""
+    if spec.local:
+        return ensure(local_model(spec.local))
+    assert spec.path is not None
+    if not spec.path.is_file():
+        raise BackendError(f"{spec.name}: GGUF file {spec.path} does not exist")
+    return spec.path
+
+
+class LlamaCppBackend:
+    def __init__(self, catalog: Catalog, cpu_slots: int | None = None) -> None:
+        self.catalog = catalog
+        self._servers: dict[str, Any] = {}
+        self._load_lock = threading.Lock()
+        cores = os.cpu_count() or 1
+        threads = max((m.n_threads for m in catalog.models if m.backend == "llamacpp"),
+                      default=1)
+        #: How many models may compute at once without oversubscribing the cores.
+        self.cpu_slots = cpu_slots or max(1, cores // threads)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._per_model: dict[str, asyncio.Semaphore] = {}
+
+    # -- loading -------------------------------------------------------------------------
+
+    def load(self, name: str) -> Any:
+        """Load (once) and return the llama.cpp server of a model; safe from any thread."""
+        with self._load_lock:
+            if name in self._servers:
+                return self._servers[name]
+            spec = self.catalog.spec(name)
+            import xllamacpp
+
+            params = xllamacpp.CommonParams()
+            params.model.path = str(model_path(spec))
+            params.n_parallel = spec.max_concurrency
+            params.n_ctx = spec.context_length * spec.max_concurrency
+            params.cpuparams.n_threads = spec.n_threads
+            params.cpuparams_batch.n_threads = spec.n_threads
+            params.warmup = False
+            # llama.cpp logs every load and request to stderr; TRIAGE_LLAMA_LOGS=1 keeps it.
+            params.verbosity = 3 if os.environ.get("TRIAGE_LLAMA_LOGS") else -1
+            self._servers[name] = xllamacpp.Server(params)
+            return self._servers[name]
+
+    def loaded(self) -> list[str]:
+        return list(self._servers)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def _semaphores(self, name: str) -> tuple[asyncio.Semaphore, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # asyncio primitives belong to one event loop
+            self._loop, self._slots, self._per_model = loop, None, {}
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.cpu_slots)
+        if name not in self._per_model:
+            self._per_model[name] = asyncio.Semaphore(self.catalog.spec(name).max_concurrency)
+        return self._slots, self._per_model[name]
+
+    def complete_sync(self, name: str, request: ChatRequest) -> Completion:
+        """One blocking generation (llama.cpp releases the GIL while it decodes)."""
+        spec = self.catalog.spec(name)
+        server = self.load(name)
+        start = time.perf_counter()
+        try:
+            data = server.handle_chat_completions(request.payload())
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"{name}: llama.cpp refused the request: {exc}") from None
+        latency_ms = (time.perf_counter() - start) * 1000
+        if isinstance(data, dict) and "error" in data:
+            raise BackendError(f"{name}: llama.cpp error: {data['error']}")
+        text, tokens_in, tokens_out, logprobs, finish = parse_chat_response(data)
+        timings = data.get("timings") or {}
+        busy_s = (timings.get("prompt_ms", 0.0) + timings.get("predicted_ms", 0.0)) / 1000
+        if spec.energy_j_per_token is not None:
+            energy = spec.energy_j_per_token * (tokens_in + tokens_out)
+        else:  # busy CPU seconds (llama.cpp's own timings) x threads x watts per core
+            energy = busy_s * spec.n_threads * self.catalog.watts_per_core
+        cost = energy / 3.6e6 * self.catalog.usd_per_kwh
+        cost += (tokens_in * spec.price_in + tokens_out * spec.price_out) / 1e6
+        return Completion(
+            model=name, text=text, tokens_in=tokens_in, tokens_out=tokens_out,
+            latency_ms=latency_ms, cost_usd=cost, energy_j=energy, logprobs=logprobs,
+            finish_reason=finish, extra={"timings": timings},
+        )
+
+    async def complete(self, name: str, request: ChatRequest) -> Completion:
+        slots, own = self._semaphores(name)
+        if name not in self._servers:
+            await asyncio.to_thread(self.load, name)
+        async with own, slots:
+            return await asyncio.to_thread(self.complete_sync, name, request)
+
+    async def aclose(self) -> None:
+        self._servers.clear()
+

@@ -1,0 +1,55 @@
+"""Prompt sets with gold answers: the built-in probe set, or a user's JSONL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmtriage.data.errors import DataError
+from llmtriage.probes.builtin import builtin_probes
+from llmtriage.probes.graders import GRADERS
+from llmtriage.probes.types import Probe
+
+#: Appended to every probe question: small models answer tersely when asked to.
+INSTRUCTION = "Answer with only the final answer, no explanation."
+
+
+def load_probes(source: str | None = None) -> list[Probe]:
+    """``None`` or ``"builtin"``: the built-in set. Otherwise a JSONL file, one object per
+    line with ``id``, ``question``, ``answer``, and optional ``grader`` (number, alias,
+    choice; default alias), ``aliases``, ``kind``, ``difficulty``."""
+    if source in (None, "builtin"):
+        return builtin_probes()
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"prompt set {path} does not exist")
+    probes, seen = [], set()
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
+        missing = [k for k in ("id", "question", "answer") if not str(row.get(k, "")).strip()]
+        if missing:
+            raise DataError(f"{path}:{n}: missing {missing}")
+        grader = row.get("grader", "alias")
+        if grader not in GRADERS:
+            raise DataError(f"{path}:{n}: unknown grader {grader!r}; use {sorted(GRADERS)}")
+        if row["id"] in seen:
+            raise DataError(f"{path}:{n}: duplicate id {row['id']!r}")
+        seen.add(row["id"])
+        probes.append(Probe(str(row["id"]), str(row["question"]), str(row["answer"]), grader,
+                            tuple(str(a) for a in row.get("aliases", ())),
+                            str(row.get("kind", "")), str(row.get("difficulty", ""))))
+    if not probes:
+        raise DataError(f"prompt set {path} is empty")
+    return probes
+
+
+def prompt_of(probe: Probe) -> str:
+    return f"{probe.question}\n{INSTRUCTION}"
+
+
+__all__ = ["INSTRUCTION", "Probe", "builtin_probes", "load_probes", "prompt_of"]

@@ -1,0 +1,59 @@
+"""Exact graders: is a model's answer right?
+
+Small models pad their answers ("17 * 23 = 391", "The capital is Paris."), so each grader
+reads the first non-empty line and looks for the answer in it, strictly: a number must equal
+the gold number, a short answer must appear as whole words, a letter must be the first
+standalone choice letter.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_LETTER = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
+
+
+def first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _to_float(token: str) -> float | None:
+    try:
+        return float(token.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def grade_number(answer: str, gold: str) -> bool:
+    """The last number on the first line equals the gold number."""
+    numbers = _NUMBER.findall(first_line(answer))
+    if not numbers:
+        return False
+    value, target = _to_float(numbers[-1]), _to_float(gold)
+    return value is not None and target is not None and abs(value - target) < 1e-9
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^a-z0-9 ]+", " ", text.lower())
+    return " ".join(w for w in text.split() if w not in {"a", "an", "the"})
+
+
+def grade_alias(answer: str, gold: str, aliases: tuple[str, ...] = ()) -> bool:
+    """One of the accepted answers appears, as whole words, on the first line."""
+    line = f" {normalize(first_line(answer))} "
+    return any(f" {normalize(a)} " in line for a in (gold, *aliases) if normalize(a))
+
+
+def grade_choice(answer: str, gold: str) -> bool:
+    """The first standalone letter A-D on the first line is the gold letter."""
+    match = _LETTER.search(first_line(answer))
+    return bool(match) and match.group(1) == gold.strip().upper()
+
+
+GRADERS = {"number": grade_number, "alias": grade_alias, "choice": grade_choice}

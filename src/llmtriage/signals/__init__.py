@@ -1,0 +1,1 @@
+"""Signals: scores of queries and answers that policies use (confidence, later embeddings)."""

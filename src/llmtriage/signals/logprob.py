@@ -1,0 +1,41 @@
+"""Confidence from token log-probabilities of an answer.
+
+Raw scales differ by model (SmolLM2's logprobs run far lower than Qwen's), so these are raw
+scores for a per-model calibration to turn into probabilities, never thresholds to compare
+across models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llmtriage.backends.live import Completion, TokenLogprob
+
+
+@dataclass(frozen=True)
+class LogprobStats:
+    mean: float
+    min: float
+    #: Logprob gap between the first token and its best alternative (0 when unknown).
+    first_margin: float
+    n: int
+
+
+def logprob_stats(tokens: list[TokenLogprob] | None) -> LogprobStats:
+    """Statistics over the answer's tokens; NaN when the backend gave no logprobs."""
+    useful = [t for t in tokens or () if t.token.strip()] or list(tokens or ())
+    if not useful:
+        nan = float("nan")
+        return LogprobStats(nan, nan, nan, 0)
+    values = [t.logprob for t in useful]
+    first = useful[0]
+    alternatives = [lp for tok, lp in first.top if tok != first.token]
+    margin = first.logprob - max(alternatives) if alternatives else 0.0
+    return LogprobStats(sum(values) / len(values), min(values), margin, len(values))
+
+
+def mean_logprob(completion: Completion) -> float:
+    """The default confidence of a live answer: its tokens' mean logprob."""
+    value = logprob_stats(completion.logprobs).mean
+    return value if not math.isnan(value) else float("nan")
