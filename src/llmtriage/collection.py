@@ -1,0 +1,148 @@
+"""Record a model ladder's outcomes on a prompt set: how users characterize their own models.
+
+Every (prompt, model) answer is graded and appended to a journal (one JSON line, flushed)
+the moment it is done; the outcome table is then written from the journal, atomically. A run
+killed halfway leaves a journal of finished rows; the next run reads it, skips them, and
+computes only the rest. A torn last line (a kill mid-write) is dropped and recomputed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llmtriage.backends.live import ChatRequest, Completion
+from llmtriage.backends.pool import ModelPool
+from llmtriage.data.loaders.generic import write_frame
+from llmtriage.data.splits import unit_hash
+from llmtriage.probes import Probe, prompt_of
+from llmtriage.signals.logprob import logprob_stats
+
+#: Token budget for a probe answer: enough for a short answer, not for an essay.
+MAX_TOKENS = 24
+
+
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.name + ".journal.jsonl")
+
+
+def probe_request(probe: Probe) -> ChatRequest:
+    return ChatRequest.ask(prompt_of(probe), max_tokens=MAX_TOKENS)
+
+
+def sample(probes: Sequence[Probe], n: int | None) -> list[Probe]:
+    """``n`` probes evenly spaced through the set (every kind represented), or all."""
+    if n is None or n >= len(probes):
+        return list(probes)
+    picks = np.linspace(0, len(probes) - 1, n).round().astype(int)
+    return [probes[i] for i in sorted(set(picks.tolist()))]
+
+
+def split_of(probe_ids: Sequence[str], test_fraction: float = 0.3) -> list[str]:
+    u = unit_hash(np.array(probe_ids, dtype=object), 0, purpose="split")
+    return ["test" if x < test_fraction else "train" for x in u]
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def outcome_row(probe: Probe, split: str, completion: Completion) -> dict:
+    stats = logprob_stats(completion.logprobs)
+    return {
+        "prompt_id": probe.id,
+        "prompt": probe.question,
+        "task": probe.kind,
+        "split": split,
+        "difficulty": probe.difficulty,
+        "gold": probe.answer,
+        "model": completion.model,
+        "quality": probe.grade(completion.text),
+        "cost_usd": completion.cost_usd,
+        "tokens_in": completion.tokens_in,
+        "tokens_out": completion.tokens_out,
+        "latency_ms": completion.latency_ms,
+        "energy_j": _finite(completion.energy_j),
+        "confidence": _finite(stats.mean),
+        "logprob_min": _finite(stats.min),
+        "logprob_first_margin": _finite(stats.first_margin),
+        "response": completion.text,
+    }
+
+
+def read_journal(path: Path) -> list[dict]:
+    """The finished rows; a torn or corrupt trailing line is dropped (and rewritten away)."""
+    if not path.is_file():
+        return []
+    rows, intact = [], True
+    with path.open() as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                intact = False
+                break
+    if not intact:  # rewrite without the damaged tail, so appends start on a clean line
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    return rows
+
+
+@dataclass
+class CollectResult:
+    out: Path
+    rows: int
+    computed: int
+    reused: int
+
+
+async def collect(
+    pool: ModelPool,
+    probes: Sequence[Probe],
+    out: str | Path,
+    *,
+    test_fraction: float = 0.3,
+    on_start: Callable[[int, int], None] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> CollectResult:
+    """Answer every probe with every model of the pool, resuming from the journal."""
+    out = Path(out)
+    journal = journal_path(out)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    done_rows = [r for r in read_journal(journal)
+                 if r.get("model") in pool.models]
+    done = {(r["prompt_id"], r["model"]) for r in done_rows}
+    splits = dict(zip([p.id for p in probes], split_of([p.id for p in probes], test_fraction),
+                      strict=True))
+    todo = [(p, m) for p in probes for m in pool.models if (p.id, m) not in done]
+    if on_start:
+        on_start(len(todo), len(done))
+    lock = asyncio.Lock()
+
+    async def one(probe: Probe, model: str, sink) -> None:  # noqa: ANN001
+        completion = await pool.complete(model, probe_request(probe))
+        row = outcome_row(probe, splits[probe.id], completion)
+        async with lock:
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+        if on_row:
+            on_row(row)
+
+    with journal.open("a") as sink:
+        await asyncio.gather(*(one(p, m, sink) for p, m in todo))
+    rows = [r for r in read_journal(journal) if r.get("model") in pool.models]
+    wanted = {p.id for p in probes}
+    frame = pd.DataFrame([r for r in rows if r["prompt_id"] in wanted])
+    frame = frame.drop_duplicates(["prompt_id", "model"], keep="last")
+    write_frame(frame, out)
+    return CollectResult(out, len(frame), len(todo), len(done))
