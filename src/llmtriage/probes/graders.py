@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+#: A number, with commas only as thousands separators ("12,345" but not "3,91").
+_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _LETTER = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
 
 

@@ -1,0 +1,130 @@
+"""A minimal OpenAI-compatible upstream that injects faults, run as a real process.
+
+    python tests/servers/upstream.py PORT
+
+The ``model`` field picks the behaviour: ``ok``; ``flaky-500`` (500 twice per prompt, then
+ok); ``always-500``; ``rate-429`` (429 with Retry-After: 1 once per prompt, then ok);
+``hang`` (never answers in time); ``malformed`` (200 with a body that is not JSON);
+``wrong-shape`` (JSON without choices); ``stream-drop`` (with stream: one chunk, then the
+connection is cut). ``GET /attempts`` returns how many requests each (model, prompt) got.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ATTEMPTS: Counter = Counter()
+LOCK = threading.Lock()
+ANSWER = "pong"
+
+
+def completion(model: str, text: str = ANSWER) -> dict:
+    return {
+        "id": "chatcmpl-test", "object": "chat.completion", "model": model,
+        "choices": [{
+            "index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": text},
+            "logprobs": {"content": [
+                {"token": "po", "logprob": -0.1, "top_logprobs": [
+                    {"token": "po", "logprob": -0.1}, {"token": "pi", "logprob": -2.5}]},
+                {"token": "ng", "logprob": -0.2, "top_logprobs": [
+                    {"token": "ng", "logprob": -0.2}]},
+            ]},
+        }],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+    }
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/attempts":
+            with LOCK:
+                data = {f"{m}|{p}": n for (m, p), n in ATTEMPTS.items()}
+            self._send(200, json.dumps(data).encode())
+        elif self.path in ("/health", "/v1/models"):
+            self._send(200, b'{"data": [{"id": "ok"}]}')
+        else:
+            self._send(404, b'{"error": "not found"}')
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        model = body.get("model", "ok")
+        prompt = (body.get("messages") or [{}])[-1].get("content", "")
+        with LOCK:
+            ATTEMPTS[(model, prompt)] += 1
+            n = ATTEMPTS[(model, prompt)]
+        if model == "hang":
+            time.sleep(30)
+            return
+        if model == "always-500" or (model == "flaky-500" and n <= 2):
+            self._send(500, b'{"error": {"message": "upstream exploded"}}')
+            return
+        if model == "rate-429" and n == 1:
+            self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": "1"})
+            return
+        if model == "malformed":
+            self._send(200, b"{not json at all")
+            return
+        if model == "wrong-shape":
+            self._send(200, b'{"id": "x", "object": "chat.completion"}')
+            return
+        if body.get("stream"):
+            self._stream(model)
+            return
+        self._send(200, json.dumps(completion(model)).encode())
+
+    def _stream(self, model: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "po"},
+                          "logprobs": {"content": [{"token": "po", "logprob": -0.1}]}}]},
+            {"choices": [{"index": 0, "delta": {"content": "ng"}, "finish_reason": "stop",
+                          "logprobs": {"content": [{"token": "ng", "logprob": -0.2}]}}]},
+            {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}},
+        ]
+        for i, chunk in enumerate(chunks):
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+            if model == "stream-drop" and i == 0:
+                self.connection.shutdown(2)
+                self.connection.close()
+                return
+            time.sleep(0.05)
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def main() -> None:
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    print(f"listening {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

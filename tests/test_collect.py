@@ -1,0 +1,127 @@
+"""`triage collect` on the three local models: graded outcomes, kill and resume, bench."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from llmtriage.data import load_table
+from llmtriage.probes import builtin_probes, load_probes
+from llmtriage.probes.graders import grade_alias, grade_choice, grade_number
+
+SAMPLE = 60
+MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+
+
+def collect_cmd(out):
+    return [sys.executable, "-m", "llmtriage.cli", "collect", "--sample", str(SAMPLE),
+            "--out", str(out)]
+
+
+def journal_lines(path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    """Collect, kill the run partway, rerun it to the end; return what each run did."""
+    out = tmp_path_factory.mktemp("collect") / "ladder.csv"
+    journal = out.with_name(out.name + ".journal.jsonl")
+    proc = subprocess.Popen(collect_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while len(journal_lines(journal)) < 25 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = journal_lines(journal)
+    finished_before = sum(1 for line in before if line.endswith("}"))
+    rerun = subprocess.run(collect_cmd(out), capture_output=True, text=True, timeout=900)
+    return {"out": out, "journal": journal, "killed_with": finished_before,
+            "first_rows": before, "rerun": rerun}
+
+
+def test_killed_run_resumes_without_redoing_rows(collected):
+    rerun = collected["rerun"]
+    assert rerun.returncode == 0, rerun.stderr
+    total = SAMPLE * len(MODELS)
+    done = collected["killed_with"]
+    assert 25 <= done < total
+    assert f"{total} rows ({total - done} computed, {done} reused" in rerun.stdout
+    rows = [json.loads(line) for line in journal_lines(collected["journal"])]
+    keys = [(r["prompt_id"], r["model"]) for r in rows]
+    assert len(keys) == len(set(keys)) == total  # nothing computed twice, nothing lost
+    # Rows finished before the kill are untouched.
+    first = [json.loads(line) for line in collected["first_rows"][:done]]
+    assert rows[:done] == first
+
+
+def test_larger_models_are_more_accurate(collected):
+    frame = pd.read_csv(collected["out"])
+    accuracy = frame.groupby("model")["quality"].mean()
+    assert accuracy[MODELS[2]] > accuracy[MODELS[1]] > accuracy[MODELS[0]]
+    assert accuracy[MODELS[2]] >= 0.7
+    # Measured, not priced: latency, energy, and logprob confidence on every row.
+    assert frame[["latency_ms", "energy_j", "confidence"]].notna().all().all()
+    assert (frame.groupby("model")["energy_j"].mean()[list(MODELS)].diff().dropna() > 0).all()
+
+
+def test_bench_reads_the_collected_table(collected, tmp_path):
+    table = load_table(str(collected["out"]))
+    assert table.models == MODELS and table.n_prompts == SAMPLE
+    assert table.has("latency_ms") and table.has("energy_j") and table.has("confidence")
+    run = subprocess.run(
+        [sys.executable, "-m", "llmtriage.cli", "bench", str(collected["out"]), "--split", "all",
+         "--json", str(tmp_path / "b.json"), "--bootstrap", "100"],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    records = json.loads((tmp_path / "b.json").read_text())
+    assert {"single", "oracle", "random", "cascade"} == {r["family"] for r in records}
+    assert all(r["latency_ms"] is not None for r in records)
+
+
+def test_probe_set_spans_kinds_and_difficulty():
+    probes = builtin_probes()
+    assert 250 <= len(probes) <= 400
+    assert len({p.id for p in probes}) == len(probes)
+    assert {p.kind for p in probes} >= {"arithmetic", "units", "capitals", "facts", "logic",
+                                        "multiple-choice"}
+    assert {p.difficulty for p in probes} == {"easy", "medium", "hard"}
+    # Gold answers are right: every arithmetic gold is its expression's value.
+    for p in probes:
+        if p.kind == "arithmetic":
+            a, op, b = p.question.removeprefix("What is ").rstrip("?").split()
+            assert int(p.answer) == eval(f"{int(a)} {op} {int(b)}")  # noqa: S307
+
+
+@pytest.mark.parametrize(("answer", "ok"), [
+    ("391", True), ("17 * 23 = 391", True), ("The answer is 391.", True), ("381", False),
+    ("17 * 23 = 381\n391", False), ("3,91", False), ("", False),
+])
+def test_number_grader(answer, ok):
+    assert grade_number(answer, "391") is ok
+
+
+def test_alias_and_choice_graders():
+    assert grade_alias("The capital of France is Paris.", "Paris")
+    assert not grade_alias("Parisian", "Paris")
+    assert grade_alias("Peking", "Beijing", ("Peking",))
+    assert grade_choice("B) dolphin", "B") and grade_choice("(C)", "C")
+    assert not grade_choice("D", "B") and not grade_choice("dolphin", "B")
+
+
+def test_user_prompt_sets(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"id": "q1", "question": "2+2?", "answer": "4", "grader": "number"}\n'
+                    '{"id": "q2", "question": "Sky colour?", "answer": "blue"}\n')
+    probes = load_probes(str(path))
+    assert [p.grade("4") for p in probes] == [1.0, 0.0]
+    path.write_text('{"id": "q1", "question": "2+2?", "answer": "4", "grader": "regex"}\n')
+    with pytest.raises(ValueError, match="unknown grader 'regex'"):
+        load_probes(str(path))

@@ -1,0 +1,135 @@
+"""The OpenAI-compatible HTTP backend against a real server process on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmtriage.backends.catalog import Catalog, ModelSpec
+from llmtriage.backends.live import BackendError, ChatRequest, Completion
+from llmtriage.backends.openai_http import OpenAIBackend
+
+UPSTREAM = Path(__file__).parent / "servers" / "upstream.py"
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    proc = subprocess.Popen([sys.executable, str(UPSTREAM), "0"], stdout=subprocess.PIPE,
+                            text=True)
+    line = proc.stdout.readline()
+    port = int(line.split()[-1])
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def catalog(url: str, **overrides) -> Catalog:
+    names = ["ok", "flaky-500", "always-500", "rate-429", "hang", "malformed", "wrong-shape",
+             "stream-drop"]
+    base = {"backend": "openai", "endpoint": f"{url}/v1", "timeout_s": 1.0, "max_retries": 3,
+            "price_in": 1.0, "price_out": 2.0, "api_key": "sk-secret-do-not-print"}
+    return Catalog(models=[ModelSpec(name=n, **{**base, **overrides}) for n in names])
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def attempts(url: str, model: str, prompt: str) -> int:
+    return httpx.get(f"{url}/attempts").json().get(f"{model}|{prompt}", 0)
+
+
+async def _complete(url, model, prompt, **overrides):
+    backend = OpenAIBackend(catalog(url, **overrides))
+    try:
+        return await backend.complete(model, ChatRequest.ask(prompt))
+    finally:
+        await backend.aclose()
+
+
+def test_completion_with_logprobs_and_cost(upstream):
+    c = run(_complete(upstream, "ok", "ping"))
+    assert c.text == "pong" and c.tokens_in == 7 and c.tokens_out == 2
+    assert [t.logprob for t in c.logprobs] == [-0.1, -0.2]
+    assert c.logprobs[0].top[1] == ("pi", -2.5)
+    assert c.cost_usd == pytest.approx((7 * 1.0 + 2 * 2.0) / 1e6)
+
+
+def test_500s_are_retried_until_success(upstream):
+    c = run(_complete(upstream, "flaky-500", "retry me"))
+    assert c.text == "pong"
+    assert attempts(upstream, "flaky-500", "retry me") == 3
+
+
+def test_persistent_500_gives_a_clear_error_without_secrets(upstream):
+    with pytest.raises(BackendError) as info:
+        run(_complete(upstream, "always-500", "doomed", max_retries=2))
+    message = str(info.value)
+    assert "500" in message and "after 3 attempts" in message and "exploded" in message
+    assert "sk-secret" not in message
+    assert attempts(upstream, "always-500", "doomed") == 3
+
+
+def test_429_waits_for_retry_after(upstream):
+    start = time.perf_counter()
+    c = run(_complete(upstream, "rate-429", "patience"))
+    assert c.text == "pong"
+    assert time.perf_counter() - start >= 1.0  # honoured Retry-After: 1
+    assert attempts(upstream, "rate-429", "patience") == 2
+
+
+def test_timeout_is_reported(upstream):
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="timed out after 0.5 s"):
+        run(_complete(upstream, "hang", "hello?", timeout_s=0.5, max_retries=1))
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(("model", "message"), [("malformed", "not JSON"),
+                                                 ("wrong-shape", "malformed chat completion")])
+def test_malformed_bodies(upstream, model, message):
+    with pytest.raises(BackendError, match=message):
+        run(_complete(upstream, model, "parse this"))
+
+
+async def _stream(url, model):
+    backend = OpenAIBackend(catalog(url))
+    deltas, final = [], None
+    try:
+        async for item in backend.stream(model, ChatRequest.ask("stream please")):
+            if isinstance(item, Completion):
+                final = item
+            else:
+                deltas.append(item)
+    finally:
+        await backend.aclose()
+    return deltas, final
+
+
+def test_streaming(upstream):
+    deltas, final = run(_stream(upstream, "ok"))
+    assert deltas == ["po", "ng"]
+    assert final.text == "pong" and final.tokens_out == 2
+    assert [t.logprob for t in final.logprobs] == [-0.1, -0.2]
+
+
+def test_stream_cut_midway_is_an_error(upstream):
+    with pytest.raises(BackendError, match="stream"):
+        run(_stream(upstream, "stream-drop"))
+
+
+def test_connection_refused_is_retried_then_reported():
+    with pytest.raises(BackendError, match="connection failed"):
+        run(_complete("http://127.0.0.1:9", "ok", "anyone?", max_retries=1))
+
+
+def test_catalog_never_prints_its_secret(upstream):
+    spec = catalog(upstream).spec("ok")
+    assert "sk-secret" not in repr(spec) and "sk-secret" not in str(spec.model_dump())
+    assert spec.secret() == "sk-secret-do-not-print"
