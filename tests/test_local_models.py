@@ -13,7 +13,12 @@ from llmtriage.backends.catalog import default_catalog
 from llmtriage.backends.live import ChatRequest
 from llmtriage.backends.llamacpp import LlamaCppBackend
 from llmtriage.backends.zoo import (
-    LOCAL_MODELS, ModelFileError, ensure, local_model, locate_parts, verify,
+    LOCAL_MODELS,
+    ModelFileError,
+    ensure,
+    local_model,
+    locate_parts,
+    verify,
 )
 from llmtriage.probes import builtin_probes, prompt_of
 
