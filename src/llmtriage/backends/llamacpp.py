@@ -1,9 +1,10 @@
 """Embedded llama.cpp: GGUF models loaded in this process through ``xllamacpp``.
 
 Several models can be loaded at once. Each runs at most ``max_concurrency`` generations
-(llama.cpp batches them in one decode), and a process-wide limit keeps the models from
-computing at the same time on more threads than there are cores: on two cores, two models
-decoding together would each run at half speed and both answer late.
+(llama.cpp batches them in one decode), and a process-wide limit on how many *models* compute
+at once keeps them from running on more threads than there are cores: on two cores, two
+models decoding together would each run at half speed and both answer late. A model holds
+its CPU slot while it has requests in flight, so its concurrent requests batch together.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class LlamaCppBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._per_model: dict[str, asyncio.Semaphore] = {}
+        self._gates: dict[str, asyncio.Lock] = {}
+        self._active: dict[str, int] = {}
 
     # -- loading -------------------------------------------------------------------------
 
@@ -71,15 +74,30 @@ class LlamaCppBackend:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def _semaphores(self, name: str) -> tuple[asyncio.Semaphore, asyncio.Semaphore]:
+    def _own_limit(self, name: str) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # asyncio primitives belong to one event loop
-            self._loop, self._slots, self._per_model = loop, None, {}
-        if self._slots is None:
+            self._loop, self._per_model, self._gates, self._active = loop, {}, {}, {}
             self._slots = asyncio.Semaphore(self.cpu_slots)
         if name not in self._per_model:
             self._per_model[name] = asyncio.Semaphore(self.catalog.spec(name).max_concurrency)
-        return self._slots, self._per_model[name]
+            self._gates[name] = asyncio.Lock()
+            self._active[name] = 0
+        return self._per_model[name]
+
+    async def _enter(self, name: str) -> None:
+        """Take a CPU slot for the model if it is not computing yet."""
+        async with self._gates[name]:
+            if self._active[name] == 0:
+                assert self._slots is not None
+                await self._slots.acquire()
+            self._active[name] += 1
+
+    def _leave(self, name: str) -> None:
+        self._active[name] -= 1
+        if self._active[name] == 0:
+            assert self._slots is not None
+            self._slots.release()
 
     def complete_sync(self, name: str, request: ChatRequest) -> Completion:
         """One blocking generation (llama.cpp releases the GIL while it decodes)."""
@@ -109,11 +127,15 @@ class LlamaCppBackend:
         )
 
     async def complete(self, name: str, request: ChatRequest) -> Completion:
-        slots, own = self._semaphores(name)
+        own = self._own_limit(name)
         if name not in self._servers:
             await asyncio.to_thread(self.load, name)
-        async with own, slots:
-            return await asyncio.to_thread(self.complete_sync, name, request)
+        async with own:
+            await self._enter(name)
+            try:
+                return await asyncio.to_thread(self.complete_sync, name, request)
+            finally:
+                self._leave(name)
 
     async def aclose(self) -> None:
         self._servers.clear()
