@@ -125,3 +125,49 @@ def test_user_prompt_sets(tmp_path):
     path.write_text('{"id": "q1", "question": "2+2?", "answer": "4", "grader": "regex"}\n')
     with pytest.raises(ValueError, match="unknown grader 'regex'"):
         load_probes(str(path))
+
+
+def test_live_cascade_matches_its_replay_on_the_collected_table(collected):
+    """The two worlds held against each other: a cascade run live on the local ladder makes
+    the same decisions as the same cascade replayed on the table `collect` recorded."""
+    import asyncio
+
+    import numpy as np
+
+    from llmtriage.backends.base import Queries
+    from llmtriage.backends.catalog import default_catalog
+    from llmtriage.backends.live import ChatRequest
+    from llmtriage.backends.pool import ModelPool
+    from llmtriage.backends.replay import ReplayBackend
+    from llmtriage.collection import MAX_TOKENS
+    from llmtriage.policies import ThresholdCascade, arun_policy
+    from llmtriage.probes import INSTRUCTION
+    from llmtriage.signals.logprob import mean_logprob
+
+    table = load_table(str(collected["out"]))
+    rows = np.arange(0, table.n_prompts, 4)
+    sub = table.take(rows)
+    threshold = float(np.median(sub.confidence[:, 0]))
+    policy = ThresholdCascade(list(MODELS), threshold=threshold)
+    replayed = asyncio.run(arun_policy(policy, ReplayBackend(sub),
+                                       ReplayBackend(sub).queries()))
+    pool = ModelPool(
+        default_catalog(),
+        request_for=lambda q: ChatRequest.ask(f"{q}\n{INSTRUCTION}", max_tokens=MAX_TOKENS),
+        confidence=mean_logprob,
+    )
+    live = asyncio.run(arun_policy(policy, pool, Queries(sub.prompt_ids, sub.prompts,
+                                                         sub.tasks)))
+    assert live.n_steps.tolist() == replayed.n_steps.tolist()
+    assert live.accepted_model.tolist() == replayed.accepted_model.tolist()
+    np.testing.assert_allclose(live.steps.column("confidence", 0),
+                               replayed.steps.column("confidence", 0), atol=1e-3)
+    assert live.answers[0][0] == sub.responses[0, 0]
+
+
+def test_ask_shows_every_step():
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "What is 17 * 23?"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "smollm2-135m" in run.stdout and "answer" in run.stdout
+    assert "391" in run.stdout.split("answer", 1)[-1]

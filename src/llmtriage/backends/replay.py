@@ -43,6 +43,10 @@ class ReplayBackend:
             answers = t.responses[rows, model].tolist()
         return StepResult(**columns, answers=answers)
 
+    async def acall(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult:
+        """The live loop's entry point: the same gather, so replay can stand in for models."""
+        return self.call(model, queries, idx)
+
     def queries(self) -> Queries:
         """All the table's prompts, in order, as queries this backend can answer."""
         t = self.table

@@ -64,6 +64,13 @@ class Comparison:
         best = max(self.singles, key=lambda p: (p.quality, -p.cost_per_query))
         winners = [p for p in curve.points
                    if p.quality > best.quality and p.cost_per_query < best.cost_per_query]
+        ties = [p for p in curve.points
+                if p.quality >= best.quality and p.cost_per_query < best.cost_per_query]
+        if not winners and ties:
+            tie = min(ties, key=lambda p: p.cost_per_query)
+            return (f"oracle matches the best single model {best.policy} ({best.quality:.3f}) "
+                    f"at {tie.cost_per_query / best.cost_per_query:.0%} of its cost, but no "
+                    f"oracle point beats its quality")
         if not winners:
             return (f"oracle does NOT beat every single model at lower cost than the best "
                     f"single model {best.policy} ({best.quality:.3f})")
