@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from llmtriage.evaluation import metrics as m
+from llmtriage import metrics as m
 
 
 def test_pgr_endpoints():

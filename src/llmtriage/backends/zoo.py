@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmtriage.data.errors import DataError
+from llmtriage.data.files import cache_root
 
 _CHUNK = 1 << 22
 
@@ -102,8 +103,7 @@ def local_model(name: str) -> LocalModel:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TRIAGE_CACHE") or Path.home() / ".cache" / "llmtriage"
-    return Path(root) / "models"
+    return cache_root() / "models"
 
 
 def locate_parts(model: LocalModel) -> list[Path]:

@@ -8,6 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def cache_root() -> Path:
+    """Where Triage keeps what it builds once: assembled models, embeddings."""
+    root = os.environ.get("TRIAGE_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "llmtriage"
+
+
 def write_atomic(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call ``write`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)

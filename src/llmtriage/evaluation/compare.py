@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llmtriage import metrics
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
-from llmtriage.evaluation import metrics
 from llmtriage.evaluation.evaluate import BOOTSTRAP, OperatingPoint, evaluate, sweep
 from llmtriage.policies.base import Policy
 from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel, ThresholdCascade
@@ -142,7 +142,7 @@ def compare(
             points = [evaluate(policy, evaluated, bootstrap=bootstrap, seed=seed)]
             if progress:
                 progress(policy.label)
-        label = policy.label if not policy.tradeoff else policy.name
+        label = policy.label if not policy.tradeoff else policy.curve_name
         curves.append(PolicyCurve(label, policy.name, points))
     return _score(table, evaluated, split, curves)
 

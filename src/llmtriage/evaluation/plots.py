@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 from llmtriage.data.files import write_atomic  # noqa: E402
 from llmtriage.evaluation.compare import Comparison  # noqa: E402
-from llmtriage.evaluation.metrics import upper_hull  # noqa: E402
+from llmtriage.metrics import upper_hull  # noqa: E402
 
 
 def plot(c: Comparison, path: str | Path) -> Path:

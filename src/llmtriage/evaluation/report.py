@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llmtriage import metrics
 from llmtriage.data.files import write_atomic
-from llmtriage.evaluation import metrics
 from llmtriage.evaluation.compare import Comparison
 from llmtriage.evaluation.evaluate import OperatingPoint
 

@@ -227,10 +227,15 @@ class Policy(ABC):
         return []
 
     @property
+    def curve_name(self) -> str:
+        """The name of this policy's whole curve in reports."""
+        return self.name
+
+    @property
     def label(self) -> str:
         if self.tradeoff is None:
-            return self.name
-        return f"{self.name}[{self.tradeoff}={_fmt(getattr(self, self.tradeoff))}]"
+            return self.curve_name
+        return f"{self.curve_name}[{self.tradeoff}={_fmt(getattr(self, self.tradeoff))}]"
 
 
 def _fmt(value: Any) -> str:

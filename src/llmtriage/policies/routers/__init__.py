@@ -1,0 +1,7 @@
+"""Learned routers: predict per-model quality for a query, pick one model."""
+
+from llmtriage.policies.routers.base import QualityRouter
+from llmtriage.policies.routers.classifier import ClassifierRouter
+from llmtriage.policies.routers.knn import KNNRouter
+
+__all__ = ["ClassifierRouter", "KNNRouter", "QualityRouter"]

