@@ -106,6 +106,9 @@ def bench(
     plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")]
     = 1000,
+    router: Annotated[list[str] | None, typer.Option(
+        "--router", help="Also run a router: knn, logistic, mlp (fitted on the train split), "
+                         "or a saved artifact (.npz). Repeatable.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits and bootstrap.")] = 0,
 ) -> None:
     """Replay policies on recorded outcomes: quality, cost, latency, AIQ, APGR, CPT."""
@@ -118,8 +121,15 @@ def bench(
     try:
         table = _load(source, task, prices, seed)
         policies = _policies(table, policy or [], ladder)
-        settings = sum(len(p.fit(table.split("train") if (table.splits == "train").any()
-                                 else table).grid(table)) or 1 for p in policies)
+        for r in router or []:
+            if r.endswith(".npz"):
+                from llmtriage.policies.routers.artifacts import load
+
+                policies.append(load(r))
+            else:
+                policies.append(_router(r))
+        settings = sum(len(p.grid(table)) if p.tradeoff and hasattr(p, "models_") else 21
+                       for p in policies)
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                       console=err, transient=True) as bar:
@@ -336,6 +346,85 @@ def ask(
                   f"{escape(answer.strip())}")
     console.print(f"total: {trace.total('latency_ms')[0]:.0f} ms, "
                   f"{trace.total('energy_j')[0]:.1f} J, ${trace.total('cost_usd')[0]:.2e}")
+
+
+ROUTERS = ("knn", "logistic", "mlp")
+
+
+def _router(kind: str):  # noqa: ANN202
+    from llmtriage.policies.routers import ClassifierRouter, KNNRouter
+
+    if kind == "knn":
+        return KNNRouter()
+    if kind in ("logistic", "mlp"):
+        return ClassifierRouter(kind=kind)
+    _fail(f"unknown router {kind!r}; choose among {list(ROUTERS)}")
+    return None
+
+
+@app.command()
+def train(
+    source: SourceArg,
+    out: Annotated[Path, typer.Option("--out", help="Artifact to write (.npz).")],
+    router: Annotated[str, typer.Option(help=f"One of {', '.join(ROUTERS[:2])}.")] = "knn",
+    task: TaskOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Fit a router on a data set's train split and save it (arrays + JSON, no pickle)."""
+    from llmtriage.policies.routers.artifacts import save
+
+    try:
+        table = _load(source, task, prices)
+        train_split = table.split("train")
+        policy = _router(router)
+        with err.status(f"embedding {train_split.n_prompts} prompts and fitting {router}"):
+            policy.fit(train_split)
+        path = save(policy, out, source=source, task=task, train_prompts=train_split.n_prompts)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    scores = getattr(policy, "cv_scores_", {})
+    if scores:
+        tried = ", ".join(f"{k}: {v:.4f}" for k, v in scores.items())
+        console.print(f"cross-validated AIQ on train ({policy.auto_param}): {tried}")
+    console.print(f"chose {policy.auto_param} = {policy.chosen_}; wrote {path} "
+                  f"({train_split.n_prompts} train prompts, {len(policy.models_)} models)")
+
+
+@app.command()
+def calibrate(
+    artifact: Annotated[Path, typer.Argument(help="A router saved by `triage train`.")],
+    source: SourceArg,
+    target: Annotated[str, typer.Option(help="strong_share, cost or quality.")],
+    value: Annotated[float, typer.Option(help="The target value (share 0..1, USD per query, "
+                                         "or quality 0..1).")],
+    split: Annotated[str, typer.Option(help="Held-out split to calibrate on.")] = "test",
+    task: TaskOpt = None,
+    prices: PricesOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Write the calibrated router here.")] = None,
+) -> None:
+    """Choose a router's lam to meet a target on held-out data, with its uncertainty."""
+    from llmtriage.evaluation.calibrate import calibrate as run_calibration
+    from llmtriage.policies.routers.artifacts import load, save
+
+    try:
+        policy = load(artifact)
+        table = _load(source, task, prices).split(split)
+        table = table.select_models(list(policy.models_))
+        result = run_calibration(policy, table, target, value)
+        if out:
+            save(policy.with_params(lam=result.lam), out, calibrated_for=f"{target}={value}")
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    lo, hi = result.achieved_ci
+    console.print(
+        f"lam = {result.lam:.4g}: {target} {result.achieved:.4g} (95% CI {lo:.4g}..{hi:.4g}) "
+        f"for a target of {value:g}: {'met' if result.met else 'NOT met'} on "
+        f"{result.n_queries} held-out prompts; quality {result.quality:.3f}, "
+        f"cost ${result.cost_per_query:.3g}/query")
+    if out:
+        console.print(f"wrote {out}")
 
 
 def main() -> None:

@@ -133,7 +133,8 @@ def compare(
     evaluated = table.split(split)
     curves = []
     for policy in policies:
-        policy.fit(evaluated if policy.reads_gold else train)
+        if not getattr(policy, "frozen_", False):  # a loaded artifact is used as trained
+            policy.fit(evaluated if policy.reads_gold else train)
         values = policy.grid(train) if policy.tradeoff else []
         if values:
             points = sweep(policy, values, evaluated, bootstrap=bootstrap, seed=seed,

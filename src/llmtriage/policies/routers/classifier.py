@@ -100,6 +100,9 @@ class ClassifierRouter(QualityRouter):
                              "refit the MLP router instead of loading it")
         return {**super().state_arrays(), "weights_": self.weights_, "bias_": self.bias_}
 
+    def state_meta(self) -> dict:
+        return {**super().state_meta(), "mlps_": []}
+
 
 def _logit(p: float) -> float:
     p = min(max(p, 1e-3), 1 - 1e-3)
