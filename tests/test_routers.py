@@ -1,0 +1,158 @@
+"""Routers on real data with the real embedder: features, learning, artifacts, calibration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llmtriage.data import DataError, load_table
+from llmtriage.evaluation.calibrate import calibrate
+from llmtriage.evaluation.compare import compare, default_policies
+from llmtriage.policies.routers import ClassifierRouter, KNNRouter
+from llmtriage.policies.routers.artifacts import load, save
+from llmtriage.signals.embedder import MiniLMEmbedder, text_features
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory):
+    return MiniLMEmbedder(cache_path=tmp_path_factory.mktemp("emb") / "cache.npz")
+
+
+@pytest.fixture(scope="module")
+def mbpp(data_dir):
+    return load_table(f"routerbench:{data_dir / 'routerbench'}", task="mbpp")
+
+
+def test_left_truncation_sees_the_question_after_a_few_shot_prefix(data_dir, embedder):
+    arc = load_table(f"routerbench:{data_dir / 'routerbench'}", task="arc-challenge")
+    texts = list(arc.prompts[:30])
+    assert min(len(t) for t in texts) > 1300  # long shared few-shot prefix
+    left = embedder.embed(texts)
+    right = MiniLMEmbedder(max_tokens=128)
+    right._load()
+    right._tokenizer.enable_truncation(128, direction="right")
+    head = right.embed(texts)
+    pairs = np.triu_indices(30, 1)
+    assert (head @ head.T)[pairs].mean() > 0.97  # keeping the prefix: all the same vector
+    assert (left @ left.T)[pairs].mean() < 0.8  # keeping the end: the questions differ
+    assert np.allclose(np.linalg.norm(left, axis=1), 1.0, atol=1e-4)
+
+
+def test_embedding_cache_round_trip(embedder, tmp_path):
+    vectors = embedder.embed(["What is 2 + 2?", "Name a prime."])
+    embedder.save_cache()
+    again = MiniLMEmbedder(cache_path=embedder.cache_path)
+    assert again._session is None
+    assert np.array_equal(again.embed(["Name a prime."]), vectors[1:])
+    assert again._session is None  # served from the disk cache, the model never loaded
+
+
+def test_text_features():
+    f = text_features(["def f(x):\n    return x", "Quelle est la capitale de la Géorgie?"])
+    assert f[0, 3] == 1.0 and f[1, 3] == 0.0  # code
+    assert f[1, 2] > 0 and f[0, 2] == 0  # non-ASCII
+    assert f[1, 5] == 1.0  # a question
+
+
+@pytest.fixture(scope="module")
+def fitted(mbpp, embedder):
+    train = mbpp.split("train")
+    return {"knn": KNNRouter().fit(train, embedder=embedder),
+            "logistic": ClassifierRouter().fit(train, embedder=embedder)}
+
+
+def test_routers_learn_something_real(mbpp, fitted):
+    result = compare(mbpp, default_policies(mbpp) + list(fitted.values()), bootstrap=0)
+    random = result.curve("random").aiq
+    for name in fitted:
+        curve = result.curve(name)
+        assert curve.aiq > random + 0.05, (name, curve.aiq, random)
+        assert curve.aiq > 0.66
+        # lam = 0 buys the best predicted model; the largest lam the cheapest model.
+        assert curve.points[0].cost_per_query > 10 * curve.points[-1].cost_per_query
+    # Predicted quality ranks prompts: gpt-4's predicted success separates its outcomes.
+    test = mbpp.split("test")
+    j = test.model_index("gpt-4-1106-preview")
+    p = fitted["logistic"].predict_quality(test.prompts)[:, j]
+    right = test.quality[:, j] == 1
+    assert p[right].mean() > p[~right].mean()
+
+
+def test_hyperparameters_are_chosen_by_cross_validation(fitted):
+    knn = fitted["knn"]
+    assert set(knn.cv_scores_) == {5, 10, 25, 50, 100}
+    assert knn.chosen_ == max(knn.cv_scores_, key=knn.cv_scores_.get)
+
+
+def test_target_rule_picks_the_cheapest_good_enough_model(fitted):
+    router = fitted["logistic"]
+    predicted = np.array([[0.2, 0.9, 0.95] + [0.0] * 8])
+    costs = router.cost_
+    chosen = router.with_params(target=0.85).choose(predicted)[0]
+    assert chosen in (1, 2) and costs[chosen] == min(costs[1], costs[2])
+
+
+@pytest.mark.parametrize("name", ["knn", "logistic"])
+def test_artifact_round_trip(fitted, mbpp, tmp_path, name):
+    path = save(fitted[name], tmp_path / f"{name}.npz", source="mbpp")
+    loaded = load(path)
+    test = mbpp.split("test")
+    np.testing.assert_allclose(loaded.predict_quality(test.prompts),
+                               fitted[name].predict_quality(test.prompts), atol=1e-6)
+    assert loaded.models_ == fitted[name].models_
+
+
+def test_bad_artifacts_are_refused(tmp_path):
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, __header__=np.array([{"class": "knn"}], dtype=object))
+    with pytest.raises(DataError, match="not a Triage router artifact"):
+        load(evil)
+    other = tmp_path / "other.npz"
+    np.savez(other, __header__=np.array('{"format": "something-else", "version": 9}'))
+    with pytest.raises(DataError, match="unsupported artifact"):
+        load(other)
+
+
+def test_calibration_meets_a_quality_target_on_held_out_data(fitted, mbpp):
+    held_out = mbpp.split("test")
+    result = calibrate(fitted["logistic"], held_out, "quality", 0.6)
+    assert result.met and result.achieved >= 0.6
+    lo, hi = result.achieved_ci
+    assert lo <= result.achieved <= hi and hi - lo > 0.02
+    cheap = calibrate(fitted["logistic"], held_out, "cost", 1e-4)
+    assert cheap.cost_per_query <= 1e-4 and cheap.quality < result.quality
+
+
+def test_onboarding_a_new_model_from_a_small_sample(mbpp, embedder):
+    """Train on 10 models, add the 11th from 80 labelled prompts, compare to a full fit."""
+    train, test = mbpp.split("train"), mbpp.split("test")
+    new = "gpt-4-1106-preview"
+    others = [m for m in mbpp.models if m != new]
+    router = ClassifierRouter(c=1.0).fit(train.select_models(others), embedder=embedder)
+    j = train.model_index(new)
+    sample = np.arange(80)
+    router.add_model(new, train.prompts[sample], train.quality[sample, j],
+                     float(train.cost_usd[:, j].mean()))
+    full = ClassifierRouter(c=1.0).fit(train, embedder=embedder)
+    onboarded = router.predict_quality(test.prompts)[:, -1]
+    retrained = full.predict_quality(test.prompts)[:, full.models_.index(new)]
+    assert router.models_[-1] == new
+    assert np.corrcoef(onboarded, retrained)[0, 1] > 0.5
+
+
+def test_train_and_calibrate_commands(data_dir, tmp_path):
+    source = f"routerbench:{data_dir / 'routerbench'}"
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "train", source, "--task",
+                          "mbpp", "--router", "knn", "--out", str(tmp_path / "r.npz")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "cross-validated AIQ" in run.stdout and (tmp_path / "r.npz").is_file()
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "calibrate",
+                          str(tmp_path / "r.npz"), source, "--task", "mbpp", "--target",
+                          "strong_share", "--value", "0.2"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "strong_share" in run.stdout and "95% CI" in run.stdout
