@@ -3,5 +3,6 @@
 from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.policies.routers.classifier import ClassifierRouter
 from llmtriage.policies.routers.knn import KNNRouter
+from llmtriage.policies.routers.mf import MFRouter
 
-__all__ = ["ClassifierRouter", "KNNRouter", "QualityRouter"]
+__all__ = ["ClassifierRouter", "KNNRouter", "MFRouter", "QualityRouter"]

@@ -16,9 +16,12 @@ from llmtriage.data.files import write_atomic
 from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.policies.routers.classifier import ClassifierRouter
 from llmtriage.policies.routers.knn import KNNRouter
+from llmtriage.policies.routers.mf import MFRouter
 
 FORMAT, VERSION = "llmtriage-router", 1
-CLASSES: dict[str, type[QualityRouter]] = {"knn": KNNRouter, "classifier": ClassifierRouter}
+CLASSES: dict[str, type[QualityRouter]] = {
+    "knn": KNNRouter, "classifier": ClassifierRouter, "mf": MFRouter,
+}
 
 
 def save(router: QualityRouter, path: str | Path, **info: object) -> Path:
