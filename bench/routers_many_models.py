@@ -15,7 +15,7 @@ from llmtriage.data import load_table
 from llmtriage.evaluation.compare import compare, default_policies
 from llmtriage.evaluation.plots import plot
 from llmtriage.evaluation.report import write_json
-from llmtriage.policies.routers import ClassifierRouter, KNNRouter
+from llmtriage.policies.routers import ClassifierRouter, EloRouter, KNNRouter, MFRouter
 
 
 def main() -> None:
@@ -27,7 +27,8 @@ def main() -> None:
                          (f"llmrouter:{args.data}/llmrouter", None)):
         table = load_table(source, task=task)
         policies = [p for p in default_policies(table) if p.name in ("single", "oracle")]
-        result = compare(table, [*policies, KNNRouter(), ClassifierRouter()], bootstrap=200)
+        result = compare(table, [*policies, KNNRouter(), ClassifierRouter(), MFRouter(), EloRouter()],
+                         bootstrap=200)
         best = max(result.singles, key=lambda p: (p.quality, -p.cost_per_query))
         cheapest_good = min((p for p in result.singles if p.quality >= best.quality - 0.01),
                             key=lambda p: p.cost_per_query)
@@ -36,7 +37,7 @@ def main() -> None:
               f"{result.curve('oracle').aiq:.4f}; best single {best.policy} "
               f"{best.quality:.3f} at ${best.cost_per_query:.2e}/query")
         for curve in result.curves:
-            if curve.family not in ("knn", "classifier"):
+            if curve.family not in ("knn", "classifier", "mf", "sw-ranking"):
                 continue
             top = max(curve.points, key=lambda p: p.quality)
             match = [p for p in curve.points if p.quality >= cheapest_good.quality]

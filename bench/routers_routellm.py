@@ -20,7 +20,7 @@ import numpy as np
 from llmtriage import metrics
 from llmtriage.data import load_table
 from llmtriage.data.loaders.routellm import STRONG, WEAK
-from llmtriage.policies.routers import ClassifierRouter, KNNRouter, MFRouter
+from llmtriage.policies.routers import ClassifierRouter, EloRouter, KNNRouter, MFRouter
 
 PUBLISHED = {  # arXiv 2406.18665 v4, best router per benchmark; launch blog cost savings
     "mt-bench": {"apgr": 0.802, "cpt50": 0.1340, "cpt80": 0.3131, "saving95": 0.85},
@@ -84,7 +84,7 @@ def main() -> None:
               f"{pub['cpt50']:7.1%} {pub['cpt80']:7.1%} {'':>13} {pub['saving95']:12.0%}")
         rng = np.random.default_rng(0)
         fold = rng.permutation(table.n_prompts) % args.folds
-        for make in (KNNRouter, ClassifierRouter, MFRouter):
+        for make in (KNNRouter, ClassifierRouter, MFRouter, EloRouter):
             gain = np.empty(table.n_prompts)
             for f in range(args.folds):
                 router = make()
@@ -104,7 +104,7 @@ def main() -> None:
     for train_task, test_task in (("mmlu", "gsm8k"), ("gsm8k", "mmlu"), ("mmlu", "mt-bench"),
                                   ("gsm8k", "mt-bench")):
         train, test = full.filter_task(train_task), full.filter_task(test_task)
-        for router in (KNNRouter(), ClassifierRouter(), MFRouter()):
+        for router in (KNNRouter(), ClassifierRouter(), MFRouter(), EloRouter()):
             r = report(test_task, fit_predict(router, train, test), test.quality, test.cost_usd)
             print(f"{train_task + ' -> ' + test_task:<28} {router.curve_name:<9} "
                   f"{r['apgr']:6.3f} {r['cpt50']:7.1%} {r['cpt80']:7.1%} "

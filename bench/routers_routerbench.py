@@ -17,11 +17,12 @@ from llmtriage.data import load_table
 from llmtriage.evaluation.compare import compare, default_policies
 from llmtriage.evaluation.plots import plot
 from llmtriage.evaluation.report import write_json
-from llmtriage.policies.routers import ClassifierRouter, KNNRouter, MFRouter
+from llmtriage.policies.routers import ClassifierRouter, EloRouter, KNNRouter, MFRouter
 
 
 def routers():
-    return [KNNRouter(), ClassifierRouter(), ClassifierRouter(kind="mlp"), MFRouter()]
+    return [KNNRouter(), ClassifierRouter(), ClassifierRouter(kind="mlp"), MFRouter(),
+            EloRouter()]
 
 
 def main() -> None:
@@ -35,7 +36,8 @@ def main() -> None:
         table = load_table(f"routerbench:{args.data}/routerbench", task=task)
         policies = [p for p in default_policies(table) if p.name in ("single", "oracle")]
         result = compare(table, policies + routers(), bootstrap=200)
-        learned = [c for c in result.curves if c.family in ("knn", "classifier", "mf")]
+        learned = [c for c in result.curves
+                   if c.family in ("knn", "classifier", "mf", "sw-ranking")]
         oracle = result.curve("oracle").aiq
         best = max(learned, key=lambda c: c.aiq)
         gap = (best.aiq - result.zero_router_aiq) / (oracle - result.zero_router_aiq)

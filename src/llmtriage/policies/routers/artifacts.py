@@ -15,12 +15,13 @@ from llmtriage.data.errors import DataError
 from llmtriage.data.files import write_atomic
 from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.policies.routers.classifier import ClassifierRouter
+from llmtriage.policies.routers.elo import EloRouter
 from llmtriage.policies.routers.knn import KNNRouter
 from llmtriage.policies.routers.mf import MFRouter
 
 FORMAT, VERSION = "llmtriage-router", 1
 CLASSES: dict[str, type[QualityRouter]] = {
-    "knn": KNNRouter, "classifier": ClassifierRouter, "mf": MFRouter,
+    "knn": KNNRouter, "classifier": ClassifierRouter, "mf": MFRouter, "sw-ranking": EloRouter,
 }
 
 
