@@ -27,8 +27,8 @@ def main() -> None:
                          (f"llmrouter:{args.data}/llmrouter", None)):
         table = load_table(source, task=task)
         policies = [p for p in default_policies(table) if p.name in ("single", "oracle")]
-        result = compare(table, [*policies, KNNRouter(), ClassifierRouter(), MFRouter(), EloRouter()],
-                         bootstrap=200)
+        routers = [KNNRouter(), ClassifierRouter(), MFRouter(), EloRouter()]
+        result = compare(table, [*policies, *routers], bootstrap=200)
         best = max(result.singles, key=lambda p: (p.quality, -p.cost_per_query))
         cheapest_good = min((p for p in result.singles if p.quality >= best.quality - 0.01),
                             key=lambda p: p.cost_per_query)
