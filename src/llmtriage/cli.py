@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from llmtriage.data.errors import DataError
@@ -128,12 +128,11 @@ def bench(
                 policies.append(load(r))
             else:
                 policies.append(_router(r))
-        settings = sum(len(p.grid(table)) if p.tradeoff and hasattr(p, "models_") else 21
-                       for p in policies)
-        with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+        # Grids are known only once each policy is fitted: count settings as they finish.
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                      TextColumn("{task.completed} operating points"), TimeElapsedColumn(),
                       console=err, transient=True) as bar:
-            job = bar.add_task("replaying", total=settings)
+            job = bar.add_task("fitting and replaying", total=None)
 
             def tick(label: str) -> None:
                 bar.update(job, advance=1, description=f"replaying {label}")
