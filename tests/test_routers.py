@@ -229,3 +229,28 @@ def test_bandit_learns_online_and_its_updates_are_exact(data_dir, embedder):
         if k == m:
             a += np.outer(x[t], x[t])
     np.testing.assert_allclose(replay.a_inv_[m], np.linalg.inv(a), rtol=1e-6, atol=1e-9)
+
+
+def test_a_router_on_an_openai_compatible_embeddings_endpoint(mbpp, embedder):
+    from pathlib import Path
+
+    from llmtriage.signals.embedder import OpenAIEmbedder
+
+    server = Path(__file__).parent / "servers" / "embeddings.py"
+    proc = subprocess.Popen([sys.executable, str(server), "0"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        port = int(proc.stdout.readline().split()[-1])
+        remote = OpenAIEmbedder(f"http://127.0.0.1:{port}/v1", "all-MiniLM-L6-v2", 384)
+        texts = list(mbpp.prompts[:20])
+        np.testing.assert_allclose(remote.embed(texts), embedder.embed(texts), atol=1e-5)
+        router = KNNRouter(k=25).fit(mbpp.split("train"), embedder=remote)
+        local = KNNRouter(k=25).fit(mbpp.split("train"), embedder=embedder)
+        test = mbpp.split("test").prompts
+        np.testing.assert_allclose(router.predict_quality(test), local.predict_quality(test),
+                                   atol=1e-4)
+        with pytest.raises(DataError, match="expected"):
+            OpenAIEmbedder(f"http://127.0.0.1:{port}/v1", "x", 512).embed(["dimension?"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -154,3 +154,50 @@ def text_features(texts: list[str] | np.ndarray) -> np.ndarray:
 def default_embedder() -> MiniLMEmbedder:
     """The shared embedder, with its disk cache in Triage's cache folder."""
     return MiniLMEmbedder(cache_path=cache_root() / "embeddings" / "minilm-left128.npz")
+
+
+class OpenAIEmbedder:
+    """Embeddings from any OpenAI-compatible ``/v1/embeddings`` endpoint, cached like the
+    local embedder. The key, if any, comes from an environment variable, never a log."""
+
+    def __init__(self, endpoint: str, model: str, dim: int, api_key_env: str | None = None,
+                 batch_size: int = 64, timeout_s: float = 30.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.model = model
+        self.dim = dim
+        self.api_key_env = api_key_env
+        self.batch_size = batch_size
+        self.timeout_s = timeout_s
+        self.name = f"openai:{model}"
+        self._memory: dict[bytes, np.ndarray] = {}
+
+    def _request(self, texts: list[str]) -> np.ndarray:
+        import httpx
+
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            response = httpx.post(f"{self.endpoint}/embeddings", headers=headers,
+                                  json={"model": self.model, "input": texts},
+                                  timeout=self.timeout_s)
+            response.raise_for_status()
+            rows = sorted(response.json()["data"], key=lambda r: r["index"])
+            vectors = np.array([r["embedding"] for r in rows], dtype=np.float32)
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"embeddings endpoint {self.endpoint}: {type(exc).__name__}: "
+                            f"{str(exc)[:200]}") from None
+        if vectors.shape != (len(texts), self.dim):
+            raise DataError(f"embeddings endpoint {self.endpoint} returned shape "
+                            f"{vectors.shape}, expected ({len(texts)}, {self.dim})")
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def embed(self, texts: list[str] | np.ndarray) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        keys = [_digest(t) for t in texts]
+        missing = list({k: t for k, t in zip(keys, texts, strict=True)
+                        if k not in self._memory}.items())
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start : start + self.batch_size]
+            for (k, _), v in zip(batch, self._request([t for _, t in batch]), strict=True):
+                self._memory[k] = v
+        return np.stack([self._memory[k] for k in keys]) if keys else np.empty((0, self.dim))
