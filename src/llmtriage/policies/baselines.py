@@ -133,6 +133,10 @@ class ThresholdCascade(Policy):
         t = np.broadcast_to(np.asarray(self.threshold, dtype=np.float64), (stages,))
         return np.append(t, -np.inf)  # the last stage always accepts
 
+    def confidence(self, state: State) -> np.ndarray:
+        """The score each query's latest answer is judged by (here: as recorded)."""
+        return state.last("confidence")
+
     def step(self, state: State) -> Decision:
         ladder = resolve(state.models, self.ladder)
         k = state.n_steps
@@ -140,7 +144,7 @@ class ThresholdCascade(Policy):
         # The stage a query is at is its step count; past the ladder it has run out of rungs.
         stage = np.minimum(k, len(ladder))
         accept_at = np.append(np.inf, thresholds)[stage]  # before any call: never accept
-        done = state.last("confidence") >= accept_at
+        done = self.confidence(state) >= accept_at
         calls = np.append(ladder, STOP)[stage]
         calls[done] = STOP
         return Decision(calls)

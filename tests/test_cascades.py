@@ -1,0 +1,104 @@
+"""Calibration, calibrated cascades, threshold search and the learned answer scorer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmtriage.data import load_table
+from llmtriage.evaluation.cascade_search import learn_then_test, outcomes, search_budget
+from llmtriage.evaluation.compare import compare, default_policies, pareto_ladder
+from llmtriage.policies.cascades import CalibratedCascade
+from llmtriage.signals.calibration import Calibrator, expected_calibration_error
+from llmtriage.signals.embedder import MiniLMEmbedder
+from llmtriage.signals.scorer import AnswerScorer, with_learned_confidence
+
+
+def test_isotonic_calibration_is_monotone_and_honest():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(-2, 1, 4000)  # e.g. mean logprobs
+    truth = 1 / (1 + np.exp(-(raw + 2) * 2))
+    correct = rng.random(4000) < truth
+    cal = Calibrator.fit(raw[:2000], correct[:2000])
+    p = cal(raw[2000:])
+    order = np.argsort(raw[2000:])
+    assert (np.diff(p[order]) >= -1e-12).all()
+    assert expected_calibration_error(p, correct[2000:]) < 0.05
+    assert expected_calibration_error(np.full(2000, 0.9), correct[2000:]) > 0.3
+    assert cal(np.array([np.nan]))[0] == pytest.approx(correct[:2000].mean())
+
+
+def test_platt_and_degenerate_cases():
+    raw = np.linspace(-3, 0, 200)
+    correct = raw > -1.5
+    platt = Calibrator.fit(raw, correct, method="platt")
+    assert platt(np.array([-3.0]))[0] < 0.05 and platt(np.array([0.0]))[0] > 0.95
+    flat = Calibrator.fit(raw, np.ones(200, bool))
+    assert flat(np.array([-2.0]))[0] == 1.0
+    with pytest.raises(ValueError):
+        Calibrator.fit(raw, correct, method="magic")
+
+
+def test_ece_by_hand():
+    p = np.array([0.2, 0.2, 0.8, 0.8])
+    correct = np.array([0, 0, 1, 0])
+    # bin 0.2: |0.2 - 0| = 0.2 (2 items); bin 0.8: |0.8 - 0.5| = 0.3 (2 items)
+    assert expected_calibration_error(p, correct) == pytest.approx(0.25)
+
+
+@pytest.fixture(scope="module")
+def scored_mbpp(data_dir, tmp_path_factory):
+    table = load_table(f"routerbench:{data_dir / 'routerbench'}", task="mbpp")
+    ladder = pareto_ladder(table.split("train"))
+    ladder = [ladder[0], ladder[-1]]
+    embedder = MiniLMEmbedder(cache_path=tmp_path_factory.mktemp("emb") / "e.npz")
+    return with_learned_confidence(table, ladder, scorer=AnswerScorer(embedder)), ladder
+
+
+def test_learned_scorer_separates_right_from_wrong(scored_mbpp):
+    table, ladder = scored_mbpp
+    test = table.split("test")
+    for name in ladder:
+        j = test.model_index(name)
+        conf, right = test.confidence[:, j], test.quality[:, j] >= 0.5
+        assert np.isfinite(conf).all()
+        assert conf[right].mean() > conf[~right].mean()
+    other = [m for m in table.models if m not in ladder][0]
+    assert np.isnan(table.confidence[:, table.model_index(other)]).all()
+
+
+def test_calibrated_cascade_on_scored_answers(scored_mbpp):
+    table, ladder = scored_mbpp
+    policies = [p for p in default_policies(table) if p.name != "cascade"]
+    result = compare(table, [*policies, CalibratedCascade(ladder)], bootstrap=0)
+    curve = result.curve("calibrated-cascade")
+    assert curve.aiq > result.curve("random").aiq
+    assert {round(p.calls_per_query, 2) for p in curve.points} >= {1.0, 2.0}
+    # A threshold above 1 escalates everything: quality and cost of the last rung plus the first.
+    last = curve.points[-1]
+    j = table.split("test").model_index(ladder[-1])
+    assert last.quality == pytest.approx(table.split("test").quality[:, j].mean())
+
+
+def test_budget_search_respects_the_budget(scored_mbpp):
+    table, ladder = scored_mbpp
+    calib = table.split("train")
+    cascade = CalibratedCascade(ladder).fit(calib)
+    cheap = calib.mean_cost()[ladder[0]]
+    dear = calib.mean_cost()[ladder[-1]]
+    budget = cheap + 0.3 * dear
+    thresholds, quality, cost = search_budget(cascade, calib, budget)
+    assert cost <= budget
+    never, _ = outcomes(cascade.with_params(threshold=-1.0), calib)
+    assert quality >= never.mean()
+
+
+def test_learn_then_test_certifies_only_what_the_data_supports(scored_mbpp):
+    table, ladder = scored_mbpp
+    calib = table.split("train")
+    cascade = CalibratedCascade(ladder).fit(calib)
+    last_error = 1 - calib.mean_quality()[ladder[-1]]
+    loose = learn_then_test(cascade, calib, epsilon=last_error + 0.08, delta=0.1)
+    assert loose.certified and loose.calibration_error <= last_error + 0.08
+    impossible = learn_then_test(cascade, calib, epsilon=0.01, delta=0.1)
+    assert not impossible.certified
