@@ -171,3 +171,24 @@ def test_ask_shows_every_step():
     assert run.returncode == 0, run.stderr
     assert "smollm2-135m" in run.stdout and "answer" in run.stdout
     assert "391" in run.stdout.split("answer", 1)[-1]
+
+
+def test_calibrated_cascade_and_cascade_routing_on_the_ladder(collected):
+    from llmtriage.evaluation.compare import compare
+    from llmtriage.policies import SingleModel
+    from llmtriage.policies.cascades import CalibratedCascade, CascadeRouter
+    from llmtriage.policies.routers import KNNRouter
+
+    table = load_table(str(collected["out"]))
+    policies = [SingleModel(m) for m in MODELS]
+    result = compare(table, [*policies, CalibratedCascade(list(MODELS)),
+                             CascadeRouter(KNNRouter(k=10))], split="all", bootstrap=0)
+    cascade, routing = result.curve("calibrated-cascade"), result.curve("cascade-routing")
+    # Calibrated per model, one threshold sweeps from "always SmolLM2" to "always all three".
+    assert min(p.calls_per_query for p in cascade.points) == 1.0
+    assert max(p.calls_per_query for p in cascade.points) == 3.0
+    # Cascade routing may call any model first and stops when nothing is worth its cost.
+    assert max(p.calls_per_query for p in routing.points) > 1.0
+    assert min(p.calls_per_query for p in routing.points) == 1.0
+    best = max(p.quality for p in routing.points)
+    assert best >= table.mean_quality()[MODELS[1]]

@@ -1,5 +1,6 @@
 """Cascades: answer cheaply, escalate only when the answer is not trustworthy."""
 
 from llmtriage.policies.cascades.calibrated import CalibratedCascade
+from llmtriage.policies.cascades.routing import CascadeRouter
 
-__all__ = ["CalibratedCascade"]
+__all__ = ["CalibratedCascade", "CascadeRouter"]
