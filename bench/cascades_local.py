@@ -4,50 +4,47 @@
     python bench/cascades_local.py [--table out/ladder-full.csv] [--splits 5] [--plot F]
 
 The table was recorded from the live models by `triage collect`; replaying it makes exactly
-the decisions the live cascade makes (tests/test_collect.py holds the two against each
-other), so each split here is a live run without the wait. For several random splits into a
-calibration half and a test half (the test half is never used for calibration):
-
-1. the calibrated cascade (SmolLM2 > Qwen-0.5B > Qwen-1.5B, per-model isotonic calibration of
-   the mean answer-token logprob) at the cheapest shared threshold whose calibration-half
-   quality reaches the 1.5B model's, against the 1.5B model alone on the test half: quality,
-   mean latency, mean energy;
-2. Learn-Then-Test for an error target epsilon (delta = 0.1): the certified threshold, and
-   whether the test-half error stayed below epsilon.
-Then the whole curve of cascades and routers against the three single models (split 0).
+the decisions the live policies make (tests/test_collect.py holds the two against each
+other). For several random splits into a calibration half and a test half (the test half is
+never used for calibration), each policy is set to its cheapest setting whose
+calibration-half quality reaches the 1.5B model's, then measured on the test half against the
+1.5B model alone (quality, mean latency, mean energy):
+- the calibrated 3-rung cascade SmolLM2 > Qwen-0.5B > Qwen-1.5B and the 2-rung 0.5B > 1.5B
+  (per-model isotonic calibration of the mean answer-token logprob);
+- cascade routing on a logistic router's predictions.
+Then Learn-Then-Test for an error target (epsilon 0.2, delta 0.1): the certified threshold and
+whether the test-half error stayed below epsilon; and the whole curve of cascades and routers
+against the three single models on split 0 (with --plot).
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
 from llmtriage.data import load_table
 from llmtriage.evaluation.cascade_search import learn_then_test, outcomes
 from llmtriage.evaluation.compare import compare, default_policies
-from llmtriage.evaluation.evaluate import evaluate
+from llmtriage.evaluation.evaluate import evaluate, sweep
 from llmtriage.evaluation.plots import plot
 from llmtriage.evaluation.report import render
 from llmtriage.policies import SingleModel
-from llmtriage.policies.cascades import CalibratedCascade
-from llmtriage.policies.routers import ClassifierRouter, KNNRouter
+from llmtriage.policies.cascades import CalibratedCascade, CascadeRouter
+from llmtriage.policies.routers import ClassifierRouter
 
 LADDER = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 
 
-def cheapest_reaching(cascade: CalibratedCascade, calib, target: float) -> float:
-    """The lowest shared threshold (fewest escalations) whose calibration quality >= target."""
-    best = 1.01
-    for t in np.linspace(1.0, 0.0, 41):
-        quality, _ = outcomes(cascade.with_params(threshold=float(t)), calib)
-        if quality.mean() >= target:
-            best = float(t)
-        else:
-            break
-    return best
+def cheapest_reaching(policy, calib, target: float):  # noqa: ANN001, ANN201
+    """The cheapest (by latency) setting of the policy's curve reaching ``target`` quality."""
+    values = policy.grid(calib)
+    points = sweep(policy, values, calib)
+    ok = [(p.latency_ms, v) for p, v in zip(points, values, strict=True) if p.quality >= target]
+    value = min(ok)[1] if ok else values[int(np.argmax([p.quality for p in points]))]
+    return policy.with_params(**{policy.tradeoff: value})
 
 
 def main() -> None:
@@ -61,41 +58,48 @@ def main() -> None:
     large = LADDER[-1]
     print(f"{table.n_prompts} probes x {table.n_models} models; accuracy "
           + ", ".join(f"{m} {q:.3f}" for m, q in table.mean_quality().items()))
-    print(f"{'split':>5} {'threshold':>9} {'quality':>8} {'1.5B':>6} {'latency ms':>11} "
-          f"{'1.5B ms':>8} {'energy J':>9} {'1.5B J':>7} {'calls/q':>8} | "
-          f"{'LTT thr':>7} {'test err':>8} {'held':>5}")
+    print(f"{'split':>5} {'policy':<22} {'quality':>8} {'latency ms':>11} {'energy J':>9} "
+          f"{'calls/q':>8}  vs 1.5B alone")
+    tally: dict[str, int] = {}
     held = 0
-    wins = 0
     for seed in range(args.splits):
-        test_mask = np.random.default_rng(seed).random(table.n_prompts) < 0.5
-        split = replace(table, splits=np.where(test_mask, "test", "train").astype(object))
+        mask = np.random.default_rng(seed).random(table.n_prompts) < 0.5
+        split = table.with_splits(np.where(mask, "test", "train").astype(object))
         calib, test = split.split("train"), split.split("test")
-        cascade = CalibratedCascade(LADDER).fit(calib)
         target = calib.mean_quality()[large]
-        chosen = cascade.with_params(threshold=cheapest_reaching(cascade, calib, target))
-        point = evaluate(chosen, test, bootstrap=0)
         alone = evaluate(SingleModel(large), test, bootstrap=0)
-        ok = (point.quality >= alone.quality and point.latency_ms < alone.latency_ms
-              and point.energy_j < alone.energy_j)
-        wins += ok
+        print(f"{seed:5d} {'qwen2.5-coder-1.5b':<22} {alone.quality:8.3f} "
+              f"{alone.latency_ms:11.0f} {alone.energy_j:9.1f} {1.0:8.2f}")
+        candidates = {
+            "cascade 3 rungs": CalibratedCascade(LADDER),
+            "cascade 0.5B > 1.5B": CalibratedCascade(LADDER[1:]),
+            "cascade routing": CascadeRouter(ClassifierRouter()),
+        }
+        for name, policy in candidates.items():
+            chosen = cheapest_reaching(policy.fit(calib), calib, target)
+            p = evaluate(chosen, test, bootstrap=0)
+            wins = (p.quality >= alone.quality and p.latency_ms < alone.latency_ms
+                    and p.energy_j < alone.energy_j)
+            tally[name] = tally.get(name, 0) + wins
+            print(f"{'':5} {name:<22} {p.quality:8.3f} {p.latency_ms:11.0f} {p.energy_j:9.1f} "
+                  f"{p.calls_per_query:8.2f}  {'better' if wins else 'not better'}")
+        cascade = CalibratedCascade(LADDER).fit(calib)
         ltt = learn_then_test(cascade, calib, args.epsilon, delta=0.1)
-        test_quality, _ = outcomes(cascade.with_params(threshold=ltt.threshold), test)
-        test_error = float((test_quality < 0.5).mean())
-        held += test_error <= args.epsilon
-        print(f"{seed:5d} {chosen.threshold:9.3f} {point.quality:8.3f} {alone.quality:6.3f} "
-              f"{point.latency_ms:11.0f} {alone.latency_ms:8.0f} {point.energy_j:9.1f} "
-              f"{alone.energy_j:7.1f} {point.calls_per_query:8.2f} | {ltt.threshold:7.3f} "
-              f"{test_error:8.3f} {'yes' if test_error <= args.epsilon else 'NO':>5}")
-    print(f"cascade at least as good as the 1.5B model, faster and on less energy: "
-          f"{wins}/{args.splits} splits; LTT guarantee (error <= {args.epsilon}, delta 0.1) "
-          f"held on {held}/{args.splits} test halves")
-    split = replace(table, splits=np.where(np.random.default_rng(0).random(table.n_prompts)
-                                           < 0.5, "test", "train").astype(object))
+        quality, _ = outcomes(cascade.with_params(threshold=ltt.threshold), test)
+        error = float((quality < 0.5).mean())
+        held += error <= args.epsilon
+        print(f"{'':5} LTT (epsilon {args.epsilon}, delta 0.1): threshold {ltt.threshold:.3f} "
+              f"{'certified' if ltt.certified else 'NOT certified'}, calibration error "
+              f"{ltt.calibration_error:.3f}, test error {error:.3f}")
+    print("at least the 1.5B model's quality at lower latency and energy: "
+          + ", ".join(f"{k} {v}/{args.splits}" for k, v in tally.items()))
+    print(f"LTT: test error <= {args.epsilon} on {held}/{args.splits} splits (delta 0.1)")
+    split = table.with_splits(np.where(np.random.default_rng(0).random(table.n_prompts) < 0.5,
+                                       "test", "train").astype(object))
     policies = [p for p in default_policies(split) if p.name != "cascade"]
-    result = compare(split, [*policies, CalibratedCascade(LADDER), KNNRouter(),
-                             ClassifierRouter()], bootstrap=200)
-    from rich.console import Console
-
+    result = compare(split, [*policies, CalibratedCascade(LADDER), CalibratedCascade(LADDER[1:]),
+                             CascadeRouter(ClassifierRouter()), ClassifierRouter()],
+                     bootstrap=200)
     render(result, Console(width=150))
     if args.plot:
         print(f"wrote {plot(result, args.plot)}")
