@@ -144,5 +144,10 @@ async def collect(
     wanted = {p.id for p in probes}
     frame = pd.DataFrame([r for r in rows if r["prompt_id"] in wanted])
     frame = frame.drop_duplicates(["prompt_id", "model"], keep="last")
+    # Rows finish in any order; the table lists prompts and models in a fixed order.
+    prompt_rank = {p.id: i for i, p in enumerate(probes)}
+    model_rank = {m: i for i, m in enumerate(pool.models)}
+    frame = frame.sort_values(["prompt_id", "model"], key=lambda col: col.map(
+        prompt_rank if col.name == "prompt_id" else model_rank)).reset_index(drop=True)
     write_frame(frame, out)
     return CollectResult(out, len(frame), len(todo), len(done))
