@@ -9,7 +9,8 @@ replay returns, so a policy cannot tell live from recorded.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -19,6 +20,16 @@ from llmtriage.backends.live import ChatRequest, Completion, LiveBackend
 
 RequestFor = Callable[[str], ChatRequest]
 Confidence = Callable[[Completion], float]
+
+
+class ScoredSignal(Protocol):
+    confidence: float
+    extra: list[Completion]
+
+
+#: An async confidence signal: (pool, model, request, answer) -> confidence and the extra
+#: completions it needed (see llmtriage.signals.live).
+Signal = Callable[["ModelPool", str, ChatRequest, Completion], Awaitable[ScoredSignal]]
 
 
 def plain_request(prompt: str) -> ChatRequest:
@@ -32,14 +43,20 @@ class ModelPool:
         *,
         request_for: RequestFor = plain_request,
         confidence: Confidence | None = None,
+        signal: Signal | None = None,
     ) -> None:
+        """``confidence`` scores an answer for free; ``signal`` may call models to score it,
+        and what those calls cost is added to the step."""
         self.catalog = catalog
         self.models = tuple(catalog.names())
         self.request_for = request_for
         self.confidence = confidence
+        self.signal = signal
         self._backends: dict[str, LiveBackend] = {}
-        #: Every completion of the last acall per query index, for reports (ask, gateway).
+        #: Per query index: the answers, one per step, and the calls signals made to score
+        #: them (for reports: ask, the gateway).
         self.completions: dict[int, list[Completion]] = {}
+        self.signal_calls: dict[int, list[Completion]] = {}
 
     def backend(self, name: str) -> LiveBackend:
         spec = self.catalog.spec(name)
@@ -58,26 +75,41 @@ class ModelPool:
     async def complete(self, name: str, request: ChatRequest) -> Completion:
         return await self.backend(name).complete(name, request)
 
+    async def _answer(self, name: str, prompt: str) -> tuple[Completion, float | None,
+                                                               list[Completion]]:
+        request = self.request_for(prompt)
+        answer = await self.complete(name, request)
+        if self.signal is not None:
+            scored = await self.signal(self, name, request, answer)
+            return answer, scored.confidence, list(scored.extra)
+        return answer, self.confidence(answer) if self.confidence else None, []
+
     async def acall(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult:
         name = self.models[model]
         done = await asyncio.gather(
-            *(self.complete(name, self.request_for(str(queries.prompts[i]))) for i in idx)
+            *(self._answer(name, str(queries.prompts[i])) for i in idx)
         )
-        for i, c in zip(idx.tolist(), done, strict=True):
-            self.completions.setdefault(i, []).append(c)
+        for i, (answer, _, extra) in zip(idx.tolist(), done, strict=True):
+            self.completions.setdefault(i, []).append(answer)
+            self.signal_calls.setdefault(i, []).extend(extra)
 
-        def column(values: list[float | None]) -> np.ndarray:
-            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        def column(field: str) -> np.ndarray:
+            """The answer's measurement plus its signal's calls (paid in sequence)."""
+            values = []
+            for answer, _, extra in done:
+                parts = [getattr(c, field) for c in (answer, *extra)]
+                values.append(np.nan if any(v is None for v in parts) else float(sum(parts)))
+            return np.array(values, dtype=np.float64)
 
-        conf = [self.confidence(c) if self.confidence else None for c in done]
+        conf = [np.nan if c is None else c for _, c, _ in done]
         return StepResult(
-            confidence=column(conf),
-            cost_usd=column([c.cost_usd for c in done]),
-            latency_ms=column([c.latency_ms for c in done]),
-            tokens_in=column([c.tokens_in for c in done]),
-            tokens_out=column([c.tokens_out for c in done]),
-            energy_j=column([c.energy_j for c in done]),
-            answers=[c.text for c in done],
+            confidence=np.array(conf, dtype=np.float64),
+            cost_usd=column("cost_usd"),
+            latency_ms=column("latency_ms"),
+            tokens_in=column("tokens_in"),
+            tokens_out=column("tokens_out"),
+            energy_j=column("energy_j"),
+            answers=[answer.text for answer, _, _ in done],
         )
 
     async def aclose(self) -> None:
