@@ -17,7 +17,7 @@ import argparse
 
 from llmtriage.data import load_table
 from llmtriage.evaluation.compare import compare, default_policies, pareto_ladder
-from llmtriage.policies.cascades import CalibratedCascade
+from llmtriage.policies.cascades import CalibratedCascade, CascadeRouter
 from llmtriage.policies.routers import ClassifierRouter, EloRouter, KNNRouter
 from llmtriage.signals.scorer import with_learned_confidence
 
@@ -42,6 +42,15 @@ def main() -> None:
         print(f"{task:<14} {short:<58} {result.curve('calibrated-cascade').aiq:8.4f} "
               f"{best.aiq:8.4f} ({best.name}) {result.zero_router_aiq:7.4f} "
               f"{result.curve('oracle').aiq:7.4f}")
+        # Same three models only: router, cascade and cascade routing over one cost range.
+        three = scored.select_models(ladder)
+        singles = [p for p in default_policies(three) if p.name == "single"]
+        trio = compare(three, [*singles, ClassifierRouter(), CalibratedCascade(ladder),
+                               CascadeRouter(ClassifierRouter())], bootstrap=0)
+        print(f"{'':<14} on these 3 models: zero router {trio.zero_router_aiq:.4f}, router "
+              f"{trio.curve('logistic').aiq:.4f}, cascade "
+              f"{trio.curve('calibrated-cascade').aiq:.4f}, cascade routing "
+              f"{trio.curve('cascade-routing').aiq:.4f}")
 
 
 if __name__ == "__main__":
