@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -165,11 +166,9 @@ def data(source: SourceArg, task: TaskOpt = None, prices: PricesOpt = None) -> N
     t = Table()
     for col in ("model", "quality", "cost/query", "latency ms", "confidence"):
         t.add_column(col, justify="left" if col == "model" else "right")
-    quality, cost = table.mean_quality(), table.mean_cost()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # all-NaN columns (nothing recorded) give NaN quietly
         warnings.simplefilter("ignore", RuntimeWarning)
-        import numpy as np
-
+        quality, cost = table.mean_quality(), table.mean_cost()
         latency = np.nanmean(table.latency_ms, axis=0)
         conf = np.nanmean(table.confidence, axis=0)
     for j, m in enumerate(table.models):
