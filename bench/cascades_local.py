@@ -96,7 +96,7 @@ def main() -> None:
     print(f"LTT: test error <= {args.epsilon} on {held}/{args.splits} splits (delta 0.1)")
     split = table.with_splits(np.where(np.random.default_rng(0).random(table.n_prompts) < 0.5,
                                        "test", "train").astype(object))
-    policies = [p for p in default_policies(split) if p.name != "cascade"]
+    policies = [p for p in default_policies(split) if p.name != "calibrated-cascade"]
     result = compare(split, [*policies, CalibratedCascade(LADDER), CalibratedCascade(LADDER[1:]),
                              CascadeRouter(ClassifierRouter()), ClassifierRouter()],
                      bootstrap=200)

@@ -69,7 +69,7 @@ def test_learned_scorer_separates_right_from_wrong(scored_mbpp):
 
 def test_calibrated_cascade_on_scored_answers(scored_mbpp):
     table, ladder = scored_mbpp
-    policies = [p for p in default_policies(table) if p.name != "cascade"]
+    policies = [p for p in default_policies(table) if p.name != "calibrated-cascade"]
     result = compare(table, [*policies, CalibratedCascade(ladder)], bootstrap=0)
     curve = result.curve("calibrated-cascade")
     assert curve.aiq > result.curve("random").aiq

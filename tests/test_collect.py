@@ -82,7 +82,7 @@ def test_bench_reads_the_collected_table(collected, tmp_path):
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     records = json.loads((tmp_path / "b.json").read_text())
-    assert {"single", "oracle", "random", "cascade"} == {r["family"] for r in records}
+    assert {"single", "oracle", "random", "calibrated-cascade"} == {r["family"] for r in records}
     assert all(r["latency_ms"] is not None for r in records)
 
 

@@ -75,8 +75,8 @@ def test_unseen_log_benches_from_the_command_line(llmrouter_table, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     records = pd.read_json(out)
-    assert set(records["family"]) == {"single", "oracle", "random", "cascade"}
-    cascade = records[records["family"] == "cascade"]
+    assert set(records["family"]) == {"single", "oracle", "random", "calibrated-cascade"}
+    cascade = records[records["family"] == "calibrated-cascade"]
     assert len(cascade) > 5 and cascade["latency_ms"].notna().all()
     # A cascade pays its models in sequence: its dearest point costs more than one model.
     assert cascade["calls_per_query"].max() > 1.5

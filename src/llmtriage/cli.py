@@ -21,6 +21,7 @@ from llmtriage.data.prices import PriceCatalog
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
 from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel, ThresholdCascade
+from llmtriage.policies.cascades import CalibratedCascade
 
 app = typer.Typer(
     add_completion=False,
@@ -73,7 +74,7 @@ def _policies(table: OutcomeTable, families: list[str], ladder: str | None) -> l
     if not families:
         out = default_policies(table)
         if ladder and table.has("confidence"):
-            out = [p for p in out if p.name != "cascade"] + [ThresholdCascade(chosen)]
+            out = [p for p in out if p.name != "calibrated-cascade"] + [CalibratedCascade(chosen)]
         return out
     train = table.split("train") if (table.splits == "train").any() else table
     if "single" in families:
@@ -85,7 +86,7 @@ def _policies(table: OutcomeTable, families: list[str], ladder: str | None) -> l
     if "cascade" in families:
         if not table.has("confidence"):
             _fail(f"{table.name} records no confidence, so a confidence cascade cannot run")
-        out.append(ThresholdCascade(chosen if ladder else pareto_ladder(train)))
+        out.append(CalibratedCascade(chosen if ladder else pareto_ladder(train)))
     return out
 
 

@@ -11,7 +11,8 @@ from llmtriage import metrics
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
 from llmtriage.evaluation.evaluate import BOOTSTRAP, OperatingPoint, evaluate, sweep
 from llmtriage.policies.base import Policy
-from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel, ThresholdCascade
+from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel
+from llmtriage.policies.cascades import CalibratedCascade
 
 #: PGR targets at which CPT is reported, as RouteLLM does.
 CPT_TARGETS = (0.2, 0.5, 0.8)
@@ -104,7 +105,8 @@ def pareto_ladder(table: OutcomeTable) -> list[str]:
 
 def default_policies(table: OutcomeTable) -> list[Policy]:
     """Every single model, the oracle, random mixing of the cheapest and best model, and a
-    confidence cascade up the Pareto ladder where the table records a confidence."""
+    calibrated confidence cascade up the Pareto ladder where the table records a confidence
+    (calibrated per model: raw scores mean different things for different models)."""
     train = table.split(TRAIN) if (table.splits == TRAIN).any() else table
     policies: list[Policy] = [SingleModel(m) for m in table.models]
     policies.append(Oracle())
@@ -114,7 +116,7 @@ def default_policies(table: OutcomeTable) -> list[Policy]:
     if table.has("confidence"):
         ladder = pareto_ladder(train)
         if len(ladder) >= 2:
-            policies.append(ThresholdCascade(ladder))
+            policies.append(CalibratedCascade(ladder))
     return policies
 
 
