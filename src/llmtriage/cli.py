@@ -426,6 +426,34 @@ def calibrate(
         console.print(f"wrote {out}")
 
 
+@app.command()
+def serve(
+    catalog: CatalogOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    threshold: Annotated[float, typer.Option(
+        help="The 'triage-cascade' policy accepts an answer when its least likely token has "
+             "at least this logprob.")] = -0.5,
+) -> None:
+    """Serve the catalog's models and policies behind an OpenAI-compatible API."""
+    import uvicorn
+
+    from llmtriage.backends.pool import ModelPool
+    from llmtriage.serving.app import create_app
+    from llmtriage.signals.logprob import logprob_stats
+
+    try:
+        cat = _catalog(catalog, None)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    pool = ModelPool(cat, confidence=lambda c: logprob_stats(c.logprobs).min)
+    policies = {"triage-cascade": ThresholdCascade(cat.names(), threshold=threshold)}
+    console.print(f"serving {', '.join(policies)} and {', '.join(cat.names())} on "
+                  f"http://{host}:{port}/v1")
+    uvicorn.run(create_app(pool, policies), host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     app()
 

@@ -24,6 +24,8 @@ class Queries:
     tasks: np.ndarray
     #: Row of each query in the table a replay backend reads (offline only).
     rows: np.ndarray | None = None
+    #: The whole conversation of each query, for live models (the prompt is its last turn).
+    conversations: list[list[dict[str, str]]] | None = None
 
     @classmethod
     def from_table(cls, table: OutcomeTable) -> Queries:

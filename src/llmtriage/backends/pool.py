@@ -9,7 +9,9 @@ replay returns, so a policy cannot tell live from recorded.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -75,9 +77,19 @@ class ModelPool:
     async def complete(self, name: str, request: ChatRequest) -> Completion:
         return await self.backend(name).complete(name, request)
 
-    async def _answer(self, name: str, prompt: str) -> tuple[Completion, float | None,
-                                                               list[Completion]]:
+    def with_requests(self, request_for: RequestFor) -> ModelPool:
+        """The same models (nothing reloaded) with another way of building requests and
+        fresh per-query records: one per gateway request."""
+        view = copy.copy(self)
+        view.request_for = request_for
+        view.completions, view.signal_calls = {}, {}
+        return view
+
+    async def _answer(self, name: str, prompt: str, conversation: list[dict[str, str]] | None
+                      ) -> tuple[Completion, float | None, list[Completion]]:
         request = self.request_for(prompt)
+        if conversation is not None:
+            request = replace(request, messages=tuple(conversation))
         answer = await self.complete(name, request)
         if self.signal is not None:
             scored = await self.signal(self, name, request, answer)
@@ -87,7 +99,9 @@ class ModelPool:
     async def acall(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult:
         name = self.models[model]
         done = await asyncio.gather(
-            *(self._answer(name, str(queries.prompts[i])) for i in idx)
+            *(self._answer(name, str(queries.prompts[i]),
+                           queries.conversations[i] if queries.conversations else None)
+              for i in idx)
         )
         for i, (answer, _, extra) in zip(idx.tolist(), done, strict=True):
             self.completions.setdefault(i, []).append(answer)

@@ -1,0 +1,95 @@
+"""The gateway with the official openai client, on the real local ladder, over loopback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llmtriage.cli", "serve", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"gateway did not start: {proc.stderr.read()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key="not-needed")
+
+
+def test_models_lists_policies_and_models(client):
+    ids = {m.id for m in client.models.list()}
+    assert {"triage-cascade", "smollm2-135m", "qwen2.5-coder-1.5b"} <= ids
+
+
+def test_cascade_answers_and_says_why(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="triage-cascade", messages=[{"role": "user", "content": "What is 17 * 23?"}])
+    response = raw.parse()
+    assert "391" in response.choices[0].message.content
+    info = response.model_extra["triage"]
+    assert info["answered_by"] == response.model == raw.headers["x-triage-model"]
+    assert [s["model"] for s in info["steps"]][0] == "smollm2-135m"
+    assert raw.headers["x-triage-models-called"].startswith("smollm2-135m")
+    assert info["latency_ms"] > 0 and response.usage.completion_tokens > 0
+
+
+def test_streaming_with_the_openai_client(client):
+    chunks = list(client.chat.completions.create(
+        model="triage-cascade", stream=True,
+        messages=[{"role": "user", "content": "What is the capital of France?"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Paris" in text
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_plain_model_is_passed_through_with_the_conversation(client):
+    response = client.chat.completions.create(
+        model="qwen2.5-coder-1.5b", max_tokens=16,
+        messages=[{"role": "user", "content": "My name is Ada. Remember it."},
+                  {"role": "assistant", "content": "Noted, Ada."},
+                  {"role": "user", "content": "What is my name? One word."}])
+    assert "Ada" in response.choices[0].message.content
+    assert response.model_extra["triage"]["steps"][0]["model"] == "qwen2.5-coder-1.5b"
+
+
+def test_bad_requests_get_clear_4xx(gateway, client):
+    with pytest.raises(openai.NotFoundError, match="no policy or model"):
+        client.chat.completions.create(model="gpt-9", messages=[
+            {"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client.chat.completions.create(model="triage-cascade", messages=[])
+    r = httpx.post(f"{gateway}/v1/chat/completions", content=b"{not json",
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+    big = httpx.post(f"{gateway}/v1/chat/completions", content=b"x" * (2 << 20),
+                     headers={"content-type": "application/json"})
+    assert big.status_code == 413
