@@ -93,3 +93,18 @@ def test_bad_requests_get_clear_4xx(gateway, client):
     big = httpx.post(f"{gateway}/v1/chat/completions", content=b"x" * (2 << 20),
                      headers={"content-type": "application/json"})
     assert big.status_code == 413
+
+
+def test_metrics_count_requests_calls_and_escalations(gateway, client):
+    client.chat.completions.create(model="triage-cascade", messages=[
+        {"role": "user", "content": "What is 17 * 23?"}])
+    text = httpx.get(f"{gateway}/metrics").text
+    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+             for line in text.splitlines() if line and not line.startswith("#")}
+    assert lines['triage_requests_total{policy="triage-cascade",status="ok"}'] >= 1
+    assert lines['triage_model_calls_total{model="smollm2-135m"}'] >= 1
+    assert lines['triage_escalations_total{policy="triage-cascade"}'] >= 1
+    assert lines['triage_request_seconds_count{policy="triage-cascade"}'] >= 1
+    # The unknown model asked for earlier is counted without becoming a label of its own.
+    assert lines['triage_requests_total{policy="unknown",status="404"}'] >= 1
+    assert "gpt-9" not in text

@@ -17,7 +17,7 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmtriage.backends.base import Queries
@@ -26,6 +26,7 @@ from llmtriage.backends.pool import ModelPool
 from llmtriage.policies.base import Policy, Trace
 from llmtriage.policies.baselines import SingleModel
 from llmtriage.policies.loop import PolicyError, arun_policy
+from llmtriage.serving.metrics import GatewayMetrics
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -78,6 +79,7 @@ def explain(trace: Trace, pool: ModelPool, policy_name: str) -> dict:
 
 def create_app(pool: ModelPool, policies: dict[str, Policy]) -> FastAPI:
     app = FastAPI(title="Triage gateway", version="0.1.0")
+    metrics = GatewayMetrics()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,6 +98,10 @@ def create_app(pool: ModelPool, policies: dict[str, Policy]) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok", "models": list(pool.models), "policies": list(policies)}
 
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
     @app.get("/v1/models")
     async def models() -> dict:
         data = [{"id": name, "object": "model", "owned_by": "triage", "kind": "policy"}
@@ -110,7 +116,8 @@ def create_app(pool: ModelPool, policies: dict[str, Policy]) -> FastAPI:
             policy = policies[body.model]
         elif body.model in pool.models:
             policy = SingleModel(body.model)
-        else:
+        else:  # labelled "unknown": a client must not be able to mint new metric series
+            metrics.failed("unknown", 404)
             return error(404, f"no policy or model {body.model!r}; GET /v1/models lists them",
                          "not_found_error")
         users = [m.content for m in body.messages if m.role == "user"]
@@ -127,11 +134,15 @@ def create_app(pool: ModelPool, policies: dict[str, Policy]) -> FastAPI:
         try:
             trace = await arun_policy(policy, view, queries)
         except BackendError as exc:
+            metrics.failed(body.model, 502)
             return error(502, f"upstream failed: {exc}", "upstream_error")
         except PolicyError as exc:
+            metrics.failed(body.model, 500)
             return error(500, f"policy failed: {exc}", "server_error")
         info = explain(trace, view, body.model)
-        info["gateway_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        elapsed = time.perf_counter() - started
+        info["gateway_ms"] = round(elapsed * 1000, 1)
+        metrics.observe(body.model, elapsed, info["steps"])
         answer = trace.answers[0][int(trace.accepted_step[0])] if trace.answers else ""
         headers = {
             "x-triage-policy": body.model,
