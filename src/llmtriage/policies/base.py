@@ -25,6 +25,7 @@ STOP = -1
 #: Accept code: the answer of the last step taken.
 LAST = -1
 
+
 class StepColumns:
     """Per-step arrays of a batch, one length-B column per step index.
 
@@ -161,12 +162,6 @@ class State:
 
     def last_model(self) -> np.ndarray:
         return self.steps.model_at(self.n_steps - 1)
-
-    def has_called(self, model: int) -> np.ndarray:
-        out = np.zeros(len(self.n_steps), dtype=bool)
-        for called in self.steps.called:
-            out |= called == model
-        return out
 
 
 def count_models(indices: np.ndarray, n_models: int) -> np.ndarray:
