@@ -20,7 +20,7 @@ from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.prices import PriceCatalog
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
-from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel, ThresholdCascade
+from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel
 from llmtriage.policies.cascades import CalibratedCascade
 
 app = typer.Typer(
@@ -309,7 +309,7 @@ def ask(
 
     from llmtriage.backends.base import Queries
     from llmtriage.backends.live import ChatRequest
-    from llmtriage.backends.pool import ModelPool
+    from llmtriage.policies.cascades.ladder import ladder_cascade
     from llmtriage.policies.loop import arun_policy
     from llmtriage.signals.logprob import logprob_stats
 
@@ -318,12 +318,8 @@ def ask(
     except (DataError, ValueError) as exc:
         _fail(str(exc))
         return
-    pool = ModelPool(
-        cat,
-        request_for=lambda p: ChatRequest.ask(p, max_tokens=max_tokens),
-        confidence=lambda c: logprob_stats(c.logprobs).min,
-    )
-    policy = ThresholdCascade(list(cat.names()), threshold=threshold)
+    pool, policy = ladder_cascade(
+        cat, threshold, request_for=lambda p: ChatRequest.ask(p, max_tokens=max_tokens))
     try:
         trace = asyncio.run(arun_policy(policy, pool, Queries.from_texts([question])))
     except (DataError, ValueError, RuntimeError) as exc:
@@ -438,17 +434,16 @@ def serve(
     """Serve the catalog's models and policies behind an OpenAI-compatible API."""
     import uvicorn
 
-    from llmtriage.backends.pool import ModelPool
+    from llmtriage.policies.cascades.ladder import ladder_cascade
     from llmtriage.serving.app import create_app
-    from llmtriage.signals.logprob import logprob_stats
 
     try:
         cat = _catalog(catalog, None)
     except (DataError, ValueError) as exc:
         _fail(str(exc))
         return
-    pool = ModelPool(cat, confidence=lambda c: logprob_stats(c.logprobs).min)
-    policies = {"triage-cascade": ThresholdCascade(cat.names(), threshold=threshold)}
+    pool, cascade = ladder_cascade(cat, threshold)
+    policies = {"triage-cascade": cascade}
     console.print(f"serving {', '.join(policies)} and {', '.join(cat.names())} on "
                   f"http://{host}:{port}/v1")
     uvicorn.run(create_app(pool, policies), host=host, port=port, log_level="warning")
