@@ -22,7 +22,7 @@ import pandas as pd
 from llmtriage.backends.live import ChatRequest, Completion
 from llmtriage.backends.pool import ModelPool
 from llmtriage.data.loaders.generic import write_frame
-from llmtriage.data.splits import unit_hash
+from llmtriage.data.splits import hash_splits
 from llmtriage.probes import Probe, prompt_of
 from llmtriage.signals.logprob import logprob_stats
 
@@ -44,11 +44,6 @@ def sample(probes: Sequence[Probe], n: int | None) -> list[Probe]:
         return list(probes)
     picks = np.linspace(0, len(probes) - 1, n).round().astype(int)
     return [probes[i] for i in sorted(set(picks.tolist()))]
-
-
-def split_of(probe_ids: Sequence[str], test_fraction: float = 0.3) -> list[str]:
-    u = unit_hash(np.array(probe_ids, dtype=object), 0, purpose="split")
-    return ["test" if x < test_fraction else "train" for x in u]
 
 
 def _finite(x: float | None) -> float | None:
@@ -121,7 +116,8 @@ async def collect(
     done_rows = [r for r in read_journal(journal)
                  if r.get("model") in pool.models]
     done = {(r["prompt_id"], r["model"]) for r in done_rows}
-    splits = dict(zip([p.id for p in probes], split_of([p.id for p in probes], test_fraction),
+    ids = [p.id for p in probes]
+    splits = dict(zip(ids, hash_splits(np.array(ids, dtype=object), test_fraction),
                       strict=True))
     todo = [(p, m) for p in probes for m in pool.models if (p.id, m) not in done]
     if on_start:

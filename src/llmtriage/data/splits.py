@@ -23,6 +23,13 @@ def unit_hash(keys: np.ndarray, seed: int = 0, purpose: str = "split") -> np.nda
     return (hashed >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
+def hash_splits(prompt_ids: np.ndarray, test_fraction: float = 0.3, seed: int = 0
+                ) -> np.ndarray:
+    """'test' or 'train' per prompt id, by hash: the same id always gets the same split."""
+    u = unit_hash(np.asarray(prompt_ids, dtype=object), seed, purpose="split")
+    return np.where(u < test_fraction, TEST, TRAIN).astype(object)
+
+
 def assign_missing_splits(
     table: OutcomeTable, test_fraction: float = 0.3, seed: int = 0
 ) -> OutcomeTable:
@@ -30,9 +37,8 @@ def assign_missing_splits(
     missing = (table.splits == "") | (table.splits == None)  # noqa: E711 (object array)
     if not missing.any():
         return table
-    u = unit_hash(table.prompt_ids[missing], seed, purpose="split")
     splits = table.splits.copy()
-    splits[missing] = np.where(u < test_fraction, TEST, TRAIN)
+    splits[missing] = hash_splits(table.prompt_ids[missing], test_fraction, seed)
     return table.with_splits(splits).with_notes(
         f"split: {int(missing.sum())} prompts assigned by hash "
         f"(test fraction {test_fraction}, seed {seed})"
