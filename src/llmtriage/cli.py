@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +24,7 @@ from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
 from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel
 from llmtriage.policies.cascades import CalibratedCascade
+from llmtriage.policies.cascades.ladder import DEFAULT_THRESHOLD
 
 app = typer.Typer(
     add_completion=False,
@@ -58,6 +61,15 @@ def _load(source: str, task: str | None, prices: Path | None, seed: int = 0) -> 
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def _user_errors(*more: type[Exception]) -> Iterator[None]:
+    """The CLI's boundary: bad input (and the given failures) end in one error line."""
+    try:
+        yield
+    except (DataError, ValueError, *more) as exc:
+        _fail(str(exc))
 
 
 def _policies(table: OutcomeTable, families: list[str], ladder: str | None) -> list[Policy]:
@@ -120,7 +132,7 @@ def bench(
 
     if split not in ("test", "train", "all"):
         _fail(f"--split must be test, train or all, not {split!r}")
-    try:
+    with _user_errors():
         table = _load(source, task, prices, seed)
         policies = _policies(table, policy or [], ladder)
         for r in router or []:
@@ -141,9 +153,6 @@ def bench(
 
             result = compare(table, policies, split=split, bootstrap=bootstrap, seed=seed,
                              progress=tick)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     render(result, console)
     for note in result.notes:
         console.print(f"[dim]{escape(note)}[/]")
@@ -156,11 +165,8 @@ def bench(
 @app.command()
 def data(source: SourceArg, task: TaskOpt = None, prices: PricesOpt = None) -> None:
     """Describe a data set: its models, their mean quality and cost, and the prices used."""
-    try:
+    with _user_errors():
         table = _load(source, task, prices)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     sizes = ", ".join(f"{k} {v}" for k, v in table.split_sizes().items())
     console.print(f"[bold]{table.name}[/]: {table.n_prompts} prompts x {table.n_models} models; "
                   f"tasks {sorted(set(table.tasks))}; splits {sizes}")
@@ -186,12 +192,9 @@ def convert(source: SourceArg, out: Annotated[Path, typer.Argument(
         help="Output file: .csv, .jsonl or .parquet.")], task: TaskOpt = None,
         prices: PricesOpt = None) -> None:
     """Write any supported data set in Triage's generic long format."""
-    try:
+    with _user_errors():
         table = _load(source, task, prices)
         path = write_long(table, out)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     console.print(f"wrote {path}: {table.n_prompts} prompts x {table.n_models} models")
 
 
@@ -222,11 +225,8 @@ def models(
     """List the model catalog and the state of each embedded local model."""
     from llmtriage.backends.zoo import LOCAL_MODELS, PACKAGE_PINS, cache_dir, state
 
-    try:
+    with _user_errors():
         cat = _catalog(catalog, None)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     t = Table(title="catalog")
     for col in ("name", "backend", "where", "$/1M in", "$/1M out", "threads", "concurrency"):
         t.add_column(col)
@@ -266,12 +266,9 @@ def collect(
     from llmtriage.backends.pool import ModelPool
     from llmtriage.probes import load_probes
 
-    try:
+    with _user_errors():
         cat = _catalog(catalog, models)
         chosen = collection.sample(load_probes(probes), sample)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     pool = ModelPool(cat)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
@@ -284,12 +281,9 @@ def collect(
         def row(r: dict) -> None:
             bar.update(job, advance=1, description=f"{r['model']} {r['prompt_id']}")
 
-        try:
+        with _user_errors(RuntimeError):
             result = asyncio.run(collection.collect(pool, chosen, out, on_start=start,
                                                     on_row=row))
-        except (DataError, ValueError, RuntimeError) as exc:
-            _fail(str(exc))
-            return
     console.print(f"wrote {result.out}: {result.rows} rows ({result.computed} computed, "
                   f"{result.reused} reused from {collection.journal_path(out).name})")
 
@@ -301,7 +295,7 @@ def ask(
     models: ModelsOpt = None,
     threshold: Annotated[float, typer.Option(
         help="Accept an answer when its least likely token has at least this logprob.")]
-    = -0.5,
+    = DEFAULT_THRESHOLD,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit (tokens).")] = 128,
 ) -> None:
     """Answer one question through a cascade over the ladder, showing every step."""
@@ -313,18 +307,12 @@ def ask(
     from llmtriage.policies.loop import arun_policy
     from llmtriage.signals.logprob import logprob_stats
 
-    try:
+    with _user_errors():
         cat = _catalog(catalog, models)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     pool, policy = ladder_cascade(
         cat, threshold, request_for=lambda p: ChatRequest.ask(p, max_tokens=max_tokens))
-    try:
+    with _user_errors(RuntimeError):
         trace = asyncio.run(arun_policy(policy, pool, Queries.from_texts([question])))
-    except (DataError, ValueError, RuntimeError) as exc:
-        _fail(str(exc))
-        return
     t = Table(title=f"cascade, accept when min token logprob >= {threshold:g}")
     for col in ("step", "model", "answer", "min logprob", "latency ms", "energy J", "cost $",
                 "accepted"):
@@ -368,16 +356,13 @@ def train(
     """Fit a router on a data set's train split and save it (arrays + JSON, no pickle)."""
     from llmtriage.policies.routers.artifacts import save
 
-    try:
+    with _user_errors():
         table = _load(source, task, prices)
         train_split = table.split("train")
         policy = _router(router)
         with err.status(f"embedding {train_split.n_prompts} prompts and fitting {router}"):
             policy.fit(train_split)
         path = save(policy, out, source=source, task=task, train_prompts=train_split.n_prompts)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     scores = getattr(policy, "cv_scores_", {})
     if scores:
         tried = ", ".join(f"{k}: {v:.4f}" for k, v in scores.items())
@@ -402,16 +387,13 @@ def calibrate(
     from llmtriage.evaluation.calibrate import calibrate as run_calibration
     from llmtriage.policies.routers.artifacts import load, save
 
-    try:
+    with _user_errors():
         policy = load(artifact)
         table = _load(source, task, prices).split(split)
         table = table.select_models(list(policy.models_))
         result = run_calibration(policy, table, target, value)
         if out:
             save(policy.with_params(lam=result.lam), out, calibrated_for=f"{target}={value}")
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     lo, hi = result.achieved_ci
     console.print(
         f"lam = {result.lam:.4g}: {target} {result.achieved:.4g} (95% CI {lo:.4g}..{hi:.4g}) "
@@ -429,7 +411,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     threshold: Annotated[float, typer.Option(
         help="The 'triage-cascade' policy accepts an answer when its least likely token has "
-             "at least this logprob.")] = -0.5,
+             "at least this logprob.")] = DEFAULT_THRESHOLD,
 ) -> None:
     """Serve the catalog's models and policies behind an OpenAI-compatible API."""
     import uvicorn
@@ -437,11 +419,8 @@ def serve(
     from llmtriage.policies.cascades.ladder import ladder_cascade
     from llmtriage.serving.app import create_app
 
-    try:
+    with _user_errors():
         cat = _catalog(catalog, None)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-        return
     pool, cascade = ladder_cascade(cat, threshold)
     policies = {"triage-cascade": cascade}
     console.print(f"serving {', '.join(policies)} and {', '.join(cat.names())} on "
