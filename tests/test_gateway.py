@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
 import httpx
 import openai
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from servers import processes
 
 
 @pytest.fixture(scope="module")
-def gateway():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llmtriage.cli", "serve", "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"gateway did not start: {proc.stderr.read()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+def gateway(tmp_path_factory):
+    with processes.gateway(None, tmp_path_factory.mktemp("gateway")) as g:
+        yield g.url
 
 
 @pytest.fixture(scope="module")

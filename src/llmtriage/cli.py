@@ -406,26 +406,81 @@ def calibrate(
 
 @app.command()
 def serve(
+    config: Annotated[Path | None, typer.Option(
+        help="Gateway config (TOML): models, policies, keys, limits, request log; default: "
+             "the embedded local ladder behind one cascade, no keys.")] = None,
     catalog: CatalogOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     threshold: Annotated[float, typer.Option(
-        help="The 'triage-cascade' policy accepts an answer when its least likely token has "
-             "at least this logprob.")] = DEFAULT_THRESHOLD,
+        help="With no policies configured, the 'triage-cascade' policy accepts an answer when "
+             "its least likely token has at least this logprob.")] = DEFAULT_THRESHOLD,
 ) -> None:
     """Serve the catalog's models and policies behind an OpenAI-compatible API."""
     import uvicorn
 
-    from llmtriage.policies.cascades.ladder import ladder_cascade
+    from llmtriage.backends.breaker import CircuitBreaker
+    from llmtriage.backends.pool import ModelPool
+    from llmtriage.policies.cascades.ladder import min_logprob
     from llmtriage.serving.app import create_app
+    from llmtriage.serving.config import PolicySpec, build_policies, load_gateway_config
 
     with _user_errors():
-        cat = _catalog(catalog, None)
-    pool, cascade = ladder_cascade(cat, threshold)
-    policies = {"triage-cascade": cascade}
+        cfg = load_gateway_config(config)
+        if catalog is not None and cfg.models is not None:
+            _fail("give the models either in --config or in --catalog, not both")
+        cat = _catalog(catalog, None) if catalog is not None else cfg.catalog()
+        if not cfg.policies:
+            cfg.policies = [PolicySpec(name="triage-cascade", kind="cascade",
+                                       threshold=threshold)]
+        policies = build_policies(cfg, cat)
+        settings = cfg.gateway
+        pool = ModelPool(cat, confidence=min_logprob, fallback=settings.fallback,
+                         breaker=CircuitBreaker(settings.breaker_failures,
+                                                settings.breaker_reset_s))
+        gateway = create_app(pool, policies, settings, cfg.keys)
+    if not cfg.keys and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] no API keys configured and listening on {host}: "
+                  "anyone who can reach it can spend on your models")
+    log = settings.request_log or "off"
     console.print(f"serving {', '.join(policies)} and {', '.join(cat.names())} on "
-                  f"http://{host}:{port}/v1")
-    uvicorn.run(create_app(pool, policies), host=host, port=port, log_level="warning")
+                  f"http://{host}:{port}/v1 (request log: {log})")
+    uvicorn.run(gateway, host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=settings.shutdown_timeout_s)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Long-format table to write "
+                                      "(.csv, .jsonl or .parquet).")],
+    log: Annotated[Path | None, typer.Option(
+        help="The gateway's request log (default: where `serve` keeps it).")] = None,
+) -> None:
+    """Write the gateway's answered requests with feedback as a long-format outcome table."""
+    from llmtriage.data.loaders.generic import write_frame
+    from llmtriage.serving.config import default_log_path
+    from llmtriage.serving.requestlog import export_frame
+
+    with _user_errors():
+        frame = export_frame(log or default_log_path())
+        write_frame(frame, out)
+    console.print(f"wrote {len(frame)} outcomes ({frame['prompt_id'].nunique()} prompts, "
+                  f"{frame['model'].nunique()} models) to {out}")
+
+
+@app.command()
+def key(
+    name: Annotated[str, typer.Option(help="The key's name in logs and metrics.")] = "client",
+) -> None:
+    """Make a client API key for the gateway; prints the key once and its config entry."""
+    import secrets
+
+    from llmtriage.serving.guard import key_hash
+
+    token = "tri-" + secrets.token_urlsafe(32)
+    console.print(f"key (give it to the client; it is not stored): {token}")
+    console.print(f'\n[[keys]]\nname = "{name}"\nsha256 = "{key_hash(token)}"\n'
+                  "# requests_per_minute = 600\n# budget_usd = 20.0", markup=False)
 
 
 def main() -> None:

@@ -6,7 +6,11 @@ The ``model`` field picks the behaviour: ``ok``; ``flaky-500`` (500 twice per pr
 ok); ``always-500``; ``rate-429`` (429 with Retry-After: 1 once per prompt, then ok);
 ``hang`` (never answers in time); ``malformed`` (200 with a body that is not JSON);
 ``wrong-shape`` (JSON without choices); ``stream-drop`` (with stream: one chunk, then the
-connection is cut). ``GET /attempts`` returns how many requests each (model, prompt) got.
+connection is cut); ``unsure`` (answers "pang" with low logprobs); ``slow`` (answers after
+1.5 s); ``echo-auth`` (a 500 whose body repeats the Authorization header, as a careless
+upstream might); ``switch`` (behaves as set by ``POST /switch/MODE``, MODE one of ok, 500,
+hang, drop, malformed: a model that fails and recovers on command). ``GET /attempts``
+returns how many requests each (model, prompt) got.
 """
 
 from __future__ import annotations
@@ -21,19 +25,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ATTEMPTS: Counter = Counter()
 LOCK = threading.Lock()
 ANSWER = "pong"
+SWITCH = {"mode": "ok"}
+HANG_S = 10
 
 
-def completion(model: str, text: str = ANSWER) -> dict:
+def completion(model: str, text: str = ANSWER, logprob: float = -0.1) -> dict:
     return {
         "id": "chatcmpl-test", "object": "chat.completion", "model": model,
         "choices": [{
             "index": 0, "finish_reason": "stop",
             "message": {"role": "assistant", "content": text},
             "logprobs": {"content": [
-                {"token": "po", "logprob": -0.1, "top_logprobs": [
-                    {"token": "po", "logprob": -0.1}, {"token": "pi", "logprob": -2.5}]},
-                {"token": "ng", "logprob": -0.2, "top_logprobs": [
-                    {"token": "ng", "logprob": -0.2}]},
+                {"token": text[:2], "logprob": logprob, "top_logprobs": [
+                    {"token": text[:2], "logprob": logprob}, {"token": "pi", "logprob": -2.5}]},
+                {"token": text[2:], "logprob": 2 * logprob, "top_logprobs": [
+                    {"token": text[2:], "logprob": 2 * logprob}]},
             ]},
         }],
         "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
@@ -67,14 +73,40 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
-        body = json.loads(self.rfile.read(length) or b"{}")
+        raw = self.rfile.read(length)
+        if self.path.startswith("/switch/"):
+            SWITCH["mode"] = self.path.rsplit("/", 1)[1]
+            self._send(200, json.dumps(SWITCH).encode())
+            return
+        body = json.loads(raw or b"{}")
         model = body.get("model", "ok")
         prompt = (body.get("messages") or [{}])[-1].get("content", "")
         with LOCK:
             ATTEMPTS[(model, prompt)] += 1
             n = ATTEMPTS[(model, prompt)]
+        if model == "switch":
+            model = {"500": "always-500", "drop": "drop"}.get(SWITCH["mode"], SWITCH["mode"])
         if model == "hang":
-            time.sleep(30)
+            time.sleep(HANG_S)
+            return
+        if model == "slow":
+            time.sleep(1.5)
+        if model == "unsure":
+            self._send(200, json.dumps(completion(model, "pang", -3.0)).encode())
+            return
+        if model == "echo-auth":
+            echo = {"error": {"message": f"bad key {self.headers.get('Authorization')}"}}
+            self._send(500, json.dumps(echo).encode())
+            return
+        if model == "drop" and not body.get("stream"):  # headers, half a body, then gone
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"id": "chatcmpl-half", "choi')
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            self.connection.close()
             return
         if model == "always-500" or (model == "flaky-500" and n <= 2):
             self._send(500, b'{"error": {"message": "upstream exploded"}}')
@@ -108,7 +140,7 @@ class Handler(BaseHTTPRequestHandler):
         for i, chunk in enumerate(chunks):
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
-            if model == "stream-drop" and i == 0:
+            if model in ("stream-drop", "drop") and i == 0:
                 self.connection.shutdown(2)
                 self.connection.close()
                 return

@@ -117,20 +117,26 @@ def default_catalog() -> Catalog:
     ])
 
 
+def read_toml(path: Path, what: str) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise DataError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(f"{what} {path}: invalid TOML: {exc}") from None
+
+
+def problems(exc: ValidationError) -> str:
+    """A pydantic error as one line naming each bad field."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
 def load_catalog(path: str | Path | None) -> Catalog:
     if path is None:
         return default_catalog()
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise DataError(f"catalog {path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"catalog {path}: invalid TOML: {exc}") from None
+    data = read_toml(path, "catalog")
     try:
         return Catalog.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise DataError(f"catalog {path}: {problems}") from None
+        raise DataError(f"catalog {path}: {problems(exc)}") from None

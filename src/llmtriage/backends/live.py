@@ -15,10 +15,18 @@ from typing import Any, Protocol
 class BackendError(RuntimeError):
     """A live call failed for good (after retries); the message is safe to show."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        #: Seconds after which trying again may work (an open circuit, an upstream's 429).
+        self.retry_after = retry_after
+
+    @property
+    def upstream_fault(self) -> bool:
+        """Whether the upstream is to blame (not a request it rightly refused with a 4xx)."""
+        return self.status is None or self.status >= 500 or self.status in (408, 429)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,15 @@ from typing import Protocol
 import numpy as np
 
 from llmtriage.backends.base import Queries, StepResult
+from llmtriage.backends.breaker import CircuitBreaker
 from llmtriage.backends.catalog import Catalog
-from llmtriage.backends.live import ChatRequest, Completion, LiveBackend
+from llmtriage.backends.live import BackendError, ChatRequest, Completion, LiveBackend
 
 RequestFor = Callable[[str], ChatRequest]
 Confidence = Callable[[Completion], float]
+#: Receives the first model's answer as it is generated (text deltas); ``None`` means
+#: "forget what was sent" (that call failed and another model answers instead).
+TokenSink = Callable[[str | None], None]
 
 
 class ScoredSignal(Protocol):
@@ -46,14 +50,22 @@ class ModelPool:
         request_for: RequestFor = plain_request,
         confidence: Confidence | None = None,
         signal: Signal | None = None,
+        breaker: CircuitBreaker | None = None,
+        fallback: bool = False,
     ) -> None:
         """``confidence`` scores an answer for free; ``signal`` may call models to score it,
-        and what those calls cost is added to the step."""
+        and what those calls cost is added to the step. With a ``breaker``, a model whose
+        circuit is open is not called; with ``fallback``, a model that fails (after its
+        backend's retries) or whose circuit is open is replaced by the next model of the
+        catalog (wrapping around), and the completion records ``fallback_from``."""
         self.catalog = catalog
         self.models = tuple(catalog.names())
         self.request_for = request_for
         self.confidence = confidence
         self.signal = signal
+        self.breaker = breaker
+        self.fallback = fallback
+        self.sink: TokenSink | None = None
         self._backends: dict[str, LiveBackend] = {}
         #: Per query index: the answers, one per step, and the calls signals made to score
         #: them (for reports: ask, the gateway).
@@ -77,20 +89,87 @@ class ModelPool:
     async def complete(self, name: str, request: ChatRequest) -> Completion:
         return await self.backend(name).complete(name, request)
 
-    def with_requests(self, request_for: RequestFor) -> ModelPool:
+    async def _streamed(self, name: str, request: ChatRequest, sink: TokenSink) -> Completion:
+        backend = self.backend(name)
+        if not hasattr(backend, "stream"):  # the whole answer at once, as soon as it exists
+            completion = await backend.complete(name, request)
+            sink(completion.text)
+            return completion
+        try:
+            async for part in backend.stream(name, request):
+                if isinstance(part, Completion):
+                    return part
+                sink(part)
+        except BaseException:
+            sink(None)
+            raise
+        raise BackendError(f"{name}: stream ended without a completion")
+
+    def fallbacks(self, name: str) -> list[str]:
+        """``name``, then (with fallback on) the other models in catalog order after it."""
+        if not self.fallback:
+            return [name]
+        k = self.models.index(name)
+        return list(self.models[k:] + self.models[:k])
+
+    async def guarded(self, name: str, request: ChatRequest,
+                      sink: TokenSink | None = None) -> Completion:
+        """Call ``name`` through the breaker, falling back to other models if allowed."""
+        errors: list[BackendError] = []
+        for candidate in self.fallbacks(name):
+            if self.breaker is not None and not self.breaker.allow(candidate):
+                wait = self.breaker.retry_in(candidate)
+                errors.append(BackendError(
+                    f"{candidate}: circuit open after repeated failures; next try in "
+                    f"{wait:.0f} s", status=503, retryable=True, retry_after=wait))
+                continue
+            try:
+                if sink is None:
+                    completion = await self.complete(candidate, request)
+                else:
+                    completion = await self._streamed(candidate, request, sink)
+            except BackendError as exc:
+                if self.breaker is not None:
+                    if exc.upstream_fault:
+                        self.breaker.failure(candidate)
+                    else:  # the upstream works; it refused this request
+                        self.breaker.success(candidate)
+                errors.append(exc)
+                continue
+            except BaseException:
+                if self.breaker is not None:  # cancelled: free a half-open probe slot
+                    self.breaker.failure(candidate)
+                raise
+            if self.breaker is not None:
+                self.breaker.success(candidate)
+            if candidate != name:
+                completion.extra["fallback_from"] = name
+            return completion
+        if len(errors) == 1:
+            raise errors[0]
+        waits = [e.retry_after for e in errors if e.retry_after is not None]
+        raise BackendError("all fallbacks failed: " + "; ".join(str(e) for e in errors),
+                           status=errors[-1].status, retryable=True,
+                           retry_after=min(waits) if len(waits) == len(errors) else None)
+
+    def with_requests(self, request_for: RequestFor, sink: TokenSink | None = None
+                      ) -> ModelPool:
         """The same models (nothing reloaded) with another way of building requests and
-        fresh per-query records: one per gateway request."""
+        fresh per-query records: one per gateway request. A ``sink`` receives the first
+        model's answer as it is generated (streaming before the policy has judged it)."""
         view = copy.copy(self)
         view.request_for = request_for
+        view.sink = sink
         view.completions, view.signal_calls = {}, {}
         return view
 
-    async def _answer(self, name: str, prompt: str, conversation: list[dict[str, str]] | None
+    async def _answer(self, name: str, prompt: str, conversation: list[dict[str, str]] | None,
+                      sink: TokenSink | None = None
                       ) -> tuple[Completion, float | None, list[Completion]]:
         request = self.request_for(prompt)
         if conversation is not None:
             request = replace(request, messages=tuple(conversation))
-        answer = await self.complete(name, request)
+        answer = await self.guarded(name, request, sink)
         if self.signal is not None:
             scored = await self.signal(self, name, request, answer)
             return answer, scored.confidence, list(scored.extra)
@@ -100,7 +179,8 @@ class ModelPool:
         name = self.models[model]
         done = await asyncio.gather(
             *(self._answer(name, str(queries.prompts[i]),
-                           queries.conversations[i] if queries.conversations else None)
+                           queries.conversations[i] if queries.conversations else None,
+                           self.sink if not self.completions.get(i) else None)
               for i in idx)
         )
         for i, (answer, _, extra) in zip(idx.tolist(), done, strict=True):

@@ -1,11 +1,15 @@
 """Prometheus metrics of the gateway: requests, latency, calls and cost per model,
-escalations. One registry per app, so two gateways in a process do not share counters."""
+escalations, fallbacks, the queue and each model's circuit. One registry per app, so two
+gateways in a process do not share counters."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+from llmtriage.backends.breaker import CircuitBreaker
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+CIRCUIT_CODES = {"closed": 0, "half-open": 1, "open": 2}
 
 
 class GatewayMetrics:
@@ -22,18 +26,38 @@ class GatewayMetrics:
         self.escalations = Counter("triage_escalations_total",
                                    "Requests that called more than one model", ["policy"],
                                    registry=self.registry)
+        self.fallbacks = Counter("triage_fallbacks_total",
+                                 "Calls answered by another model because theirs failed",
+                                 ["model"], registry=self.registry)
+        self.in_flight = Gauge("triage_in_flight", "Requests running",
+                               registry=self.registry)
+        self.queued = Gauge("triage_queued", "Requests waiting for a slot",
+                            registry=self.registry)
+        self.circuit = Gauge("triage_circuit_state",
+                             "Circuit per model: 0 closed, 1 half-open, 2 open", ["model"],
+                             registry=self.registry)
+        self.trips = Gauge("triage_circuit_trips", "Times a model's circuit opened",
+                           ["model"], registry=self.registry)
 
     def observe(self, policy: str, seconds: float, steps: list[dict]) -> None:
-        self.requests.labels(policy, "ok").inc()
+        self.requests.labels(policy, "200").inc()
         self.latency.labels(policy).observe(seconds)
         for step in steps:
             self.calls.labels(step["model"]).inc()
             self.cost.labels(step["model"]).inc(step["cost_usd"])
+            if step.get("fallback_from"):
+                self.fallbacks.labels(step["fallback_from"]).inc()
         if len(steps) > 1:
             self.escalations.labels(policy).inc()
 
     def failed(self, policy: str, status: int) -> None:
         self.requests.labels(policy, str(status)).inc()
 
-    def render(self) -> bytes:
+    def render(self, running: int, waiting: int, breaker: CircuitBreaker | None) -> bytes:
+        self.in_flight.set(running)
+        self.queued.set(waiting)
+        if breaker is not None:
+            for model, state in breaker.snapshot().items():
+                self.circuit.labels(model).set(CIRCUIT_CODES[state])
+                self.trips.labels(model).set(breaker.trips(model))
         return generate_latest(self.registry)

@@ -71,6 +71,15 @@ class LinUCBRouter(Policy):
         self.b_[model] += reward * x
         self.pulls_[model] += 1
 
+    def learn(self, prompt: str, model: str, reward: float) -> bool:
+        """Feedback from live traffic (the gateway calls this); False if ``model`` is not
+        one of the router's arms."""
+        if model not in self.models_:
+            return False
+        x = self.context(np.array([prompt], dtype=object))[0]
+        self.observe(x, list(self.models_).index(model), reward)
+        return True
+
     def step(self, state: State) -> Decision:
         calls = np.full(len(state.n_steps), STOP, dtype=np.int64)
         first = state.n_steps == 0

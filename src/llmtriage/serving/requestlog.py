@@ -1,0 +1,155 @@
+"""The request log: every request the gateway answered (or refused), in SQLite.
+
+One row per request: client key name, policy, session, status, the model that answered,
+each step (model, confidence, cost, latency, fallback), totals, optionally the prompt and
+answer text, and the quality feedback attached later (``POST /v1/feedback``). Writes go
+through one background thread (SQLite in WAL mode), so a request never waits on the disk;
+reads that must see earlier writes (feedback) queue behind them on that same thread.
+
+:func:`export_frame` turns the rows with feedback into the long outcome format, so a router
+can be retrained on production traffic (``triage export``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmtriage.data.errors import DataError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    client TEXT,
+    policy TEXT NOT NULL,
+    session TEXT,
+    status INTEGER NOT NULL,
+    answered_by TEXT,
+    steps TEXT NOT NULL,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    latency_ms REAL,
+    tokens_in INTEGER,
+    tokens_out INTEGER,
+    prompt TEXT,
+    answer TEXT,
+    error TEXT,
+    feedback REAL,
+    feedback_at REAL
+);
+CREATE INDEX IF NOT EXISTS requests_client ON requests (client);
+"""
+COLUMNS = ("id", "created", "client", "policy", "session", "status", "answered_by", "steps",
+           "cost_usd", "latency_ms", "tokens_in", "tokens_out", "prompt", "answer", "error")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+    except (OSError, sqlite3.Error) as exc:
+        raise DataError(f"request log {path}: cannot open: {exc}") from None
+    return db
+
+
+class RequestLog:
+    def __init__(self, path: Path, log_text: bool = False) -> None:
+        self.path = path
+        self.log_text = log_text
+        self._db = connect(path)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-log")
+
+    def spent_by_client(self) -> dict[str, float]:
+        rows = self._db.execute("SELECT client, SUM(cost_usd) FROM requests "
+                                "WHERE client IS NOT NULL GROUP BY client").fetchall()
+        return {client: float(total or 0.0) for client, total in rows}
+
+    def with_feedback(self, policy: str) -> list[tuple[str, str, float]]:
+        """(prompt, answering model, score) of a policy's rows with feedback and text."""
+        return self._db.execute(
+            "SELECT prompt, answered_by, feedback FROM requests WHERE policy = ? AND "
+            "feedback IS NOT NULL AND prompt IS NOT NULL ORDER BY feedback_at", (policy,)
+        ).fetchall()
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Queue one row (fire and forget; the writer thread commits it)."""
+        if not self.log_text:
+            row = {**row, "prompt": None, "answer": None}
+        values = tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)
+        self._writer.submit(self._insert, values)
+
+    def _insert(self, values: tuple) -> None:
+        with self._db:
+            self._db.execute(f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) "
+                             f"VALUES ({', '.join('?' * len(COLUMNS))})", values)
+
+    async def feedback(self, request_id: str, score: float, client: str | None
+                       ) -> dict[str, Any] | None:
+        """Attach a score to a logged request of this client; None if there is none."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._feedback, request_id, score,
+                                          client)
+
+    def _feedback(self, request_id: str, score: float, client: str | None
+                  ) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT policy, answered_by, client FROM requests WHERE id = ? AND status = 200",
+            (request_id,)).fetchone()
+        if row is None or row[2] != client:  # another key's requests do not exist for you
+            return None
+        with self._db:
+            self._db.execute("UPDATE requests SET feedback = ?, feedback_at = ? WHERE id = ?",
+                             (score, time.time(), request_id))
+        return {"policy": row[0], "answered_by": row[1]}
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._db.close()
+
+
+def export_frame(path: Path) -> pd.DataFrame:
+    """The log's answered requests with feedback as the long outcome format.
+
+    A prompt is named by a hash of its text where the text was logged (else by the request
+    id), and repeated (prompt, model) pairs are averaged: the same prompts sent to several
+    models (say, a sample passed through to each) make a table a router can be trained on.
+    """
+    if not path.is_file():
+        raise DataError(f"request log {path}: no such file")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = pd.read_sql_query(
+                "SELECT id, policy, answered_by, feedback, steps, cost_usd, latency_ms, "
+                "tokens_in, tokens_out, prompt, answer FROM requests "
+                "WHERE feedback IS NOT NULL AND status = 200 ORDER BY created", db)
+        finally:
+            db.close()
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise DataError(f"request log {path}: cannot read: {exc}") from None
+    named = [hashlib.sha256(p.encode()).hexdigest()[:16] if isinstance(p, str) else i
+             for p, i in zip(rows["prompt"], rows["id"], strict=True)]
+    confidence = [json.loads(steps)[-1].get("confidence") if steps != "[]" else None
+                  for steps in rows["steps"]]
+    frame = pd.DataFrame({
+        "prompt_id": named, "prompt": rows["prompt"], "model": rows["answered_by"],
+        "quality": rows["feedback"], "cost_usd": rows["cost_usd"],
+        "latency_ms": rows["latency_ms"], "tokens_in": rows["tokens_in"],
+        "tokens_out": rows["tokens_out"],
+        "confidence": pd.to_numeric(pd.Series(confidence, dtype=object), errors="coerce"),
+        "response": rows["answer"],
+    })
+    numeric = ["quality", "cost_usd", "latency_ms", "tokens_in", "tokens_out", "confidence"]
+    grouped = frame.groupby(["prompt_id", "model"], sort=False)
+    return grouped[numeric].mean().join(grouped[["prompt", "response"]].last()).reset_index()

@@ -1,0 +1,106 @@
+"""Real server processes on loopback for the tests: the fault-injecting upstream and the
+gateway (``triage serve``), started and stopped as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+UPSTREAM = Path(__file__).with_name("upstream.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def upstream() -> Iterator[str]:
+    """The fault-injecting OpenAI-compatible server; yields its base URL."""
+    proc = subprocess.Popen([sys.executable, str(UPSTREAM), "0"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        port = int(proc.stdout.readline().split()[-1])
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class Gateway:
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+@contextmanager
+def gateway(config: Path | None, tmp: Path, *args: str, startup_s: float = 120
+            ) -> Iterator[Gateway]:
+    """``triage serve`` in its own process, its output in a file; stopped with SIGTERM."""
+    port = free_port()
+    command = [sys.executable, "-m", "llmtriage.cli", "serve", "--port", str(port), *args]
+    if config is not None:
+        command += ["--config", str(config)]
+    log = tmp / f"gateway-{port}.log"
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp / "data")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    gw = Gateway(proc, url, log)
+    deadline = time.time() + startup_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}: {gw.output()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"gateway did not start: {gw.output()}")
+        time.sleep(0.2)
+    try:
+        yield gw
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
+
+
+def write_config(path: Path, upstream_url: str, models: dict[str, dict], extra: str = ""
+                 ) -> Path:
+    """A gateway config whose models are the upstream's behaviours (name -> options)."""
+    lines = []
+    for name, options in models.items():
+        lines += ["[[models]]", f'name = "{name}"', 'backend = "openai"',
+                  f'endpoint = "{upstream_url}/v1"']
+        lines += [f"{k} = {toml_value(v)}" for k, v in options.items()]
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
