@@ -92,7 +92,10 @@ class Handler(BaseHTTPRequestHandler):
         if model == "slow":
             time.sleep(1.5)
         if model == "unsure":
-            self._send(200, json.dumps(completion(model, "pang", -3.0)).encode())
+            if body.get("stream"):
+                self._stream(model, "pang", -3.0)
+            else:
+                self._send(200, json.dumps(completion(model, "pang", -3.0)).encode())
             return
         if model == "echo-auth":
             echo = {"error": {"message": f"bad key {self.headers.get('Authorization')}"}}
@@ -125,16 +128,18 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(200, json.dumps(completion(model)).encode())
 
-    def _stream(self, model: str) -> None:
+    def _stream(self, model: str, text: str = ANSWER, logprob: float = -0.1) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
         chunks = [
-            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "po"},
-                          "logprobs": {"content": [{"token": "po", "logprob": -0.1}]}}]},
-            {"choices": [{"index": 0, "delta": {"content": "ng"}, "finish_reason": "stop",
-                          "logprobs": {"content": [{"token": "ng", "logprob": -0.2}]}}]},
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": text[:2]},
+                          "logprobs": {"content": [{"token": text[:2],
+                                                    "logprob": logprob}]}}]},
+            {"choices": [{"index": 0, "delta": {"content": text[2:]}, "finish_reason": "stop",
+                          "logprobs": {"content": [{"token": text[2:],
+                                                    "logprob": 2 * logprob}]}}]},
             {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}},
         ]
         for i, chunk in enumerate(chunks):

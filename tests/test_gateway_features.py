@@ -1,0 +1,113 @@
+"""Gateway features over a real upstream process: text completions, sticky sessions,
+streaming the first model's answer, the explanation headers, the openai client."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from servers.processes import gateway, upstream, write_config
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("features")
+    with upstream() as up:
+        config = write_config(tmp / "gateway.toml", up, {
+            "weak": {"remote_name": "unsure", "price_in": 0.1, "price_out": 0.1},
+            "strong": {"remote_name": "ok", "price_in": 5.0, "price_out": 15.0},
+        }, extra="""
+[gateway]
+request_log = ""
+
+[[policies]]
+name = "cascade"
+kind = "cascade"
+models = ["weak", "strong"]
+threshold = -1.0
+""")
+        with gateway(config, tmp) as g:
+            yield g
+
+
+@pytest.fixture(scope="module")
+def client(gw):
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+
+
+def test_the_cascade_escalates_and_explains_itself(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="cascade", messages=[{"role": "user", "content": "hello"}])
+    response = raw.parse()
+    info = response.model_extra["triage"]
+    assert [s["model"] for s in info["steps"]] == ["weak", "strong"]
+    assert info["steps"][0]["confidence"] == pytest.approx(-6.0)  # min logprob of "pang"
+    assert info["answered_by"] == "strong" == raw.headers["x-triage-model"]
+    assert raw.headers["x-triage-models-called"] == "weak,strong"
+    assert raw.headers["x-triage-confidences"].startswith("-6")
+    assert raw.headers["x-triage-id"] == response.id
+    # Both calls are paid: 7 prompt and 2 answer tokens at each model's price per million.
+    expected = (7 * 0.1 + 2 * 0.1) / 1e6 + (7 * 5.0 + 2 * 15.0) / 1e6
+    assert info["cost_usd"] == pytest.approx(expected)
+    assert response.choices[0].message.content == "pong"
+
+
+def test_text_completions_endpoint(client):
+    response = client.completions.create(model="cascade", prompt="hello")
+    assert response.object == "text_completion"
+    assert response.choices[0].text == "pong"
+    assert response.model_extra["triage"]["answered_by"] == "strong"
+    chunks = list(client.completions.create(model="weak", prompt="hello", stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "pang"
+
+
+def test_a_conversation_sticks_to_the_model_that_answered(client):
+    messages = [{"role": "user", "content": "first turn"}]
+    first = client.chat.completions.create(model="cascade", messages=messages)
+    assert first.model_extra["triage"]["answered_by"] == "strong"
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "second turn"}]
+    second = client.chat.completions.create(model="cascade", messages=messages)
+    info = second.model_extra["triage"]
+    assert info.get("sticky") is True
+    assert [s["model"] for s in info["steps"]] == ["strong"]  # the weak model is skipped
+    # A new conversation starts over at the bottom of the ladder.
+    fresh = client.chat.completions.create(
+        model="cascade", messages=[{"role": "user", "content": "another chat"}])
+    assert fresh.model_extra["triage"]["steps"][0]["model"] == "weak"
+
+
+def test_a_session_header_sticks_too(client):
+    headers = {"x-triage-session": "chat-42"}
+    client.chat.completions.create(model="cascade", extra_headers=headers,
+                                   messages=[{"role": "user", "content": "a"}])
+    again = client.chat.completions.create(model="cascade", extra_headers=headers,
+                                           messages=[{"role": "user", "content": "b"}])
+    assert again.model_extra["triage"]["steps"][0]["model"] == "strong"
+
+
+def test_stream_first_sends_the_first_answer_then_retracts_it(client):
+    stream = client.chat.completions.create(
+        model="cascade", stream=True, extra_headers={"x-triage-stream": "first"},
+        messages=[{"role": "user", "content": "stream me"}])
+    chunks = list(stream)
+    text = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    retracts = [c.model_extra["triage"]["retract"] for c in chunks
+                if "retract" in (c.model_extra.get("triage") or {})]
+    assert "".join(text) == "pangpong"  # what a client ignoring the extension would see
+    assert retracts == [4]  # ... and the chunk that says to drop the 4 characters of "pang"
+    assert chunks[-1].model_extra["triage"]["answered_by"] == "strong"
+
+
+def test_stream_first_on_an_accepted_first_answer_needs_no_retraction(client):
+    chunks = list(client.chat.completions.create(
+        model="strong", stream=True, extra_headers={"x-triage-stream": "first"},
+        messages=[{"role": "user", "content": "stream me too"}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "pong"
+    assert not any("retract" in (c.model_extra.get("triage") or {}) for c in chunks)
+
+
+def test_metrics_show_fallbacks_calls_and_queue(gw, client):
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert 'triage_model_calls_total{model="weak"}' in text
+    assert "triage_in_flight 0.0" in text and "triage_queued 0.0" in text

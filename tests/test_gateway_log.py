@@ -1,0 +1,120 @@
+"""The request log, feedback, `triage export`, and a bandit that learns from live feedback."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from servers.processes import gateway, upstream, write_config
+
+from llmtriage.data.loaders import load_table
+from llmtriage.policies.routers.knn import KNNRouter
+
+PROMPTS = [f"What is {a} plus {a + 3}?" for a in range(6)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, data_dir):
+    tmp = tmp_path_factory.mktemp("log")
+    # The bandit's prior: 40 prompts on which "a" is right more often than "b".
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        prompt = f"Prior question number {i}: name a colour like {['red', 'blue'][i % 2]}"
+        rows += [{"prompt_id": f"p{i}", "prompt": prompt, "model": "a",
+                  "quality": float(rng.random() < 0.8), "cost_usd": 0.0},
+                 {"prompt_id": f"p{i}", "prompt": prompt, "model": "b",
+                  "quality": float(rng.random() < 0.6), "cost_usd": 0.0}]
+    pd.DataFrame(rows).to_csv(tmp / "prior.csv", index=False)
+    with upstream() as up:
+        config = write_config(tmp / "gateway.toml", up, {
+            "a": {"remote_name": "ok"}, "b": {"remote_name": "ok"},
+        }, extra="""
+[gateway]
+request_log = "requests.sqlite"
+log_text = true
+
+[[policies]]
+name = "learner"
+kind = "bandit"
+table = "prior.csv"
+alpha = 0.0
+""")
+        yield tmp, config
+
+
+def chat(url: str, model: str, prompt: str) -> dict:
+    r = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+        "model": model, "messages": [{"role": "user", "content": prompt}]})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def feedback(url: str, ident: str, score: float) -> httpx.Response:
+    return httpx.post(f"{url}/v1/feedback", json={"id": ident, "score": score}, timeout=30)
+
+
+def test_feedback_export_and_retrain(setup):
+    tmp, config = setup
+    scores = {}
+    with gateway(config, tmp) as g:
+        for i, prompt in enumerate(PROMPTS):
+            for model in ("a", "b"):
+                answer = chat(g.url, model, prompt)
+                score = float((i + (model == "b")) % 2)
+                scores[(prompt, model)] = score
+                r = feedback(g.url, answer["id"], score)
+                assert r.status_code == 200 and r.json()["logged"] is True
+        assert feedback(g.url, "chatcmpl-unknown", 1.0).status_code == 404
+        bad = feedback(g.url, answer["id"], 7.0)
+        assert bad.status_code == 400 and "score" in bad.json()["error"]["message"]
+    out = tmp / "exported.csv"
+    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "export", "--log",
+                           str(tmp / "requests.sqlite"), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "12 outcomes (6 prompts, 2 models)" in done.stdout
+    table = load_table(f"long:{out}")
+    assert sorted(table.models) == ["a", "b"] and table.n_prompts == 6
+    for j, prompt in enumerate(table.prompts):
+        for k, model in enumerate(table.models):
+            assert table.quality[j, k] == scores[(prompt, model)]
+    assert (table.latency_ms > 0).all() and (table.tokens_out == 2).all()
+    router = KNNRouter(k=1).fit(table)  # production feedback trains a router
+    assert router.predict_quality(table.prompts).shape == (6, 2)
+
+
+def test_export_refuses_a_missing_log(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "export", "--log",
+                           str(tmp_path / "nope.sqlite"), "--out", str(tmp_path / "x.csv")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no such file" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+
+
+def test_the_bandit_learns_from_feedback_and_remembers_it(setup):
+    tmp, config = setup
+    prompt = "Which of the two models should answer this very question?"
+    with gateway(config, tmp) as g:
+        first = chat(g.url, "learner", prompt)
+        assert first["triage"]["answered_by"] == "a"  # the prior prefers "a"
+        answered = [first]
+        while answered[-1]["triage"]["answered_by"] == "a" and len(answered) < 30:
+            r = feedback(g.url, answered[-1]["id"], 0.0)
+            assert r.json()["learned"] is True
+            answered.append(chat(g.url, "learner", prompt))
+        assert answered[-1]["triage"]["answered_by"] == "b", "never moved off the bad model"
+        switched_after = len(answered) - 1
+    assert switched_after <= 10
+    # Restarted, it replays the logged feedback and starts where it left off.
+    with gateway(config, tmp) as g:
+        assert chat(g.url, "learner", prompt)["triage"]["answered_by"] == "b"
+    db = sqlite3.connect(tmp / "requests.sqlite")
+    logged = db.execute("SELECT COUNT(*) FROM requests WHERE policy = 'learner' AND "
+                        "feedback = 0").fetchone()[0]
+    assert logged == switched_after
