@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmtriage.backends.base import Queries
 from llmtriage.backends.live import BackendError, ChatRequest
@@ -93,7 +94,8 @@ class Job:
 
     @property
     def prompt(self) -> str:
-        return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+        """The last user turn ("" for a request refused for having none)."""
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
 
 def create_app(pool: ModelPool, policies: dict[str, Policy],
@@ -298,6 +300,12 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                           for e in exc.errors()[:5])
         metrics.failed("unknown", 400)
         return error(400, f"invalid request: {where}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own errors (an unreadable body, a wrong method) in OpenAI's shape."""
+        metrics.failed("unknown", exc.status_code)
+        return error(exc.status_code, f"invalid request: {exc.detail}")
 
     @app.exception_handler(Exception)
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
