@@ -1,0 +1,231 @@
+"""The gateway's overhead, side by side with a bare reverse proxy and the LiteLLM proxy.
+
+    python bench/gateway_overhead.py [--requests 2000] [--concurrency 32] [--no-litellm]
+
+All on loopback, against one fixed-answer upstream (bench/servers/fixed_upstream.py):
+
+- direct: the client calls the upstream (the ceiling of this client on this machine);
+- bare proxy: forwards bytes, nothing else (bench/servers/bare_proxy.py): the floor;
+- Triage, a model passed through (request log on, as by default);
+- Triage, a kNN router over two upstream models (a fresh prompt every request, so each
+  decision embeds its query with MiniLM);
+- LiteLLM proxy (`litellm[proxy]`, installed by this script into bench/.litellm-venv, its own
+  environment, not a dependency of Triage).
+
+Each target gets 300 sequential requests (latency: p50 and p99, and the p50 added over
+direct) and ``--requests`` with ``--concurrency`` in flight (throughput). Every process
+shares this machine's 2 cores with the load generator, so absolute figures are low; the
+comparison is what counts. Target: Triage's added latency below LiteLLM's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from llmtriage.serving.guard import key_hash
+
+HERE = Path(__file__).resolve().parent
+LITELLM_VENV = HERE / ".litellm-venv"
+LITELLM_PIN = "litellm[proxy]==1.108.7"
+#: Both gateways check the client's key (LiteLLM refuses to start without a master key).
+CLIENT_KEY = "sk-bench-" + "5e" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url}: not ready after {timeout} s")
+
+
+def start(command: list[str], ready: str, log: Path, env: dict | None = None
+          ) -> subprocess.Popen:
+    out = open(log, "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+    wait_ready(ready, proc)
+    return proc
+
+
+def litellm_binary() -> Path:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        print(f"installing {LITELLM_PIN} into {LITELLM_VENV} (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_PIN],
+                       check=True)
+    return binary
+
+
+def router_artifact(work: Path) -> Path:
+    """A kNN router over the two upstream names, trained on 200 synthetic outcomes."""
+    from llmtriage.data.loaders import load_table
+    from llmtriage.policies.routers.artifacts import save
+    from llmtriage.policies.routers.knn import KNNRouter
+
+    rng = np.random.default_rng(0)
+    words = "river planet code python sum product capital city energy prime graph".split()
+    rows = []
+    for i in range(200):
+        prompt = " ".join(rng.choice(words, size=10)) + f" #{i}?"
+        for model, p in (("fixed-a", 0.5), ("fixed-b", 0.8)):
+            rows.append({"prompt_id": f"p{i}", "prompt": prompt, "model": model,
+                         "quality": float(rng.random() < p), "cost_usd": 1e-6 if
+                         model == "fixed-a" else 1e-5})
+    pd.DataFrame(rows).to_csv(work / "train.csv", index=False)
+    router = KNNRouter(k=10, lam=0.0).fit(load_table(f"long:{work / 'train.csv'}"))
+    return save(router, work / "router.npz")
+
+
+async def load(url: str, model: str, n: int, concurrency: int, tag: str) -> dict:
+    latencies: list[float] = []
+    failures = 0
+    counter = iter(range(n))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failures
+        for i in counter:
+            body = {"model": model, "max_tokens": 8, "messages": [
+                {"role": "user", "content": f"{tag} question {i}: what is {i} plus {i + 7}?"}]}
+            t = time.perf_counter()
+            r = await client.post(url, json=body)
+            latencies.append((time.perf_counter() - t) * 1000)
+            if r.status_code != 200:
+                failures += 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits,
+                                 headers={"authorization": f"Bearer {CLIENT_KEY}"}) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    lat = np.array(latencies)
+    return {"rps": n / elapsed, "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "failures": failures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--sequential", type=int, default=300)
+    parser.add_argument("--no-litellm", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="triage-overhead-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        up_port = free_port()
+        upstream = f"http://127.0.0.1:{up_port}"
+        procs.append(start([sys.executable, str(HERE / "servers" / "fixed_upstream.py"),
+                            str(up_port)], f"{upstream}/v1/models", work / "upstream.log"))
+        targets = {"direct": (f"{upstream}/v1/chat/completions", "fixed")}
+
+        bare = free_port()
+        procs.append(start([sys.executable, str(HERE / "servers" / "bare_proxy.py"),
+                            str(bare), upstream], f"http://127.0.0.1:{bare}/v1/models",
+                           work / "bare.log"))
+        targets["bare proxy"] = (f"http://127.0.0.1:{bare}/v1/chat/completions", "fixed")
+
+        artifact = router_artifact(work)
+        models = "\n".join(
+            f'[[models]]\nname = "{name}"\nbackend = "openai"\nendpoint = "{upstream}/v1"\n'
+            f'remote_name = "fixed"\nmax_concurrency = 256\n' for name in ("fixed-a", "fixed-b"))
+        (work / "triage.toml").write_text(models + f"""
+[[keys]]
+name = "bench"
+sha256 = "{key_hash(CLIENT_KEY)}"
+
+[gateway]
+request_log = "{work / 'requests.sqlite'}"
+max_in_flight = 256
+
+[[policies]]
+name = "router"
+kind = "router"
+artifact = "{artifact}"
+""")
+        port = free_port()
+        procs.append(start([sys.executable, "-m", "llmtriage.cli", "serve", "--port",
+                            str(port), "--config", str(work / "triage.toml")],
+                           f"http://127.0.0.1:{port}/health", work / "triage.log"))
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        targets["Triage pass-through"] = (url, "fixed-a")
+        targets["Triage kNN router"] = (url, "router")
+
+        if not args.no_litellm:
+            (work / "litellm.yaml").write_text(f"""model_list:
+  - model_name: fixed
+    litellm_params:
+      model: openai/fixed
+      api_base: {upstream}/v1
+      api_key: sk-upstream
+litellm_settings:
+  telemetry: false
+general_settings:
+  master_key: {CLIENT_KEY}
+""")
+            lport = free_port()
+            procs.append(start([str(litellm_binary()), "--config", str(work / "litellm.yaml"),
+                                "--port", str(lport), "--num_workers", "1"],
+                               f"http://127.0.0.1:{lport}/health/liveliness",
+                               work / "litellm.log",
+                               env={"LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                                    "LITELLM_LOG": "ERROR"}))
+            targets["LiteLLM proxy"] = (f"http://127.0.0.1:{lport}/v1/chat/completions",
+                                        "fixed")
+
+        rows = []
+        for name, (target, model) in targets.items():
+            asyncio.run(load(target, model, 50, 4, f"warm-{name}"))  # warm-up
+            seq = asyncio.run(load(target, model, args.sequential, 1, f"seq-{name}"))
+            par = asyncio.run(load(target, model, args.requests, args.concurrency,
+                                   f"par-{name}"))
+            rows.append({"target": name, "p50_ms": seq["p50_ms"], "p99_ms": seq["p99_ms"],
+                         "rps": par["rps"], "loaded_p50_ms": par["p50_ms"],
+                         "loaded_p99_ms": par["p99_ms"],
+                         "failures": seq["failures"] + par["failures"]})
+            print(f"  measured {name}", flush=True)
+        table = pd.DataFrame(rows).set_index("target")
+        table.insert(2, "added_p50_ms", table["p50_ms"] - table.loc["direct", "p50_ms"])
+        table.insert(3, "added_p99_ms", table["p99_ms"] - table.loc["direct", "p99_ms"])
+        print(f"\none request at a time ({args.sequential}), then {args.requests} with "
+              f"{args.concurrency} in flight:")
+        print(table.round(2).to_string())
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()
