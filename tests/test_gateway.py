@@ -75,7 +75,7 @@ def test_metrics_count_requests_calls_and_escalations(gateway, client):
     text = httpx.get(f"{gateway}/metrics").text
     lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
              for line in text.splitlines() if line and not line.startswith("#")}
-    assert lines['triage_requests_total{policy="triage-cascade",status="ok"}'] >= 1
+    assert lines['triage_requests_total{policy="triage-cascade",status="200"}'] >= 1
     assert lines['triage_model_calls_total{model="smollm2-135m"}'] >= 1
     assert lines['triage_escalations_total{policy="triage-cascade"}'] >= 1
     assert lines['triage_request_seconds_count{policy="triage-cascade"}'] >= 1

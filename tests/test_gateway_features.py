@@ -111,3 +111,17 @@ def test_metrics_show_fallbacks_calls_and_queue(gw, client):
     text = httpx.get(f"{gw.url}/metrics").text
     assert 'triage_model_calls_total{model="weak"}' in text
     assert "triage_in_flight 0.0" in text and "triage_queued 0.0" in text
+
+
+def test_oversized_bodies_are_refused_chunked_or_not(gw):
+    big = b'{"model": "weak", "messages": [{"role": "user", "content": "' + b"x" * (2 << 20)
+
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    for content in (big, chunks()):
+        r = httpx.post(f"{gw.url}/v1/chat/completions", content=content, timeout=30,
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "over 1048576 bytes" in r.json()["error"]["message"]
+    assert httpx.get(f"{gw.url}/health").status_code == 200

@@ -311,14 +311,8 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
         return error(500, f"internal error: {type(exc).__name__}", "server_error")
 
-    @app.middleware("http")
-    async def limit_size(request: Request, call_next):  # noqa: ANN001, ANN202
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit()
-                                   or int(length) > settings.max_body_bytes):
-            metrics.failed("unknown", 413)
-            return error(413, f"request body over {settings.max_body_bytes} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       on_refused=lambda: metrics.failed("unknown", 413))
 
     def authorized(request: Request) -> JSONResponse | None:
         try:
@@ -388,6 +382,48 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                              "learned": learned})
 
     return app
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with a 413, whether they announce their length or
+    arrive chunked, before anything parses them (pure ASGI: no per-request task)."""
+
+    def __init__(self, app, limit: int, on_refused=None) -> None:  # noqa: ANN001
+        self.app, self.limit, self.on_refused = app, limit, on_refused
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        body, more = b"", True
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            more = False
+            body = None
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                body = None
+                break
+        if body is None:
+            if self.on_refused is not None:
+                self.on_refused()
+            await error(413, f"request body over {self.limit} bytes")(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class Shape:
