@@ -254,3 +254,21 @@ def test_a_router_on_an_openai_compatible_embeddings_endpoint(mbpp, embedder):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_mlp_router_is_scikit_learns_mlp_and_saves_as_arrays(mbpp, embedder, tmp_path):
+    train, test = mbpp.split("train"), mbpp.split("test")
+    router = ClassifierRouter(kind="mlp", c=1.0).fit(train, embedder=embedder)
+    # Its numpy forward pass is scikit-learn's: refit the same estimator (same seed) and
+    # compare, on a model the router did learn (not one it is always right or wrong on).
+    j = test.model_index("gpt-3.5-turbo-1106")
+    reference = router._estimator(True, 1.0).fit(router.features(train.prompts),
+                                                 train.quality[:, j])
+    x = router.features(test.prompts)
+    np.testing.assert_allclose(router._predict(x)[:, j],
+                               reference.predict_proba(x)[:, 1], atol=1e-4)
+    loaded = load(save(router, tmp_path / "mlp.npz"))
+    np.testing.assert_allclose(loaded.predict_quality(test.prompts),
+                               router.predict_quality(test.prompts), atol=1e-6)
+    result = compare(mbpp, default_policies(mbpp) + [loaded], bootstrap=0)
+    assert result.curve("mlp").aiq > result.curve("random").aiq + 0.05

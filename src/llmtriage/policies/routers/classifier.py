@@ -18,6 +18,7 @@ from llmtriage.policies.routers.base import QualityRouter
 
 #: Inverse regularisation strengths tried when ``c="auto"``.
 C_CANDIDATES = (0.01, 0.1, 1.0)
+HIDDEN = 64  # units of the MLP's one hidden layer
 
 
 class ClassifierRouter(QualityRouter):
@@ -43,65 +44,82 @@ class ClassifierRouter(QualityRouter):
     def _estimator(self, binary: bool, c: float):  # noqa: ANN202
         if self.kind == "mlp":
             cls = MLPClassifier if binary else MLPRegressor
-            return cls(hidden_layer_sizes=(64,), alpha=1e-3 / c, max_iter=300,
+            return cls(hidden_layer_sizes=(HIDDEN,), alpha=1e-3 / c, max_iter=300,
                        early_stopping=True, random_state=self.seed)
         if binary:
             return LogisticRegression(C=c, max_iter=2000)
         return Ridge(alpha=1.0 / c)
 
-    def _fit_column(self, x: np.ndarray, y: np.ndarray, c: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """(weights, bias) of a linear model, or of the MLP's layers flattened."""
+    def _fit_column(self, x: np.ndarray, y: np.ndarray, c: float) -> dict[str, np.ndarray]:
+        """One model's predictor as plain arrays: (w, b) of a linear model, or the MLP's
+        layers (w1, b1, w2, b2), so that any fitted router saves without pickle."""
         binary = self.binary_
         if binary and np.bincount(y.astype(int), minlength=2).min() < 3:
             # (almost) always right or always wrong on train: nothing to learn but the rate
-            return np.zeros(x.shape[1], np.float32), np.array([_logit(y.mean())], np.float32)
+            return self._constant(x.shape[1], _logit(y.mean()))
         est = self._estimator(binary, c)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(x, y)
         if self.kind == "mlp":
-            self.mlps_.append(est)
-            return np.zeros(0, np.float32), np.zeros(1, np.float32)
-        return np.ravel(est.coef_).astype(np.float32), np.ravel(est.intercept_)[:1].astype(
-            np.float32)
+            return {"w1": est.coefs_[0].astype(np.float32),
+                    "b1": est.intercepts_[0].astype(np.float32),
+                    "w2": est.coefs_[1][:, 0].astype(np.float32),
+                    "b": est.intercepts_[1][:1].astype(np.float32)}
+        return {"w": np.ravel(est.coef_).astype(np.float32),
+                "b": np.ravel(est.intercept_)[:1].astype(np.float32)}
+
+    def _constant(self, d: int, value: float) -> dict[str, np.ndarray]:
+        b = np.array([value], np.float32)
+        if self.kind == "mlp":
+            return {"w1": np.zeros((d, HIDDEN), np.float32), "b1": np.zeros(HIDDEN, np.float32),
+                    "w2": np.zeros(HIDDEN, np.float32), "b": b}
+        return {"w": np.zeros(d, np.float32), "b": b}
 
     def _fit(self, x: np.ndarray, quality: np.ndarray, c: float) -> None:
-        self.mlps_: list = []
         cols = [self._fit_column(x, quality[:, j], float(c)) for j in range(quality.shape[1])]
-        self.weights_ = np.stack([w for w, _ in cols]) if self.kind == "logistic" else None
-        self.bias_ = np.concatenate([b for _, b in cols])
+        self._store(cols)
+
+    def _store(self, cols: list[dict[str, np.ndarray]]) -> None:
+        self.bias_ = np.concatenate([col["b"] for col in cols])
+        if self.kind == "mlp":
+            self.w1_ = np.stack([col["w1"] for col in cols])  # (models, features, hidden)
+            self.b1_ = np.stack([col["b1"] for col in cols])
+            self.w2_ = np.stack([col["w2"] for col in cols])
+        else:
+            self.weights_ = np.stack([col["w"] for col in cols])
+
+    def _columns(self) -> list[dict[str, np.ndarray]]:
+        if self.kind == "mlp":
+            return [{"w1": w1, "b1": b1, "w2": w2, "b": self.bias_[j:j + 1]} for j, (w1, b1, w2)
+                    in enumerate(zip(self.w1_, self.b1_, self.w2_, strict=True))]
+        return [{"w": w, "b": self.bias_[j:j + 1]} for j, w in enumerate(self.weights_)]
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        if self.kind == "mlp":
-            cols = []
-            for est in self.mlps_:
-                cols.append(est.predict_proba(x)[:, 1] if self.binary_ else est.predict(x))
-            return np.stack(cols, axis=1)
-        z = x @ self.weights_.T + self.bias_
+        if self.kind == "mlp":  # scikit-learn's forward pass: relu hidden layer
+            hidden = np.maximum(np.einsum("nd,mdh->mnh", x, self.w1_) + self.b1_[:, None], 0)
+            z = np.einsum("mnh,mh->nm", hidden, self.w2_) + self.bias_
+        else:
+            z = x @ self.weights_.T + self.bias_
         return 1.0 / (1.0 + np.exp(-z)) if self.binary_ else z
 
     def add_model(self, name: str, texts: np.ndarray, quality: np.ndarray, cost: float
                   ) -> ClassifierRouter:
         """Onboard a new model from a small labelled sample, leaving the others as trained."""
         x = self.features(texts)
-        w, b = self._fit_column(x, np.asarray(quality, dtype=np.float64), float(self.chosen_))
-        if self.kind == "logistic":
-            self.weights_ = np.vstack([self.weights_, w])
-        self.bias_ = np.append(self.bias_, b)
+        column = self._fit_column(x, np.asarray(quality, dtype=np.float64), float(self.chosen_))
+        self._store([*self._columns(), column])
         self.models_ = (*self.models_, name)
         self.cost_ = np.append(self.cost_, cost)
         self.predictions_ = {}
         return self
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        if self.kind != "logistic":
-            raise ValueError("only the logistic router saves as plain arrays; "
-                             "refit the MLP router instead of loading it")
-        return {**super().state_arrays(), "weights_": self.weights_, "bias_": self.bias_}
-
-    def state_meta(self) -> dict:
-        return {**super().state_meta(), "mlps_": []}
+        if self.kind == "mlp":
+            learned = {"w1_": self.w1_, "b1_": self.b1_, "w2_": self.w2_}
+        else:
+            learned = {"weights_": self.weights_}
+        return {**super().state_arrays(), **learned, "bias_": self.bias_}
 
 
 def _logit(p: float) -> float:
