@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
+from servers import processes
 
 from llmtriage.backends.catalog import Catalog, ModelSpec
 from llmtriage.backends.live import BackendError, ChatRequest, Completion
 from llmtriage.backends.openai_http import OpenAIBackend
 
-UPSTREAM = Path(__file__).parent / "servers" / "upstream.py"
-
 
 @pytest.fixture(scope="module")
 def upstream():
-    proc = subprocess.Popen([sys.executable, str(UPSTREAM), "0"], stdout=subprocess.PIPE,
-                            text=True)
-    line = proc.stdout.readline()
-    port = int(line.split()[-1])
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with processes.upstream() as url:
+        yield url
 
 
 def catalog(url: str, **overrides) -> Catalog:

@@ -423,17 +423,14 @@ def serve(
     from llmtriage.backends.pool import ModelPool
     from llmtriage.policies.cascades.ladder import min_logprob
     from llmtriage.serving.app import create_app
-    from llmtriage.serving.config import PolicySpec, build_policies, load_gateway_config
+    from llmtriage.serving.config import build_policies, load_gateway_config
 
     with _user_errors():
         cfg = load_gateway_config(config)
         if catalog is not None and cfg.models is not None:
             _fail("give the models either in --config or in --catalog, not both")
         cat = _catalog(catalog, None) if catalog is not None else cfg.catalog()
-        if not cfg.policies:
-            cfg.policies = [PolicySpec(name="triage-cascade", kind="cascade",
-                                       threshold=threshold)]
-        policies = build_policies(cfg, cat)
+        policies = build_policies(cfg, cat, threshold)
         settings = cfg.gateway
         pool = ModelPool(cat, confidence=min_logprob, fallback=settings.fallback,
                          breaker=CircuitBreaker(settings.breaker_failures,

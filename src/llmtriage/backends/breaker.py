@@ -70,6 +70,11 @@ class CircuitBreaker:
             c.opened_at, c.probing = self.clock(), False
             c.trips += 1
 
+    def abandon(self, name: str) -> None:
+        """A call given up by its caller (cancelled): no verdict on the upstream, but a
+        half-open circuit's probe slot is free again."""
+        self._get(name).probing = False
+
     def trips(self, name: str) -> int:
         return self._get(name).trips
 

@@ -138,7 +138,7 @@ class ModelPool:
                 continue
             except BaseException:
                 if self.breaker is not None:  # cancelled: free a half-open probe slot
-                    self.breaker.failure(candidate)
+                    self.breaker.abandon(candidate)
                 raise
             if self.breaker is not None:
                 self.breaker.success(candidate)

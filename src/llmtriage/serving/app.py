@@ -159,6 +159,9 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         record(job, status, message)
         return error(status, message, kind, code, retry_after)
 
+    def refuse(job: Job, exc: Refused) -> JSONResponse:
+        return fail(job, exc.status, str(exc), exc.kind, exc.code, exc.retry_after)
+
     def choose(job: Job) -> tuple[Policy, bool]:
         """The policy to run, or the model a sticky session is bound to."""
         if job.policy_name in policies:
@@ -204,7 +207,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         try:
             await run(job, sink)
         except Refused as exc:
-            return fail(job, exc.status, str(exc), exc.kind, exc.code, exc.retry_after)
+            return refuse(job, exc)
         except BackendError as exc:
             if exc.retry_after is not None:
                 return fail(job, 503, f"upstream unavailable: {exc}", "upstream_error",
@@ -240,7 +243,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                   temperature=body.temperature, client=None,
                   session=request.headers.get("x-triage-session") or None)
         try:
-            job.client = ring.identify(request.headers.get("authorization"))
+            job.client = client_of(request)
             if body.model not in policies and body.model not in pool.models:
                 raise Refused(404, f"no policy or model {body.model!r}; GET /v1/models lists "
                                    "them", "not_found_error", "model_not_found")
@@ -249,7 +252,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                               "invalid_request_error", "invalid_messages")
             ring.admit(job.client)
         except Refused as exc:
-            return fail(job, exc.status, str(exc), exc.kind, exc.code, exc.retry_after)
+            return refuse(job, exc)
         shape = Shape(job, chat)
         mode = request.headers.get("x-triage-stream") or settings.stream
         if body.stream and mode == "first":
@@ -269,19 +272,23 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         task = asyncio.create_task(attempt(job, deltas.put_nowait))
         yield shape.chunk({"role": "assistant", "content": ""} if shape.chat else "")
         sent: list[str] = []
-        while True:
+        finished = False
+        while not finished:
             getter = asyncio.ensure_future(deltas.get())
             await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
+            batch = [getter.result()] if getter.done() else []
+            if not getter.done():  # the policy is done: it will put nothing more
                 getter.cancel()
-                break
-            delta = getter.result()
-            if delta is None:  # that call failed; what was sent is void
-                yield shape.chunk("", extra={"triage": {"retract": len("".join(sent))}})
-                sent = []
-            else:
-                sent.append(delta)
-                yield shape.chunk(delta)
+                finished = True
+                while not deltas.empty():
+                    batch.append(deltas.get_nowait())
+            for delta in batch:
+                if delta is None:  # that call failed; what was sent is void
+                    yield shape.chunk("", extra={"triage": {"retract": len("".join(sent))}})
+                    sent = []
+                else:
+                    sent.append(delta)
+                    yield shape.chunk(delta)
         failed = task.result()
         if failed is not None:
             yield f"data: {failed.body.decode()}\n\n".encode()
@@ -314,12 +321,12 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        on_refused=lambda: metrics.failed("unknown", 413))
 
-    def authorized(request: Request) -> JSONResponse | None:
-        try:
-            ring.identify(request.headers.get("authorization"))
-        except Refused as exc:
-            return error(exc.status, str(exc), exc.kind, exc.code)
-        return None
+    def client_of(request: Request) -> ClientKey | None:
+        """The calling key (None with no keys configured); raises Refused."""
+        return ring.identify(request.headers.get("authorization"))
+
+    def refusal(exc: Refused) -> JSONResponse:
+        return error(exc.status, str(exc), exc.kind, exc.code, exc.retry_after)
 
     @app.get("/health")
     async def health() -> dict:
@@ -336,9 +343,10 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
-        denied = authorized(request)
-        if denied is not None:
-            return denied
+        try:
+            client_of(request)
+        except Refused as exc:
+            return refusal(exc)
         data = [{"id": name, "object": "model", "owned_by": "triage", "kind": "policy"}
                 for name in policies]
         data += [{"id": name, "object": "model", "owned_by": "triage", "kind": "model"}
@@ -361,9 +369,9 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     async def feedback(body: FeedbackBody, request: Request) -> Response:
         """Attach a quality score (0-1) to an earlier response, by its id."""
         try:
-            client = ring.identify(request.headers.get("authorization"))
+            client = client_of(request)
         except Refused as exc:
-            return error(exc.status, str(exc), exc.kind, exc.code)
+            return refusal(exc)
         name = client.name if client else None
         logged = await log.feedback(body.id, body.score, name) if log is not None else None
         known = recent.get(body.id)

@@ -160,11 +160,14 @@ def load_gateway_config(path: str | Path | None) -> GatewayConfig:
     return config
 
 
-def build_policies(config: GatewayConfig, catalog: Catalog) -> dict[str, Policy]:
-    """The configured policies, fitted or loaded; by default one cascade over the catalog."""
+def build_policies(config: GatewayConfig, catalog: Catalog,
+                   threshold: float = DEFAULT_THRESHOLD) -> dict[str, Policy]:
+    """The configured policies, fitted or loaded; by default one cascade over the catalog
+    (accepting an answer whose least likely token has at least ``threshold`` logprob)."""
     from llmtriage.policies.baselines import ThresholdCascade
 
-    specs = config.policies or [PolicySpec(name="triage-cascade", kind="cascade")]
+    specs = config.policies or [PolicySpec(name="triage-cascade", kind="cascade",
+                                           threshold=threshold)]
     names = set(catalog.names())
     policies: dict[str, Policy] = {}
     for spec in specs:

@@ -118,6 +118,13 @@ class RequestLog:
         self._db.close()
 
 
+def answering_confidence(steps: list[dict], model: str) -> float | None:
+    """The confidence of the step whose answer was returned (not always the last step: a
+    cascade router may accept an earlier, more confident answer)."""
+    return next((step.get("confidence") for step in reversed(steps)
+                 if step["model"] == model), None)
+
+
 def export_frame(path: Path) -> pd.DataFrame:
     """The log's answered requests with feedback as the long outcome format.
 
@@ -140,8 +147,8 @@ def export_frame(path: Path) -> pd.DataFrame:
         raise DataError(f"request log {path}: cannot read: {exc}") from None
     named = [hashlib.sha256(p.encode()).hexdigest()[:16] if isinstance(p, str) else i
              for p, i in zip(rows["prompt"], rows["id"], strict=True)]
-    confidence = [json.loads(steps)[-1].get("confidence") if steps != "[]" else None
-                  for steps in rows["steps"]]
+    confidence = [answering_confidence(json.loads(steps), model)
+                  for steps, model in zip(rows["steps"], rows["answered_by"], strict=True)]
     frame = pd.DataFrame({
         "prompt_id": named, "prompt": rows["prompt"], "model": rows["answered_by"],
         "quality": rows["feedback"], "cost_usd": rows["cost_usd"],

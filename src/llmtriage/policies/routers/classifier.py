@@ -19,6 +19,8 @@ from llmtriage.policies.routers.base import QualityRouter
 #: Inverse regularisation strengths tried when ``c="auto"``.
 C_CANDIDATES = (0.01, 0.1, 1.0)
 HIDDEN = 64  # units of the MLP's one hidden layer
+#: Where each per-model array of a predictor lives, stacked over models (first axis).
+STACKED = {"w": "weights_", "b": "bias_", "w1": "w1_", "b1": "b1_", "w2": "w2_"}
 
 
 class ClassifierRouter(QualityRouter):
@@ -51,8 +53,8 @@ class ClassifierRouter(QualityRouter):
         return Ridge(alpha=1.0 / c)
 
     def _fit_column(self, x: np.ndarray, y: np.ndarray, c: float) -> dict[str, np.ndarray]:
-        """One model's predictor as plain arrays: (w, b) of a linear model, or the MLP's
-        layers (w1, b1, w2, b2), so that any fitted router saves without pickle."""
+        """One model's predictor as plain arrays, keyed as in :data:`STACKED`: (w, b) of a
+        linear model, or the MLP's layers, so that any fitted router saves without pickle."""
         binary = self.binary_
         if binary and np.bincount(y.astype(int), minlength=2).min() < 3:
             # (almost) always right or always wrong on train: nothing to learn but the rate
@@ -65,12 +67,12 @@ class ClassifierRouter(QualityRouter):
             return {"w1": est.coefs_[0].astype(np.float32),
                     "b1": est.intercepts_[0].astype(np.float32),
                     "w2": est.coefs_[1][:, 0].astype(np.float32),
-                    "b": est.intercepts_[1][:1].astype(np.float32)}
+                    "b": np.float32(est.intercepts_[1][0])}
         return {"w": np.ravel(est.coef_).astype(np.float32),
-                "b": np.ravel(est.intercept_)[:1].astype(np.float32)}
+                "b": np.float32(np.ravel(est.intercept_)[0])}
 
     def _constant(self, d: int, value: float) -> dict[str, np.ndarray]:
-        b = np.array([value], np.float32)
+        b = np.float32(value)
         if self.kind == "mlp":
             return {"w1": np.zeros((d, HIDDEN), np.float32), "b1": np.zeros(HIDDEN, np.float32),
                     "w2": np.zeros(HIDDEN, np.float32), "b": b}
@@ -78,22 +80,8 @@ class ClassifierRouter(QualityRouter):
 
     def _fit(self, x: np.ndarray, quality: np.ndarray, c: float) -> None:
         cols = [self._fit_column(x, quality[:, j], float(c)) for j in range(quality.shape[1])]
-        self._store(cols)
-
-    def _store(self, cols: list[dict[str, np.ndarray]]) -> None:
-        self.bias_ = np.concatenate([col["b"] for col in cols])
-        if self.kind == "mlp":
-            self.w1_ = np.stack([col["w1"] for col in cols])  # (models, features, hidden)
-            self.b1_ = np.stack([col["b1"] for col in cols])
-            self.w2_ = np.stack([col["w2"] for col in cols])
-        else:
-            self.weights_ = np.stack([col["w"] for col in cols])
-
-    def _columns(self) -> list[dict[str, np.ndarray]]:
-        if self.kind == "mlp":
-            return [{"w1": w1, "b1": b1, "w2": w2, "b": self.bias_[j:j + 1]} for j, (w1, b1, w2)
-                    in enumerate(zip(self.w1_, self.b1_, self.w2_, strict=True))]
-        return [{"w": w, "b": self.bias_[j:j + 1]} for j, w in enumerate(self.weights_)]
+        for key in cols[0]:
+            setattr(self, STACKED[key], np.stack([col[key] for col in cols]))
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "mlp":  # scikit-learn's forward pass: relu hidden layer
@@ -108,18 +96,18 @@ class ClassifierRouter(QualityRouter):
         """Onboard a new model from a small labelled sample, leaving the others as trained."""
         x = self.features(texts)
         column = self._fit_column(x, np.asarray(quality, dtype=np.float64), float(self.chosen_))
-        self._store([*self._columns(), column])
+        for key, value in column.items():
+            stacked = getattr(self, STACKED[key])
+            setattr(self, STACKED[key], np.concatenate([stacked, np.asarray(value)[None]]))
         self.models_ = (*self.models_, name)
         self.cost_ = np.append(self.cost_, cost)
         self.predictions_ = {}
         return self
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        if self.kind == "mlp":
-            learned = {"w1_": self.w1_, "b1_": self.b1_, "w2_": self.w2_}
-        else:
-            learned = {"weights_": self.weights_}
-        return {**super().state_arrays(), **learned, "bias_": self.bias_}
+        keys = ("w1", "b1", "w2", "b") if self.kind == "mlp" else ("w", "b")
+        learned = {STACKED[k]: getattr(self, STACKED[k]) for k in keys}
+        return {**super().state_arrays(), **learned}
 
 
 def _logit(p: float) -> float:
