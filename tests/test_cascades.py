@@ -102,3 +102,14 @@ def test_learn_then_test_certifies_only_what_the_data_supports(scored_mbpp):
     assert loose.certified and loose.calibration_error <= last_error + 0.08
     impossible = learn_then_test(cascade, calib, epsilon=0.01, delta=0.1)
     assert not impossible.certified
+
+
+def test_learned_scorer_charges_its_own_cost(data_dir, scored_mbpp):
+    table, ladder = scored_mbpp
+    plain = load_table(f"routerbench:{data_dir / 'routerbench'}", task="mbpp")
+    added = table.cost_usd - plain.cost_usd
+    scored = [table.model_index(m) for m in ladder]
+    others = [j for j in range(table.n_models) if j not in scored]
+    assert (added[:, scored] > 0).all() and np.allclose(added[:, others], 0)
+    assert np.allclose(added[:, scored], added[0, scored[0]])  # one measured price an answer
+    assert "ms and $" in table.notes[-1]

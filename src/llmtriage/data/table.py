@@ -200,6 +200,27 @@ class OutcomeTable:
             **per_outcome,
         )
 
+    def with_model(self, name: str, quality: np.ndarray, responses: np.ndarray | None = None,
+                   **outcomes: np.ndarray) -> OutcomeTable:
+        """The table plus one model column (a derived one: a model with a paid-for signal)."""
+        unknown = set(outcomes) - set(OUTCOME_COLUMNS)
+        if unknown:
+            raise TypeError(f"unknown outcome columns: {sorted(unknown)}")
+        n = self.n_prompts
+        columns = {
+            c: np.asfortranarray(np.column_stack([
+                getattr(self, c), outcomes.get(c, np.full(n, np.nan))]))
+            for c in OUTCOME_COLUMNS
+        }
+        if self.responses is not None:
+            extra = np.full(n, "", dtype=object) if responses is None else responses
+            columns["responses"] = np.column_stack([self.responses, extra])
+        table = replace(self, models=(*self.models, name),
+                        quality=np.asfortranarray(np.column_stack([self.quality, quality])),
+                        **columns)
+        table.validate()
+        return table
+
     def split(self, which: str) -> OutcomeTable:
         """The rows of one split ('train' or 'test'); 'all' returns the table itself."""
         if which == "all":

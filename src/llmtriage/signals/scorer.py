@@ -4,17 +4,27 @@ Per model, a logistic regression on the query's and the answer's embeddings (and
 product, which lets it see whether the answer fits the question) plus cheap text features of
 the answer, trained on recorded outcomes that include the responses. Its output is a raw
 confidence like any other: calibrate it per model before thresholding.
+
+Scoring is not free: each answer is embedded on the CPU. :func:`with_learned_confidence`
+measures that time on answers never embedded before and adds it to the scored models' latency,
+and its price (the core-seconds at :data:`CPU_USD_PER_CORE_HOUR`) to their cost, so a cascade
+that reads the scorer pays for it in every report, as a pool with a live signal does.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from llmtriage.data.table import TRAIN, OutcomeTable
-from llmtriage.signals.embedder import Embedder, default_embedder, text_features
+from llmtriage.signals.embedder import Embedder, MiniLMEmbedder, default_embedder, text_features
+
+#: The price of one CPU core-hour used to charge local signals: AWS c7i on-demand, us-east-1,
+#: $0.08925 an hour for 2 vCPUs (2024 list price).
+CPU_USD_PER_CORE_HOUR = 0.08925 / 2
 
 
 class AnswerScorer:
@@ -41,11 +51,26 @@ class AnswerScorer:
         return fitted.predict_proba(self.features(prompts, answers))[:, 1]
 
 
+def scoring_cost(prompts: np.ndarray, answers: np.ndarray, threads: int = 2
+                 ) -> tuple[float, float]:
+    """(milliseconds, USD) to score one answer: embedding the query and the answer with a
+    fresh embedder (no cache), measured on the given sample, priced by core-seconds."""
+    embedder = MiniLMEmbedder(threads=threads)
+    scorer = AnswerScorer(embedder)
+    scorer.features(prompts[:2], answers[:2])  # load the model outside the timing
+    start = time.perf_counter()
+    scorer.features(prompts[2:], answers[2:])
+    seconds = (time.perf_counter() - start) / max(len(prompts) - 2, 1)
+    return seconds * 1000, seconds * threads * CPU_USD_PER_CORE_HOUR / 3600
+
+
 def with_learned_confidence(table: OutcomeTable, models: list[str], folds: int = 5,
-                            scorer: AnswerScorer | None = None, seed: int = 0) -> OutcomeTable:
+                            scorer: AnswerScorer | None = None, seed: int = 0,
+                            charge: bool = True) -> OutcomeTable:
     """The table with a learned confidence for ``models``: training prompts get out-of-fold
     scores (a scorer never grades answers it was trained on), the others a scorer fitted on
-    all training prompts. Needs the table's responses."""
+    all training prompts. With ``charge``, the scored models' cost and latency (where
+    recorded) include the measured cost of scoring. Needs the table's responses."""
     if table.responses is None:
         raise ValueError(f"table {table.name!r} has no responses to score")
     scorer = scorer or AnswerScorer()
@@ -66,5 +91,16 @@ def with_learned_confidence(table: OutcomeTable, models: list[str], folds: int =
             confidence[rest, j] = scorer.score(fitted, prompts[rest], answers[rest])
     if hasattr(scorer.embedder, "save_cache"):
         scorer.embedder.save_cache()
-    return replace(table, confidence=confidence).with_notes(
+    scored = replace(table, confidence=confidence).with_notes(
         f"confidence: learned (query, answer) scorer for {models}, out-of-fold on train")
+    if not charge:
+        return scored
+    cols = [table.model_index(m) for m in models]
+    sample = np.random.default_rng(seed).choice(table.n_prompts, min(66, table.n_prompts),
+                                                replace=False)
+    ms, usd = scoring_cost(table.prompts[sample], table.responses[sample, cols[0]])
+    cost, latency = table.cost_usd.copy(order="F"), table.latency_ms.copy(order="F")
+    cost[:, cols] += usd
+    latency[:, cols] += ms
+    return replace(scored, cost_usd=cost, latency_ms=latency).with_notes(
+        f"scoring charged to {models}: {ms:.1f} ms and ${usd:.2e} an answer (measured)")

@@ -1,7 +1,8 @@
 """ZeroEval (Lin et al.): per-task correctness matrices of dozens of models.
 
 Files per task: ``<task>_questions.parquet`` (id, question, answer), ``<task>_correct_matrix``
-(prompt x model, 0/1 with holes) and ``<task>_output_chars`` (answer lengths). Cost is
+(prompt x model, 0/1 with holes), ``<task>_output_chars`` (answer lengths) and, where
+published, ``<task>_model_outputs`` (the answers' full text, long format). Cost is
 derived from the question and answer lengths (four characters a token) and the price
 catalog. Models that answered under 90% of the prompts are dropped (a failed provider run
 is not a wrong answer), then prompts still missing an outcome; the notes say which.
@@ -34,6 +35,20 @@ def _parquet(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+
+
+def _responses(path: Path, ids: np.ndarray, models: list[str]) -> np.ndarray | None:
+    """The (prompt, model) answer texts, "" where a kept outcome has no published text."""
+    if not path.is_file():
+        return None
+    frame = _parquet(path)
+    if not {"id", "model", "output"} <= set(frame.columns):
+        raise DataError(f"{path}: needs columns id, model and output; has {list(frame.columns)}")
+    wide = (frame.assign(id=frame["id"].astype(str))
+            .drop_duplicates(["id", "model"], keep="last")
+            .pivot(index="id", columns="model", values="output")
+            .reindex(index=ids, columns=models))
+    return wide.fillna("").to_numpy(dtype=object)
 
 
 def load(
@@ -72,6 +87,7 @@ def load(
     if np.isnan(out_chars).any():
         raise DataError(f"{root}: {task} output lengths missing where correctness is recorded")
     prompts = questions["question"].astype(str).to_numpy()[rows]
+    responses = _responses(root / f"{task}_model_outputs.parquet", ids[rows], models)
     tokens_in = np.repeat(tokens_from_chars(np.char.str_len(prompts.astype(str)))[:, None],
                           len(models), axis=1)
     tokens_out = tokens_from_chars(out_chars)
@@ -87,6 +103,7 @@ def load(
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         cost_usd=cost,
+        responses=responses,
         name=f"zeroeval-{task}",
         notes=[f"source: ZeroEval {root} task {task}", *notes, *price_notes],
     )
