@@ -4,8 +4,10 @@
 
 For each task: the AIQ of every router, of the single models' hull (the "zero router") and
 of the oracle, all over the single models' cost range; the share of the zero-router-to-oracle
-gap the best router recovers; with --out, a plot and JSON records per task. Embeddings are
-cached (~/.cache/llmtriage/embeddings), so the first run is the slow one.
+gap the best router recovers. kNN and logistic also run on the hashing embedder
+(``/hashing``: no model, ~100,000 queries/s) beside MiniLM. With --out, a plot and JSON
+records per task. Embeddings are cached (~/.cache/llmtriage/embeddings), so the first run
+is the slow one.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from llmtriage.evaluation.compare import compare, default_policies
 from llmtriage.evaluation.plots import plot
 from llmtriage.evaluation.report import write_json
 from llmtriage.policies.routers import ClassifierRouter, EloRouter, KNNRouter, MFRouter
+from llmtriage.signals.embedder import HashingEmbedder
 
 
 def routers():
     return [KNNRouter(), ClassifierRouter(), ClassifierRouter(kind="mlp"), MFRouter(),
-            EloRouter()]
+            EloRouter(), KNNRouter().with_embedder(HashingEmbedder()),
+            ClassifierRouter().with_embedder(HashingEmbedder())]
 
 
 def main() -> None:
@@ -31,7 +35,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     print(f"{'task':<14} {'zero router':>11} {'oracle':>7} " + " ".join(
-        f"{p.curve_name:>9}" for p in routers()) + "   best router, gap recovered")
+        f"{p.curve_name:>16}" for p in routers()) + "   best router, gap recovered")
     for task in ("arc-challenge", "mbpp", "winogrande"):
         table = load_table(f"routerbench:{args.data}/routerbench", task=task)
         policies = [p for p in default_policies(table) if p.name in ("single", "oracle")]
@@ -43,7 +47,7 @@ def main() -> None:
         gap = (best.aiq - result.zero_router_aiq) / (oracle - result.zero_router_aiq)
         verdict = "beats" if best.aiq > result.zero_router_aiq else "does NOT beat"
         print(f"{task:<14} {result.zero_router_aiq:11.4f} {oracle:7.4f} "
-              + " ".join(f"{c.aiq:9.4f}" for c in learned)
+              + " ".join(f"{c.aiq:16.4f}" for c in learned)
               + f"   {best.name} {verdict} the zero router, {gap:+.1%} of the gap to the oracle")
         if args.out:
             write_json(result, args.out / f"routerbench-{task}.json")

@@ -272,3 +272,41 @@ def test_the_mlp_router_is_scikit_learns_mlp_and_saves_as_arrays(mbpp, embedder,
                                router.predict_quality(test.prompts), atol=1e-6)
     result = compare(mbpp, default_policies(mbpp) + [loaded], bootstrap=0)
     assert result.curve("mlp").aiq > result.curve("random").aiq + 0.05
+
+
+def test_hashing_embedder_is_fast_features_that_route(data_dir, tmp_path):
+    from llmtriage.signals.embedder import HashingEmbedder, embedder_named
+
+    arc = load_table(f"routerbench:{data_dir / 'routerbench'}", task="arc-challenge")
+    hashing = HashingEmbedder()
+    vectors = hashing.embed(list(arc.prompts[:30]))
+    assert vectors.shape == (30, 1024) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    pairs = np.triu_indices(30, 1)
+    assert (vectors @ vectors.T)[pairs].mean() < 0.8  # the tail: the questions, not the prefix
+    assert np.array_equal(embedder_named(hashing.name).embed(["same text"]),
+                          hashing.embed(["same text"]))
+    router = ClassifierRouter().with_embedder(hashing)
+    result = compare(arc, [p for p in default_policies(arc) if p.name == "single"] + [router],
+                     bootstrap=0)
+    assert result.curve("logistic/hashing").aiq > result.zero_router_aiq
+    loaded = load(save(router, tmp_path / "hashing.npz"))
+    assert loaded.curve_name == "logistic/hashing"
+    test = arc.split("test")
+    np.testing.assert_allclose(loaded.predict_quality(test.prompts),
+                               router.predict_quality(test.prompts), atol=1e-6)
+    with pytest.raises(DataError, match="unknown embedder 'word2vec'"):
+        embedder_named("word2vec")
+
+
+def test_train_command_with_the_hashing_embedder(data_dir, tmp_path):
+    source = f"routerbench:{data_dir / 'routerbench'}"
+    command = [sys.executable, "-m", "llmtriage.cli", "train", source, "--task", "mbpp",
+               "--router", "logistic", "--out", str(tmp_path / "h.npz")]
+    run = subprocess.run([*command, "--embedder", "hashing"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert load(tmp_path / "h.npz").curve_name == "logistic/hashing"
+    run = subprocess.run([*command, "--embedder", "glove"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode != 0 and "unknown embedder 'glove'" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -350,18 +350,23 @@ def train(
     source: SourceArg,
     out: Annotated[Path, typer.Option("--out", help="Artifact to write (.npz).")],
     router: Annotated[str, typer.Option(help=f"One of {', '.join(ROUTERS[:2])}.")] = "knn",
+    embedder: Annotated[str, typer.Option(
+        help="Query features: minilm (sentence embedding, ~3-6 ms a query) or hashing "
+             "(hashed words, ~0.01 ms a query).")] = "minilm",
     task: TaskOpt = None,
     prices: PricesOpt = None,
 ) -> None:
     """Fit a router on a data set's train split and save it (arrays + JSON, no pickle)."""
     from llmtriage.policies.routers.artifacts import save
+    from llmtriage.signals.embedder import embedder_named
 
     with _user_errors():
+        features = embedder_named(embedder)
         table = _load(source, task, prices)
         train_split = table.split("train")
         policy = _router(router)
         with err.status(f"embedding {train_split.n_prompts} prompts and fitting {router}"):
-            policy.fit(train_split)
+            policy.fit(train_split, embedder=features)
         path = save(policy, out, source=source, task=task, train_prompts=train_split.n_prompts)
     scores = getattr(policy, "cv_scores_", {})
     if scores:

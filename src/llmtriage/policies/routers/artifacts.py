@@ -18,6 +18,7 @@ from llmtriage.policies.routers.classifier import ClassifierRouter
 from llmtriage.policies.routers.elo import EloRouter
 from llmtriage.policies.routers.knn import KNNRouter
 from llmtriage.policies.routers.mf import MFRouter
+from llmtriage.signals.embedder import embedder_named
 
 FORMAT, VERSION = "llmtriage-router", 1
 CLASSES: dict[str, type[QualityRouter]] = {
@@ -60,9 +61,10 @@ def load(path: str | Path) -> QualityRouter:
         setattr(router, key, tuple(value) if key == "models_" else value)
     for key, value in arrays.items():
         setattr(router, key, value.item() if value.ndim == 0 else value)
-    if router._embedder().name != header["embedder"]:
-        raise DataError(f"{path}: trained on embedder {header['embedder']}, "
-                        f"this Triage has {router._embedder().name}")
+    try:
+        router.embedder_ = embedder_named(str(header["embedder"]))
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
     router.predictions_ = {}
     router.frozen_ = True  # fitted already: evaluation must not refit it
     return router

@@ -43,6 +43,20 @@ class QualityRouter(Policy):
             self.embedder_ = default_embedder()
         return self.embedder_
 
+    def with_embedder(self, embedder: Embedder) -> QualityRouter:
+        """Take query features from ``embedder`` (kept across fits) instead of MiniLM."""
+        self.embedder_ = embedder
+        return self
+
+    def features_suffix(self) -> str:
+        """"" on the default features, else "/<embedder>" so that reports tell them apart."""
+        name = self._embedder().name
+        return "" if name.startswith("all-MiniLM") else "/" + name.split("-")[0]
+
+    @property
+    def curve_name(self) -> str:
+        return self.name + self.features_suffix()
+
     def features(self, texts: np.ndarray) -> np.ndarray:
         """Embedding and standardised text features of each text."""
         emb = self._embedder().embed(list(texts))

@@ -41,7 +41,7 @@ class ClassifierRouter(QualityRouter):
 
     @property
     def curve_name(self) -> str:
-        return self.kind
+        return self.kind + self.features_suffix()
 
     def _estimator(self, binary: bool, c: float):  # noqa: ANN202
         if self.kind == "mlp":
