@@ -50,8 +50,9 @@ class QualityRouter(Policy):
 
     def features_suffix(self) -> str:
         """"" on the default features, else "/<embedder>" so that reports tell them apart."""
-        name = self._embedder().name
-        return "" if name.startswith("all-MiniLM") else "/" + name.split("-")[0]
+        if self.embedder_ is None or self.embedder_.name.startswith("all-MiniLM"):
+            return ""
+        return "/" + self.embedder_.name.split("-")[0]
 
     @property
     def curve_name(self) -> str:
