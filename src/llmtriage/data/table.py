@@ -22,6 +22,12 @@ OUTCOME_COLUMNS = ("cost_usd", "tokens_in", "tokens_out", "latency_ms", "energy_
 TRAIN, TEST = "train", "test"
 
 
+def _known_columns(outcomes: dict[str, object]) -> None:
+    unknown = set(outcomes) - set(OUTCOME_COLUMNS)
+    if unknown:
+        raise TypeError(f"unknown outcome columns: {sorted(unknown)}")
+
+
 def _outcome_array(values: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     if values is None:
         return np.full(shape, np.nan, order="F")
@@ -70,9 +76,7 @@ class OutcomeTable:
         **outcomes: np.ndarray | None,
     ) -> OutcomeTable:
         """Assemble a table from arrays, filling absent optional columns with NaN."""
-        unknown = set(outcomes) - set(OUTCOME_COLUMNS)
-        if unknown:
-            raise TypeError(f"unknown outcome columns: {sorted(unknown)}")
+        _known_columns(outcomes)
         n, m = len(prompt_ids), len(models)
         shape = (n, m)
 
@@ -203,9 +207,7 @@ class OutcomeTable:
     def with_model(self, name: str, quality: np.ndarray, responses: np.ndarray | None = None,
                    **outcomes: np.ndarray) -> OutcomeTable:
         """The table plus one model column (a derived one: a model with a paid-for signal)."""
-        unknown = set(outcomes) - set(OUTCOME_COLUMNS)
-        if unknown:
-            raise TypeError(f"unknown outcome columns: {sorted(unknown)}")
+        _known_columns(outcomes)
         n = self.n_prompts
         columns = {
             c: np.asfortranarray(np.column_stack([

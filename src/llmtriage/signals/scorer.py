@@ -51,17 +51,21 @@ class AnswerScorer:
         return fitted.predict_proba(self.features(prompts, answers))[:, 1]
 
 
-def scoring_cost(prompts: np.ndarray, answers: np.ndarray, threads: int = 2
+def scoring_cost(scorer: AnswerScorer, prompts: np.ndarray, answers: np.ndarray
                  ) -> tuple[float, float]:
-    """(milliseconds, USD) to score one answer: embedding the query and the answer with a
-    fresh embedder (no cache), measured on the given sample, priced by core-seconds."""
-    embedder = MiniLMEmbedder(threads=threads)
-    scorer = AnswerScorer(embedder)
-    scorer.features(prompts[:2], answers[:2])  # load the model outside the timing
+    """(milliseconds, USD) to score one answer with ``scorer``'s embedder, measured on the
+    given sample and priced by core-seconds. A MiniLM embedder is timed as a fresh copy,
+    since its cache already holds these texts and would make scoring look free."""
+    embedder = scorer.embedder
+    if isinstance(embedder, MiniLMEmbedder):
+        embedder = MiniLMEmbedder(embedder.max_tokens, embedder.batch_size, embedder.threads)
+    timed = AnswerScorer(embedder)
+    timed.features(prompts[:2], answers[:2])  # load the model outside the timing
     start = time.perf_counter()
-    scorer.features(prompts[2:], answers[2:])
+    timed.features(prompts[2:], answers[2:])
     seconds = (time.perf_counter() - start) / max(len(prompts) - 2, 1)
-    return seconds * 1000, seconds * threads * CPU_USD_PER_CORE_HOUR / 3600
+    cores = getattr(embedder, "threads", 1)
+    return seconds * 1000, seconds * cores * CPU_USD_PER_CORE_HOUR / 3600
 
 
 def with_learned_confidence(table: OutcomeTable, models: list[str], folds: int = 5,
@@ -98,7 +102,7 @@ def with_learned_confidence(table: OutcomeTable, models: list[str], folds: int =
     cols = [table.model_index(m) for m in models]
     sample = np.random.default_rng(seed).choice(table.n_prompts, min(66, table.n_prompts),
                                                 replace=False)
-    ms, usd = scoring_cost(table.prompts[sample], table.responses[sample, cols[0]])
+    ms, usd = scoring_cost(scorer, table.prompts[sample], table.responses[sample, cols[0]])
     cost, latency = table.cost_usd.copy(order="F"), table.latency_ms.copy(order="F")
     cost[:, cols] += usd
     latency[:, cols] += ms
