@@ -69,7 +69,14 @@ def test_larger_models_are_more_accurate(collected):
     assert accuracy[MODELS[2]] >= 0.7
     # Measured, not priced: latency, energy, and logprob confidence on every row.
     assert frame[["latency_ms", "energy_j", "confidence"]].notna().all().all()
-    assert (frame.groupby("model")["energy_j"].mean()[list(MODELS)].diff().dropna() > 0).all()
+    # Energy per generated token grows with size. Per answer it need not: SmolLM2 rambles
+    # (18 tokens an answer against the 0.5B's 4), so on a 60-probe sample its answers cost
+    # more than the 0.5B's about one time in six.
+    by_model = frame.groupby("model")
+    per_token = (by_model["energy_j"].sum() / by_model["tokens_out"].sum())[list(MODELS)]
+    assert (per_token.diff().dropna() > 0).all()
+    per_answer = by_model["energy_j"].mean()
+    assert per_answer[MODELS[2]] > per_answer[MODELS[1]]
 
 
 def test_bench_reads_the_collected_table(collected, tmp_path):
