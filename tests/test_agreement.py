@@ -3,13 +3,18 @@ its voters, and the cascade built on it."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
+from llmtriage.backends.base import Queries
 from llmtriage.data import DataError, load_table
 from llmtriage.evaluation.compare import compare
 from llmtriage.policies import SingleModel
-from llmtriage.policies.cascades import CalibratedCascade
+from llmtriage.policies.base import State
+from llmtriage.policies.cascades import CalibratedCascade, CascadeRouter
+from llmtriage.policies.routers import KNNRouter
 from llmtriage.signals.agreement import agreement_name, final_answer, with_agreement
 
 FIRST, VOTER, TOP = "deepseek-chat", "gemini-1.5-flash", "Llama-3.1-405B-Inst@sambanova"
@@ -68,3 +73,39 @@ def test_agreement_cascade_matches_the_best_model_for_a_fraction_of_its_cost(gsm
     point = max(result.curve("calibrated-cascade").points, key=lambda p: p.quality)
     assert point.quality >= best.quality - 0.01
     assert point.cost_per_query < 0.3 * best.cost_per_query
+
+
+@pytest.fixture(scope="module")
+def three_rungs(gsm):
+    """A cheap model, the agreement column, and the top model: a ladder worth cascading."""
+    voted = with_agreement(gsm, FIRST, [VOTER])
+    return voted.select_models(["gemma-2-2b-it", agreement_name(FIRST, [VOTER]), TOP])
+
+
+def test_cascade_routing_beats_routing_alone_on_the_same_models(three_rungs):
+    result = compare(three_rungs, [*(SingleModel(m) for m in three_rungs.models), KNNRouter(),
+                                   CascadeRouter(KNNRouter())], bootstrap=0)
+    routing = result.curve("cascade-routing")
+    assert routing.aiq > result.curve("knn").aiq + 0.003
+    assert routing.aiq > result.zero_router_aiq + 0.003
+    # Between "call everything" and "route once" it tries a model, and escalates only on some.
+    assert any(1.05 < p.calls_per_query < 1.9 for p in routing.points)
+
+
+def test_cascade_routing_tries_a_cheap_model_first_for_its_option_value(three_rungs):
+    """With the learnt spread of beliefs, a cheap model whose answer may turn out certain is
+    worth trying before the top model; with no spread (beliefs never move), the first call is
+    exactly the plain router's pick."""
+    train, test = three_rungs.split("train"), three_rungs.split("test")
+    policy = CascadeRouter(KNNRouter()).fit(train)
+    lam = policy.grid(train)[6]
+    policy = policy.with_params(lam=lam)
+    state = State.start(test.models, Queries.from_table(test))
+    first = policy.step(state).call
+    routed = policy.router.with_params(lam=lam).step(state).call
+    assert (first != routed).mean() > 0.05
+    price = policy.router.cost_
+    assert (price[first] <= price[routed]).all()  # any change is to a cheaper first call
+    still = copy.copy(policy)
+    still.spread_ = np.zeros_like(policy.spread_)
+    np.testing.assert_array_equal(still.step(state).call, routed)

@@ -1,18 +1,31 @@
-"""Cascade routing (after Dekoninck et al., "A Unified Approach to Routing and Cascading for
-LLMs"): at every step, call whichever model -- not only the next rung -- adds the most
-expected quality per unit of cost, or stop.
+"""Cascade routing (Dekoninck et al., "A Unified Approach to Routing and Cascading for
+LLMs", 2024): at every step, choose the *set* of models still worth running, call the
+cheapest of them, or stop.
 
-Before any call, a router's predicted quality ``q_m`` stands for each model. Once a model
-has answered, its calibrated confidence replaces the prediction. The value of the answers in
-hand is the best calibrated confidence among them ``b``; calling model ``m`` is worth
-``max(b, q_m) - b - lam * cost_m``; the policy calls the best positive one, or stops and
-accepts the answer with the highest calibrated confidence (not necessarily the last).
-``lam = 0`` keeps calling while anything might help; a large ``lam`` routes once.
+What each model's answer is worth is a belief that it is right:
+
+- *before* a model is called, the router's predicted quality ``q_m``, and how far the belief
+  will move once the answer is seen. That spread is learnt on the training split, from the
+  router's out-of-fold predictions (on its own training queries they look too good);
+- *after* it answered, the ex-post belief: a per-model logistic model of "right" on the
+  router's prediction and the answer's calibrated confidence (so a model without a
+  confidence signal still carries the router's view).
+
+Running a set ``S`` of further models is worth ``E[max(b, B_m for m in S)] - lam * cost(S)``,
+where ``b`` is the best belief in hand and ``B_m`` the beliefs the calls would produce. The
+expectation is what makes cascading pay: a cheap model whose answer may turn out certain has
+an option value above its mean prediction, so it is tried first on queries where that is
+likely, and skipped where it is not. The policy calls the cheapest model of the best set
+(stopping when the empty set is best) and finally accepts the answer it believes most in.
+``lam = 0`` runs whatever might help; a large ``lam`` routes once.
 """
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
@@ -20,26 +33,61 @@ from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.signals.calibration import Calibrator
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
 class CascadeRouter(Policy):
     name = "cascade-routing"
     tradeoff = "lam"
 
     def __init__(self, router: QualityRouter, lam: float = 0.0, method: str = "isotonic",
-                 max_calls: int = 3) -> None:
+                 max_calls: int = 3, samples: int = 32) -> None:
         self.router = router
         self.lam = lam
         self.method = method
         self.max_calls = max_calls
+        self.samples = samples
 
     def fit(self, table: OutcomeTable) -> CascadeRouter:
-        if not getattr(self.router, "frozen_", False):
+        if getattr(self.router, "frozen_", False):  # a loaded artifact: use it as it is
+            predicted = self.router.predict_quality(table.prompts)
+        else:
             self.router.fit(table)
-        self.calibrators_ = [
-            Calibrator.fit(table.confidence[:, j], table.quality[:, j] >= 0.5, self.method)
-            for j in range(table.n_models)
-        ]
+            predicted = self.router.out_of_fold(table)
+        right = table.quality >= 0.5
+        m = table.n_models
+        self.calibrators_ = [Calibrator.fit(table.confidence[:, j], right[:, j], self.method)
+                             for j in range(m)]
+        self.ex_post_ = np.zeros((m, 3))  # per model: weights on logit(q), logit(conf), bias
+        self.spread_ = np.zeros((m, self.samples))
+        rng = np.random.default_rng(0)
+        levels = (np.arange(self.samples) + 0.5) / self.samples
+        for j in range(m):
+            x = self._ex_post_features(predicted[:, j], self.calibrators_[j](
+                table.confidence[:, j]))
+            if right[:, j].all() or not right[:, j].any():
+                self.ex_post_[j] = [1.0, 0.0, 0.0]
+            else:
+                fit = LogisticRegression(C=1.0).fit(x, right[:, j])
+                self.ex_post_[j] = [*fit.coef_[0], fit.intercept_[0]]
+            moved = self._belief(j, x) - predicted[:, j]
+            # Quantiles, shuffled per model, so that models' draws pair up independently.
+            self.spread_[j] = rng.permutation(np.quantile(moved, levels))
         self.models_ = table.models
+        self.order_ = np.argsort(self.router.cost_, kind="stable")
+        self.sets_ = [s for size in range(1, min(self.max_calls, m) + 1)
+                      for s in combinations(self.order_.tolist(), size)]
         return self
+
+    @staticmethod
+    def _ex_post_features(predicted: np.ndarray, calibrated: np.ndarray) -> np.ndarray:
+        return np.column_stack([_logit(predicted), _logit(calibrated)])
+
+    def _belief(self, j: int, x: np.ndarray) -> np.ndarray:
+        w = self.ex_post_[j]
+        return 1.0 / (1.0 + np.exp(-(x @ w[:2] + w[2])))
 
     def grid(self, table: OutcomeTable) -> list[float]:
         return self.router.grid(table)
@@ -48,26 +96,30 @@ class CascadeRouter(Policy):
         index = resolve(state.models, list(self.models_))
         predicted = self.router.predict_quality(state.queries)  # (b, m), cached per batch
         n, m = predicted.shape
-        believed = predicted.copy()
         called = np.zeros((n, m), dtype=bool)
-        calibrated = np.full((n, state.steps.width), -np.inf)
+        beliefs = np.full((n, state.steps.width), -np.inf)
         for k in range(state.steps.width):
             model = state.steps.called[k]
             raw = state.steps.column("confidence", k)
             for j in range(m):
                 sel = model == index[j]
                 if sel.any():
-                    p = self.calibrators_[j](raw[sel])
-                    believed[sel, j] = p
+                    x = self._ex_post_features(predicted[sel, j], self.calibrators_[j](raw[sel]))
+                    beliefs[sel, k] = self._belief(j, x)
                     called[sel, j] = True
-                    calibrated[sel, k] = p
-        best_held = np.where(called, believed, 0.0).max(axis=1)
-        gain = np.maximum(best_held[:, None], predicted) - best_held[:, None]
-        utility = np.where(called, -np.inf, gain - self.lam * self.router.cost_)
-        pick = utility.argmax(axis=1)
-        worth = utility[np.arange(n), pick] > 0
+        held = np.maximum(beliefs.max(axis=1, initial=-np.inf), 0.0)
+        draws = np.clip(predicted[:, :, None] + self.spread_[None], 0.0, 1.0)  # (n, m, K)
+        room = self.max_calls - state.n_steps
         first = state.n_steps == 0
-        calls = np.where(worth | first, index[pick], STOP)
-        calls[state.n_steps >= self.max_calls] = STOP
-        accept = calibrated.argmax(axis=1) if state.steps.width else np.zeros(n, np.int64)
-        return Decision(calls.astype(np.int64), accept.astype(np.int64))
+        # Stopping is worth what is in hand; a query with nothing in hand must call something.
+        best = np.where(first, -np.inf, held)
+        calls = np.full(n, STOP, dtype=np.int64)
+        for chosen in self.sets_:
+            cols = list(chosen)
+            worth = np.maximum(held, draws[:, cols, :].max(axis=1).T).mean(axis=0)
+            worth = worth - self.lam * float(self.router.cost_[cols].sum())
+            better = (worth > best) & ~called[:, cols].any(axis=1) & (room >= len(cols))
+            best[better] = worth[better]
+            calls[better] = index[cols[0]]  # sets list their models cheapest first
+        accept = beliefs.argmax(axis=1) if state.steps.width else np.zeros(n, np.int64)
+        return Decision(calls, accept.astype(np.int64))

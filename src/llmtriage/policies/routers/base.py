@@ -113,6 +113,22 @@ class QualityRouter(Policy):
             scores.append(metrics.aiq(np.array(xs), np.array(ys), singles))
         return float(np.mean(scores))
 
+    def out_of_fold(self, table: OutcomeTable, folds: int = 5) -> np.ndarray:
+        """Each query's predicted quality from this router refitted without that query's fold,
+        then refitted on all of ``table``: how wrong the router is on queries it has not
+        seen (its predictions on its own training queries look far better than they are)."""
+        x = self.features(table.prompts)
+        order = np.random.default_rng(0).permutation(len(x))
+        out = np.empty(table.quality.shape)
+        for f in range(folds):
+            held = order[f::folds]
+            kept = np.setdiff1d(order, held)
+            self._fit(x[kept], table.quality[kept], self.chosen_)
+            out[held] = np.clip(self._predict(x[held]), 0.0, 1.0)
+        self._fit(x, table.quality, self.chosen_)
+        self.predictions_.clear()
+        return out
+
     def _fit(self, x: np.ndarray, quality: np.ndarray, value: Any) -> None:
         raise NotImplementedError
 
