@@ -104,7 +104,7 @@ def main() -> None:
                     need = f"{share[hit[0]]:.1%}" if hit.size else "never"
                     print(f"{'':<28} {'':<9} matches {rival} ({score:.3f}) with {need} GPT-4 "
                           f"calls (RouteLLM: {theirs})")
-        if task == "mt-bench":  # 160 prompts: how much the figure moves with the folds alone
+        if task == "mt-bench":  # 72 prompts: how much the figure moves with the folds alone
             spread = [report(task, kfold_gain(KNNRouter, table, args.folds, seed),
                              table.quality, table.cost_usd)["apgr"] for seed in range(1, 6)]
             print(f"{'':<28} knn APGR over 5 other fold assignments: mean {np.mean(spread):.3f}, "

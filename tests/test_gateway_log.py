@@ -118,3 +118,28 @@ def test_the_bandit_learns_from_feedback_and_remembers_it(setup):
     logged = db.execute("SELECT COUNT(*) FROM requests WHERE policy = 'learner' AND "
                         "feedback = 0").fetchone()[0]
     assert logged == switched_after
+
+
+@pytest.mark.parametrize("policy, message", [
+    ('kind = "cascade-routing"', "a cascade-routing policy needs 'table'"),
+    ('kind = "calibrated-cascade"\ntable = "t.csv"\nthreshold = 3',
+     "threshold is a probability of being right, between 0 and 1, not 3"),
+    ('kind = "calibrated-cascade"\ntable = "plain.csv"', "records no confidence to calibrate"),
+    ('kind = "cascade-routing"\ntable = "{rb}"', "has no outcomes for any catalog model"),
+    ('kind = "cascade-routing"\ntable = "plain.csv"\nmodels = ["nope"]', "no model 'nope'"),
+    ('kind = "cascade-routing"\ntable = "t.csv"\nconfidence = "vibes"', "confidence"),
+])
+def test_fitted_policy_configs_are_checked_with_a_clear_message(tmp_path, data_dir, policy,
+                                                                message):
+    routerbench = f"routerbench:{data_dir / 'routerbench'}"
+    ladder = ("smollm2-135m", "qwen2.5-coder-0.5b")  # outcomes, but no confidence column
+    pd.DataFrame([{"prompt_id": f"q{i}", "prompt": f"question {i}", "model": m,
+                   "quality": float((i + j) % 2), "cost_usd": 1e-6 * (j + 1)} for i in range(20)
+                  for j, m in enumerate(ladder)]).to_csv(tmp_path / "plain.csv", index=False)
+    config = tmp_path / "gateway.toml"
+    config.write_text('[[policies]]\nname = "p"\n' + policy.replace("{rb}", routerbench) + "\n")
+    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--config",
+                           str(config), "hello"], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert message in " ".join(done.stderr.split()), done.stderr
+    assert "Traceback" not in done.stderr

@@ -297,32 +297,55 @@ def ask(
         help="Accept an answer when its least likely token has at least this logprob.")]
     = DEFAULT_THRESHOLD,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit (tokens).")] = 128,
+    config: Annotated[Path | None, typer.Option(
+        help="Gateway config (TOML, as for serve): answer through one of its policies.")]
+    = None,
+    policy: Annotated[str | None, typer.Option(
+        help="With --config: the policy to answer through (default: its first).")] = None,
 ) -> None:
-    """Answer one question through a cascade over the ladder, showing every step."""
+    """Answer one question through a cascade over the ladder (or a configured policy),
+    showing every step."""
     import asyncio
 
     from llmtriage.backends.base import Queries
     from llmtriage.backends.live import ChatRequest
-    from llmtriage.policies.cascades.ladder import ladder_cascade
+    from llmtriage.backends.pool import ModelPool
+    from llmtriage.policies.baselines import ThresholdCascade
     from llmtriage.policies.loop import arun_policy
-    from llmtriage.signals.logprob import logprob_stats
+    from llmtriage.serving.config import build_policies, load_gateway_config, policy_confidences
+    from llmtriage.signals.logprob import min_logprob
 
     with _user_errors():
-        cat = _catalog(catalog, models)
-    pool, policy = ladder_cascade(
-        cat, threshold, request_for=lambda p: ChatRequest.ask(p, max_tokens=max_tokens))
+        cfg = load_gateway_config(config)
+        if config is None or catalog is not None:
+            cat = _catalog(catalog, models)
+        else:
+            cat = cfg.catalog()
+        if config is None:
+            name, confidence = "cascade", min_logprob
+            chosen = ThresholdCascade(cat.names(), threshold=threshold)
+        else:
+            built = build_policies(cfg, cat, threshold)
+            name = policy or next(iter(built))
+            if name not in built:
+                _fail(f"{config} has no policy {name!r}; it has {list(built)}")
+            chosen = built[name]
+            confidence = policy_confidences(cfg).get(name, min_logprob)
+    pool = ModelPool(cat, confidence=confidence,
+                     request_for=lambda p: ChatRequest.ask(p, max_tokens=max_tokens))
     with _user_errors(RuntimeError):
-        trace = asyncio.run(arun_policy(policy, pool, Queries.from_texts([question])))
-    t = Table(title=f"cascade, accept when min token logprob >= {threshold:g}")
-    for col in ("step", "model", "answer", "min logprob", "latency ms", "energy J", "cost $",
-                "accepted"):
+        trace = asyncio.run(arun_policy(chosen, pool, Queries.from_texts([question])))
+    title = (f"cascade, accept when min token logprob >= {threshold:g}" if config is None
+             else f"policy {name} ({chosen.label})")
+    t = Table(title=escape(title))
+    for col in ("step", "model", "answer", confidence.__name__.replace("_", " "), "latency ms",
+                "energy J", "cost $", "accepted"):
         t.add_column(col)
     accepted = int(trace.accepted_step[0])
     for k, c in enumerate(pool.completions.get(0, [])):
-        stats = logprob_stats(c.logprobs)
-        t.add_row(str(k + 1), escape(c.model), escape(c.text.strip()[:80]), f"{stats.min:.3f}",
-                  f"{c.latency_ms:.0f}", f"{c.energy_j or 0:.1f}", f"{c.cost_usd:.2e}",
-                  "yes" if k == accepted else "")
+        t.add_row(str(k + 1), escape(c.model), escape(c.text.strip()[:80]),
+                  f"{confidence(c):.3f}", f"{c.latency_ms:.0f}", f"{c.energy_j or 0:.1f}",
+                  f"{c.cost_usd:.2e}", "yes" if k == accepted else "")
     console.print(t)
     answer = trace.answers[0][accepted] if trace.answers else ""
     console.print(f"[bold]answer[/] ({escape(trace.models[trace.accepted_model[0]])}): "
@@ -428,7 +451,7 @@ def serve(
     from llmtriage.backends.pool import ModelPool
     from llmtriage.policies.cascades.ladder import min_logprob
     from llmtriage.serving.app import create_app
-    from llmtriage.serving.config import build_policies, load_gateway_config
+    from llmtriage.serving.config import build_policies, load_gateway_config, policy_confidences
 
     with _user_errors():
         cfg = load_gateway_config(config)
@@ -440,7 +463,7 @@ def serve(
         pool = ModelPool(cat, confidence=min_logprob, fallback=settings.fallback,
                          breaker=CircuitBreaker(settings.breaker_failures,
                                                 settings.breaker_reset_s))
-        gateway = create_app(pool, policies, settings, cfg.keys)
+        gateway = create_app(pool, policies, settings, cfg.keys, policy_confidences(cfg))
     if not cfg.keys and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] no API keys configured and listening on {host}: "
                   "anyone who can reach it can spend on your models")

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmtriage.backends.base import Queries
 from llmtriage.backends.live import BackendError, ChatRequest
-from llmtriage.backends.pool import ModelPool
+from llmtriage.backends.pool import Confidence, ModelPool
 from llmtriage.policies.base import Policy, Trace
 from llmtriage.policies.baselines import SingleModel
 from llmtriage.policies.loop import PolicyError, arun_policy
@@ -100,7 +100,11 @@ class Job:
 
 def create_app(pool: ModelPool, policies: dict[str, Policy],
                settings: GatewaySettings | None = None,
-               keys: list[ClientKey] | None = None) -> FastAPI:
+               keys: list[ClientKey] | None = None,
+               confidences: dict[str, Confidence] | None = None) -> FastAPI:
+    """``confidences``: per policy name, the live confidence its steps get, when it is not
+    the pool's (a policy fitted on recorded confidences must see the same statistic)."""
+    confidences = confidences or {}
     settings = settings or GatewaySettings(request_log=None)
     log = RequestLog(settings.request_log, settings.log_text) if settings.request_log else None
     ring = KeyRing(keys or [], log.spent_by_client() if log else None)
@@ -178,6 +182,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         view = pool.with_requests(lambda text: ChatRequest.ask(
             text, max_tokens=job.max_tokens, temperature=job.temperature), sink)
         view.fallback = pool.fallback and job.policy_name in policies
+        view.confidence = confidences.get(job.policy_name, pool.confidence)
         queries = Queries.from_texts([job.prompt])
         queries = Queries(queries.prompt_ids, queries.prompts, queries.tasks,
                           conversations=[job.messages])

@@ -34,14 +34,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, problems, read_toml
+from llmtriage.backends.pool import Confidence
 from llmtriage.data.errors import DataError
 from llmtriage.policies.base import Policy
 from llmtriage.policies.cascades.ladder import DEFAULT_THRESHOLD
+from llmtriage.signals.logprob import CONFIDENCES
+
+if TYPE_CHECKING:
+    from llmtriage.policies.routers.base import QualityRouter
 
 
 def default_log_path() -> Path:
@@ -83,28 +89,54 @@ class ClientKey(BaseModel):
     budget_usd: float | None = Field(None, ge=0)
 
 
+#: What the live confidence of a policy's steps is, by default: the raw cascade thresholds
+#: the least likely token; policies fitted on a `triage collect` table read what it records.
+DEFAULT_CONFIDENCE = {"cascade": "min_logprob", "calibrated-cascade": "mean_logprob",
+                      "cascade-routing": "mean_logprob"}
+
+
 class PolicySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    kind: Literal["cascade", "router", "bandit"]
-    #: cascade: the ladder, in order (default: the catalog's order).
+    kind: Literal["cascade", "router", "bandit", "calibrated-cascade", "cascade-routing"]
+    #: cascade, calibrated-cascade: the ladder, in order (default: the catalog's order);
+    #: cascade-routing: the models it may call (default: the table's, in the catalog).
     models: list[str] | None = None
-    threshold: float = DEFAULT_THRESHOLD
+    #: cascade: the least likely token's logprob to accept (default -0.5);
+    #: calibrated-cascade: the calibrated probability of being right to accept (default 0.8).
+    threshold: float | None = None
     #: router: a trained artifact (`triage train`); lam overrides the one it was saved with.
+    #: cascade-routing: the router whose predictions it starts from (else it fits `router`).
     artifact: Path | None = None
     lam: float | None = Field(None, ge=0)
-    #: bandit: the outcome table its prior and feature map are fitted on (a load_table source).
+    #: bandit: the outcome table its prior and feature map are fitted on (a load_table
+    #: source); calibrated-cascade, cascade-routing: the table (with recorded confidences,
+    #: as `triage collect` writes) their calibration and beliefs are fitted on.
     table: str | None = None
     alpha: float = Field(0.1, ge=0)
+    #: cascade-routing without an artifact: the router to fit on the table.
+    router: Literal["knn", "logistic"] = "knn"
+    max_calls: int = Field(3, gt=0)
+    #: The live confidence the policy's steps get (default: see DEFAULT_CONFIDENCE); it must
+    #: be the statistic its table's confidence column holds.
+    confidence: Literal["mean_logprob", "min_logprob"] | None = None
 
     @model_validator(mode="after")
     def _needs(self) -> PolicySpec:
         if self.kind == "router" and self.artifact is None:
             raise ValueError("a router policy needs 'artifact'")
-        if self.kind == "bandit" and self.table is None:
-            raise ValueError("a bandit policy needs 'table'")
+        if self.kind in ("bandit", "calibrated-cascade", "cascade-routing") \
+                and self.table is None:
+            raise ValueError(f"a {self.kind} policy needs 'table'")
+        if self.kind == "calibrated-cascade" and self.threshold is not None \
+                and not 0.0 <= self.threshold <= 1.01:
+            raise ValueError("a calibrated-cascade's threshold is a probability of being "
+                             f"right, between 0 and 1, not {self.threshold}")
         return self
+
+    def live_confidence(self) -> str:
+        return self.confidence or DEFAULT_CONFIDENCE.get(self.kind, "min_logprob")
 
 
 class GatewayConfig(BaseModel):
@@ -176,29 +208,67 @@ def build_policies(config: GatewayConfig, catalog: Catalog,
                 raise DataError(f"policy {spec.name!r}: no model {model!r} in the catalog; "
                                 f"it has {sorted(names)}")
         if spec.kind == "cascade":
-            policies[spec.name] = ThresholdCascade(spec.models or catalog.names(),
-                                                   threshold=spec.threshold)
+            policies[spec.name] = ThresholdCascade(
+                spec.models or catalog.names(),
+                threshold=threshold if spec.threshold is None else spec.threshold)
         elif spec.kind == "router":
-            from llmtriage.policies.routers.artifacts import load
-
-            assert spec.artifact is not None
-            router = load(spec.artifact)
-            missing = sorted(set(router.models_) - names)
-            if missing:
-                raise DataError(f"policy {spec.name!r}: the router {spec.artifact} routes to "
-                                f"{missing}, which the catalog lacks")
-            policies[spec.name] = router if spec.lam is None else router.with_params(
-                lam=spec.lam)
+            policies[spec.name] = _router_artifact(spec, names)
+            if spec.lam is not None:
+                policies[spec.name] = policies[spec.name].with_params(lam=spec.lam)
         else:
-            from llmtriage.data.loaders import load_table
-            from llmtriage.policies.routers.bandit import LinUCBRouter
-
-            assert spec.table is not None
-            table = load_table(spec.table)
-            keep = [m for m in table.models if m in names]
-            if not keep:
-                raise DataError(f"policy {spec.name!r}: the table {spec.table} has none of "
-                                f"the catalog's models ({table.models})")
-            policies[spec.name] = LinUCBRouter(alpha=spec.alpha, lam=spec.lam or 0.0).fit(
-                table.select_models(keep))
+            policies[spec.name] = _fitted(spec, names, catalog)
     return policies
+
+
+def policy_confidences(config: GatewayConfig) -> dict[str, Confidence]:
+    """The live confidence each configured policy's steps get, by policy name."""
+    return {spec.name: CONFIDENCES[spec.live_confidence()] for spec in config.policies}
+
+
+def _router_artifact(spec: PolicySpec, names: set[str]) -> QualityRouter:
+    from llmtriage.policies.routers.artifacts import load
+
+    assert spec.artifact is not None
+    router = load(spec.artifact)
+    missing = sorted(set(router.models_) - names)
+    if missing:
+        raise DataError(f"policy {spec.name!r}: the router {spec.artifact} routes to "
+                        f"{missing}, which the catalog lacks")
+    return router
+
+
+def _fitted(spec: PolicySpec, names: set[str], catalog: Catalog) -> Policy:
+    """A policy fitted on a recorded table, over the table's models that the catalog has."""
+    from llmtriage.data.loaders import load_table
+
+    assert spec.table is not None
+    table = load_table(spec.table)
+    wanted = spec.models or [m for m in catalog.names() if m in table.models]
+    absent = [m for m in wanted if m not in table.models]
+    if absent or not wanted:
+        raise DataError(f"policy {spec.name!r}: the table {spec.table} has no outcomes for "
+                        f"{absent or 'any catalog model'}; it has {list(table.models)}")
+    table = table.select_models(wanted)
+    if spec.kind == "bandit":
+        from llmtriage.policies.routers.bandit import LinUCBRouter
+
+        return LinUCBRouter(alpha=spec.alpha, lam=spec.lam or 0.0).fit(table)
+    if not np.isfinite(table.confidence).any():
+        raise DataError(f"policy {spec.name!r}: the table {spec.table} records no confidence "
+                        "to calibrate (collect one with `triage collect`)")
+    if spec.kind == "calibrated-cascade":
+        from llmtriage.policies.cascades import CalibratedCascade
+
+        return CalibratedCascade(wanted, 0.8 if spec.threshold is None else spec.threshold
+                                 ).fit(table)
+    from llmtriage.policies.cascades import CascadeRouter
+    from llmtriage.policies.routers import ClassifierRouter, KNNRouter
+
+    if spec.artifact is not None:
+        router = _router_artifact(spec, names)
+        if list(router.models_) != wanted:
+            raise DataError(f"policy {spec.name!r}: the router {spec.artifact} predicts "
+                            f"{list(router.models_)}, the table's models are {wanted}")
+    else:
+        router = KNNRouter() if spec.router == "knn" else ClassifierRouter()
+    return CascadeRouter(router, lam=spec.lam or 0.0, max_calls=spec.max_calls).fit(table)

@@ -36,6 +36,16 @@ def logprob_stats(tokens: list[TokenLogprob] | None) -> LogprobStats:
 
 
 def mean_logprob(completion: Completion) -> float:
-    """The default confidence of a live answer: its tokens' mean logprob."""
+    """A live answer's tokens' mean logprob: the ``confidence`` `triage collect` records, so
+    what policies fitted on a collected table must be fed live."""
     value = logprob_stats(completion.logprobs).mean
     return value if not math.isnan(value) else float("nan")
+
+
+def min_logprob(completion: Completion) -> float:
+    """A live answer's least likely token's logprob: what the default cascade thresholds."""
+    return logprob_stats(completion.logprobs).min
+
+
+#: The live confidences a configured policy may read, by name.
+CONFIDENCES = {"mean_logprob": mean_logprob, "min_logprob": min_logprob}

@@ -3,25 +3,13 @@
 Models are tried in catalog order; an answer is accepted when its least likely token has at
 least ``threshold`` logprob (the last model's answer always is). Uncalibrated, so the
 threshold is a raw logprob: a calibrated cascade needs outcomes to fit on (see
-:class:`CalibratedCascade`).
+:class:`CalibratedCascade`, and the gateway's ``calibrated-cascade`` policies).
 """
 
 from __future__ import annotations
 
-from llmtriage.backends.catalog import Catalog
-from llmtriage.backends.live import Completion
-from llmtriage.backends.pool import ModelPool, RequestFor, plain_request
-from llmtriage.policies.baselines import ThresholdCascade
-from llmtriage.signals.logprob import logprob_stats
+from llmtriage.signals.logprob import min_logprob
 
 DEFAULT_THRESHOLD = -0.5
 
-
-def min_logprob(completion: Completion) -> float:
-    return logprob_stats(completion.logprobs).min
-
-
-def ladder_cascade(catalog: Catalog, threshold: float = DEFAULT_THRESHOLD,
-                   request_for: RequestFor = plain_request) -> tuple[ModelPool, ThresholdCascade]:
-    pool = ModelPool(catalog, request_for=request_for, confidence=min_logprob)
-    return pool, ThresholdCascade(catalog.names(), threshold=threshold)
+__all__ = ["DEFAULT_THRESHOLD", "min_logprob"]
