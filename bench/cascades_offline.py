@@ -34,6 +34,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from llmtriage import metrics
 from llmtriage.data import load_table
@@ -103,8 +104,12 @@ def routerbench(data: str, out: Path | None) -> dict[str, tuple[OutcomeTable, li
         wide = [named(CascadeRouter(KNNRouter()), "cascade-routing/knn"),
                 named(CascadeRouter(ClassifierRouter()), "cascade-routing/logistic")]
         full = compare(every, [*singles, *routers, *wide], bootstrap=0)
-        print(f"{'':<14} on all {table.n_models} models: " + ", ".join(
-            f"{c.name} {c.aiq:.4f}" for c in full.curves if c.family != "single"))
+        test = every.split("test")
+        auc = [roc_auc_score(test.quality[:, j] >= 0.5, test.confidence[:, j])
+               for j in range(test.n_models) if 0 < (test.quality[:, j] >= 0.5).mean() < 1]
+        print(f"{'':<14} on all {table.n_models} models (scorer AUC on test: median "
+              f"{np.median(auc):.2f}, range {min(auc):.2f}-{max(auc):.2f}): " + ", ".join(
+                  f"{c.name} {c.aiq:.4f}" for c in full.curves if c.family != "single"))
         if out:
             plot(result, out / f"cascades-routerbench-{task}.png")
     return ladders

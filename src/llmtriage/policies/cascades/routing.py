@@ -5,10 +5,10 @@ cheapest of them, or stop.
 What each model's answer is worth is a belief that it is right:
 
 - *before* a model is called, the router's predicted quality ``q_m``, and how far the belief
-  will move once the answer is seen: a Beta distribution with mean ``q_m`` (so one model alone
-  is worth exactly its prediction, and a single call is the router's choice), its spread
-  matched to how far beliefs moved from the router's out-of-fold predictions on the training
-  split (on its own training queries the router looks too good);
+  may move once the answer is seen: the moves seen on the training split, from the router's
+  out-of-fold predictions (on its own training queries the router looks too good), per band
+  of predictions and centred, so one model alone is worth exactly its prediction and a single
+  call is the router's choice;
 - *after* it answered, the ex-post belief: a per-model logistic model of "right" on the
   router's prediction and the answer's calibrated confidence (both out-of-fold while it is
   fitted), so a model without a confidence signal still carries the router's view.
@@ -29,13 +29,37 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
-from scipy.special import betaincinv
 from sklearn.linear_model import LogisticRegression
 
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
 from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.signals.calibration import Calibrator
+
+
+def _mean_rank_correlation(moves: np.ndarray) -> float:
+    """How much models' beliefs move together (a query hard for one is often hard for all):
+    the mean pairwise rank correlation of the moves, in [0, 0.95]."""
+    m = moves.shape[1]
+    if m < 2:
+        return 0.0
+    ranks = np.argsort(np.argsort(moves, axis=0), axis=0).astype(np.float64)
+    c = np.corrcoef(ranks, rowvar=False)
+    c = np.nan_to_num(c[~np.eye(m, dtype=bool)])
+    return float(np.clip(c.mean(), 0.0, 0.95))
+
+
+def _correlated_levels(m: int, samples: int, rho: float) -> np.ndarray:
+    """(m, samples) quantile levels: each model's row holds the evenly spaced levels
+    (k + 0.5) / samples exactly (so its mean belief is its prediction), ordered so that rows
+    are rank-correlated by about ``rho`` (a one-factor Gaussian copula). Independent draws
+    would overstate what calling one more model can add."""
+    rng = np.random.default_rng(0)
+    shared = rng.standard_normal(samples)
+    own = rng.standard_normal((m, samples))
+    factor = np.sqrt(rho) * shared + np.sqrt(1 - rho) * own
+    ranks = np.argsort(np.argsort(factor, axis=1), axis=1)
+    return (ranks + 0.5) / samples
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -48,12 +72,13 @@ class CascadeRouter(Policy):
     tradeoff = "lam"
 
     def __init__(self, router: QualityRouter, lam: float = 0.0, method: str = "isotonic",
-                 max_calls: int = 3, samples: int = 32) -> None:
+                 max_calls: int = 3, samples: int = 32, bins: int = 5) -> None:
         self.router = router
         self.lam = lam
         self.method = method
         self.max_calls = max_calls
         self.samples = samples
+        self.bins = bins
 
     def fit(self, table: OutcomeTable) -> CascadeRouter:
         if getattr(self.router, "frozen_", False):  # a loaded artifact: use it as it is
@@ -67,7 +92,7 @@ class CascadeRouter(Policy):
                              for j in range(m)]
         calibrated = self._out_of_fold_calibrated(table.confidence, right)
         self.ex_post_ = np.zeros((m, 3))  # per model: weights on logit(q), logit(conf), bias
-        self.concentration_ = np.zeros(m)
+        moves = np.zeros(predicted.shape)
         for j in range(m):
             x = self._ex_post_features(predicted[:, j], calibrated[:, j])
             if right[:, j].all() or not right[:, j].any():
@@ -75,23 +100,39 @@ class CascadeRouter(Policy):
             else:
                 fit = LogisticRegression(C=1.0).fit(x, right[:, j])
                 self.ex_post_[j] = [*fit.coef_[0], fit.intercept_[0]]
-            # Beliefs spread around the prediction as Beta(q k, (1 - q) k): mean q, so a model
-            # alone is worth exactly its prediction (one call is the router's choice), and
-            # variance q (1 - q) / (k + 1), matched to how far beliefs moved from it here.
-            moved = np.mean((self._belief(j, x) - predicted[:, j]) ** 2)
-            room = np.mean(predicted[:, j] * (1 - predicted[:, j]))
-            self.concentration_[j] = max(room / max(moved, 1e-9) - 1.0, 1e-3)
-        # Fixed quantile levels, shuffled per model, so that models' draws pair up
-        # independently; the draws for a batch are kept for the copies a sweep makes.
-        rng = np.random.default_rng(0)
-        self.levels_ = np.stack([rng.permutation((np.arange(self.samples) + 0.5) / self.samples)
-                                 for _ in range(m)])
+            moves[:, j] = self._belief(j, x) - predicted[:, j]
+        self._fit_moves(predicted, moves)
         self.draws_: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.models_ = table.models
         self.order_ = np.argsort(self.router.cost_, kind="stable")
         self.sets_ = [s for size in range(1, min(self.max_calls, m) + 1)
                       for s in combinations(self.order_.tolist(), size)]
         return self
+
+    def _fit_moves(self, predicted: np.ndarray, moves: np.ndarray) -> None:
+        """How far a belief moves from the prediction once the answer is seen, per model and
+        per band of predictions (a confident prediction has less room to move): the moves'
+        quantiles, centred, so that a model alone is worth exactly its prediction. Their
+        order across models follows how much models' moves go together."""
+        n, m = predicted.shape
+        levels = (np.arange(self.samples) + 0.5) / self.samples
+        self.edges_ = np.quantile(predicted, np.linspace(0, 1, self.bins + 1), axis=0).T
+        self.moves_ = np.zeros((m, self.bins, self.samples))
+        for j in range(m):
+            band = self._band(j, predicted[:, j])
+            for b in range(self.bins):
+                here = moves[band == b, j]
+                if len(here):
+                    shape = np.quantile(here, levels)
+                    self.moves_[j, b] = shape - shape.mean()
+        self.correlation_ = _mean_rank_correlation(moves)
+        ranks = np.round(_correlated_levels(m, self.samples, self.correlation_) * self.samples
+                         - 0.5).astype(int)
+        self.moves_ = np.take_along_axis(self.moves_, ranks[:, None, :], axis=2)
+
+    def _band(self, j: int, predicted: np.ndarray) -> np.ndarray:
+        inner = self.edges_[j, 1:-1]
+        return np.searchsorted(inner, predicted, side="right")
 
     def _out_of_fold_calibrated(self, confidence: np.ndarray, right: np.ndarray,
                                 folds: int = 5) -> np.ndarray:
@@ -120,9 +161,10 @@ class CascadeRouter(Policy):
         hit = self.draws_.get(id(predicted))
         if hit is not None and hit[0] is predicted:
             return hit[1]
-        q = np.clip(predicted, 1e-4, 1 - 1e-4)[:, :, None]
-        k = self.concentration_[None, :, None]
-        draws = betaincinv(q * k, (1 - q) * k, self.levels_[None])
+        draws = np.empty((*predicted.shape, self.samples))
+        for j in range(predicted.shape[1]):
+            shifts = self.moves_[j][self._band(j, predicted[:, j])]  # (n, K)
+            draws[:, j] = np.clip(predicted[:, j, None] + shifts, 0.0, 1.0)
         if len(self.draws_) >= 4:
             self.draws_.clear()
         self.draws_[id(predicted)] = (predicted, draws)
