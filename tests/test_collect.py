@@ -91,6 +91,16 @@ def test_bench_reads_the_collected_table(collected, tmp_path):
     records = json.loads((tmp_path / "b.json").read_text())
     assert {"single", "oracle", "random", "calibrated-cascade"} == {r["family"] for r in records}
     assert all(r["latency_ms"] is not None for r in records)
+    # Routers and cascade routing replay on the same table, on prompts they were not fit on.
+    run = subprocess.run(
+        [sys.executable, "-m", "llmtriage.cli", "bench", str(collected["out"]), "-p", "single",
+         "-p", "router", "-p", "cascade-routing", "--json", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    records = json.loads((tmp_path / "r.json").read_text())
+    assert {"single", "knn", "classifier", "cascade-routing"} == {r["family"] for r in records}
+    routing = [r for r in records if r["family"] == "cascade-routing"]
+    assert max(r["calls_per_query"] for r in routing) > 1.0
 
 
 def test_probe_set_spans_kinds_and_difficulty():

@@ -35,7 +35,7 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 
-POLICY_FAMILIES = ("single", "oracle", "random", "cascade")
+POLICY_FAMILIES = ("single", "oracle", "random", "cascade", "router", "cascade-routing")
 
 SourceArg = Annotated[
     str,
@@ -99,6 +99,17 @@ def _policies(table: OutcomeTable, families: list[str], ladder: str | None) -> l
         if not table.has("confidence"):
             _fail(f"{table.name} records no confidence, so a confidence cascade cannot run")
         out.append(CalibratedCascade(chosen if ladder else pareto_ladder(train)))
+    if "router" in families:
+        from llmtriage.policies.routers import ClassifierRouter, KNNRouter
+
+        out += [KNNRouter(), ClassifierRouter()]
+    if "cascade-routing" in families:
+        from llmtriage.policies.cascades import CascadeRouter
+        from llmtriage.policies.routers import KNNRouter
+
+        if not table.has("confidence"):
+            _fail(f"{table.name} records no confidence, so cascade routing cannot run")
+        out.append(CascadeRouter(KNNRouter()))
     return out
 
 
