@@ -26,6 +26,10 @@ def test_isotonic_calibration_is_monotone_and_honest():
     assert expected_calibration_error(p, correct[2000:]) < 0.05
     assert expected_calibration_error(np.full(2000, 0.9), correct[2000:]) > 0.3
     assert cal(np.array([np.nan]))[0] == pytest.approx(correct[:2000].mean())
+    # An answer cut off at the token limit scores -inf: never trusted, on either method.
+    assert cal(np.array([-np.inf]))[0] == 0.0
+    platt = Calibrator.fit(raw[:2000], correct[:2000], method="platt")
+    assert platt(np.array([-np.inf, np.nan, -2.0])).tolist()[:1] == [0.0]
 
 
 def test_platt_and_degenerate_cases():

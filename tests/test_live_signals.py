@@ -86,3 +86,17 @@ def test_a_signals_calls_are_paid_by_the_step_that_used_it():
         assert verified.total("latency_ms")[q] == pytest.approx(expected)
         tokens = sum(c.tokens_out for c in answers) + sum(c.tokens_out for c in checks)
         assert verified.total("tokens_out")[q] == pytest.approx(tokens)
+
+
+def test_an_answer_cut_off_at_the_token_limit_is_not_trusted(pool):
+    """A rambling or looping answer stopped by max_tokens has likely tokens all along, so its
+    mean logprob looks confident; the live confidences (and `collect`) score it -inf."""
+    from llmtriage.signals.logprob import mean_logprob, min_logprob
+
+    long = asyncio.run(pool.complete("smollm2-135m", ChatRequest.ask(
+        "Write a long story about a dragon.", max_tokens=8)))
+    short = asyncio.run(pool.complete("qwen2.5-coder-0.5b", ChatRequest.ask(
+        "What is 2 + 2? Answer with only the number.", max_tokens=8)))
+    assert long.finish_reason == "length" and short.finish_reason == "stop"
+    assert mean_logprob(long) == min_logprob(long) == -np.inf
+    assert np.isfinite(mean_logprob(short)) and mean_logprob(short) <= 0.0

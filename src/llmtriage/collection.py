@@ -24,7 +24,7 @@ from llmtriage.backends.pool import ModelPool
 from llmtriage.data.loaders.generic import write_frame
 from llmtriage.data.splits import hash_splits
 from llmtriage.probes import Probe, prompt_of
-from llmtriage.signals.logprob import logprob_stats
+from llmtriage.signals.logprob import logprob_stats, mean_logprob
 
 #: Token budget for a probe answer: enough for a short answer, not for an essay.
 MAX_TOKENS = 24
@@ -66,7 +66,7 @@ def outcome_row(probe: Probe, split: str, completion: Completion) -> dict:
         "tokens_out": completion.tokens_out,
         "latency_ms": completion.latency_ms,
         "energy_j": _finite(completion.energy_j),
-        "confidence": _finite(stats.mean),
+        "confidence": _finite(mean_logprob(completion)),  # -inf when cut off at the limit
         "logprob_min": _finite(stats.min),
         "logprob_first_margin": _finite(stats.first_margin),
         "response": completion.text,

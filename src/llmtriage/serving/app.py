@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -57,10 +58,13 @@ def explain(trace: Trace, pool: ModelPool, policy_name: str) -> dict:
         confidence = float(trace.steps.column("confidence", k)[0])
         step = {
             "model": completion.model,
-            "confidence": None if confidence != confidence else round(confidence, 6),
+            # JSON has no infinities: a cut-off answer (-inf) is flagged instead.
+            "confidence": round(confidence, 6) if math.isfinite(confidence) else None,
             "latency_ms": round(completion.latency_ms, 1),
             "cost_usd": completion.cost_usd,
         }
+        if confidence == -math.inf:
+            step["cut_off"] = True
         if "fallback_from" in completion.extra:
             step["fallback_from"] = completion.extra["fallback_from"]
         steps.append(step)

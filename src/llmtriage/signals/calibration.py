@@ -23,7 +23,8 @@ class Calibrator:
     method: str
     x: np.ndarray
     y: np.ndarray
-    #: P(correct) where the raw score is missing (no logprobs): the base rate.
+    #: P(correct) where the raw score is missing (no logprobs): the base rate. A score of
+    #: -inf (an answer cut off at the token limit) maps to 0.
     base_rate: float
 
     @classmethod
@@ -47,14 +48,16 @@ class Calibrator:
         raise ValueError(f"method must be 'isotonic' or 'platt', not {method!r}")
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
-        scores = np.asarray(scores, dtype=np.float64)
+        raw = np.asarray(scores, dtype=np.float64)
+        scores = np.where(np.isfinite(raw), raw, 0.0)
         if self.method == "platt" and len(self.x) == 1 and self.x[0] != 0.0:
             p = 1.0 / (1.0 + np.exp(-(self.x[0] * scores + self.y[0])))
         elif len(self.x) == 1:
             p = np.full(scores.shape, self.y[0])
         else:
             p = np.interp(scores, self.x, self.y)
-        return np.where(np.isfinite(scores), p, self.base_rate)
+        # -inf is a known-worthless answer (cut off at the token limit); NaN is no signal.
+        return np.where(np.isfinite(raw), p, np.where(np.isneginf(raw), 0.0, self.base_rate))
 
 
 def expected_calibration_error(p: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:

@@ -35,15 +35,27 @@ def logprob_stats(tokens: list[TokenLogprob] | None) -> LogprobStats:
     return LogprobStats(sum(values) / len(values), min(values), margin, len(values))
 
 
+def cut_off(completion: Completion) -> bool:
+    """Whether generation stopped at the token limit: the answer is unfinished (often a
+    repetition loop, whose tokens are all likely: its mean logprob looks confident)."""
+    return completion.finish_reason == "length"
+
+
 def mean_logprob(completion: Completion) -> float:
     """A live answer's tokens' mean logprob: the ``confidence`` `triage collect` records, so
-    what policies fitted on a collected table must be fed live."""
+    what policies fitted on a collected table must be fed live. An answer cut off by the
+    token limit scores -inf: known untrustworthy (NaN would mean "unknown")."""
+    if cut_off(completion):
+        return float("-inf")
     value = logprob_stats(completion.logprobs).mean
     return value if not math.isnan(value) else float("nan")
 
 
 def min_logprob(completion: Completion) -> float:
-    """A live answer's least likely token's logprob: what the default cascade thresholds."""
+    """A live answer's least likely token's logprob: what the default cascade thresholds
+    (-inf for an answer cut off by the token limit)."""
+    if cut_off(completion):
+        return float("-inf")
     return logprob_stats(completion.logprobs).min
 
 
