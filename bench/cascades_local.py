@@ -28,6 +28,7 @@ import numpy as np
 from rich.console import Console
 
 from llmtriage.data import load_table
+from llmtriage.data.splits import kfold
 from llmtriage.evaluation.cascade_search import learn_then_test, outcomes
 from llmtriage.evaluation.compare import compare, default_policies
 from llmtriage.evaluation.evaluate import evaluate, sweep
@@ -47,11 +48,9 @@ def cheapest_reaching(make, calib, target: float, folds: int = 5):  # noqa: ANN0
     aggressively."""
     policy = make().fit(calib)
     values = policy.grid(calib)
-    order = np.random.default_rng(0).permutation(calib.n_prompts)
     quality, latency = np.zeros(len(values)), np.zeros(len(values))
-    for f in range(folds):
-        held = order[f::folds]
-        fitted = make().fit(calib.take(np.setdiff1d(order, held)))
+    for kept, held in kfold(calib.n_prompts, folds):
+        fitted = make().fit(calib.take(kept))
         for i, p in enumerate(sweep(fitted, values, calib.take(held))):
             quality[i] += p.quality * len(held) / calib.n_prompts
             latency[i] += p.latency_ms * len(held) / calib.n_prompts

@@ -460,9 +460,9 @@ def serve(
 
     from llmtriage.backends.breaker import CircuitBreaker
     from llmtriage.backends.pool import ModelPool
-    from llmtriage.policies.cascades.ladder import min_logprob
     from llmtriage.serving.app import create_app
     from llmtriage.serving.config import build_policies, load_gateway_config, policy_confidences
+    from llmtriage.signals.logprob import min_logprob
 
     with _user_errors():
         cfg = load_gateway_config(config)

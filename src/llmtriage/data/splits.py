@@ -6,6 +6,8 @@ the same split whatever else the table holds, and a table that grows keeps its o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -28,6 +30,15 @@ def hash_splits(prompt_ids: np.ndarray, test_fraction: float = 0.3, seed: int = 
     """'test' or 'train' per prompt id, by hash: the same id always gets the same split."""
     u = unit_hash(np.asarray(prompt_ids, dtype=object), seed, purpose="split")
     return np.where(u < test_fraction, TEST, TRAIN).astype(object)
+
+
+def kfold(n: int, folds: int, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(kept, held) row indices of each of ``folds`` folds of a seeded permutation of ``n``
+    rows: every row is held out exactly once, and fitted on in the other folds."""
+    order = np.random.default_rng(seed).permutation(n)
+    for f in range(folds):
+        held = order[f::folds]
+        yield np.setdiff1d(order, held), held
 
 
 def assign_missing_splits(

@@ -7,7 +7,6 @@ across models.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from llmtriage.backends.live import Completion, TokenLogprob
@@ -47,8 +46,7 @@ def mean_logprob(completion: Completion) -> float:
     token limit scores -inf: known untrustworthy (NaN would mean "unknown")."""
     if cut_off(completion):
         return float("-inf")
-    value = logprob_stats(completion.logprobs).mean
-    return value if not math.isnan(value) else float("nan")
+    return logprob_stats(completion.logprobs).mean
 
 
 def min_logprob(completion: Completion) -> float:

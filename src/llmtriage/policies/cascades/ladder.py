@@ -8,8 +8,4 @@ threshold is a raw logprob: a calibrated cascade needs outcomes to fit on (see
 
 from __future__ import annotations
 
-from llmtriage.signals.logprob import min_logprob
-
 DEFAULT_THRESHOLD = -0.5
-
-__all__ = ["DEFAULT_THRESHOLD", "min_logprob"]

@@ -31,6 +31,7 @@ from itertools import combinations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
 from llmtriage.policies.routers.base import QualityRouter
@@ -49,17 +50,16 @@ def _mean_rank_correlation(moves: np.ndarray) -> float:
     return float(np.clip(c.mean(), 0.0, 0.95))
 
 
-def _correlated_levels(m: int, samples: int, rho: float) -> np.ndarray:
-    """(m, samples) quantile levels: each model's row holds the evenly spaced levels
-    (k + 0.5) / samples exactly (so its mean belief is its prediction), ordered so that rows
-    are rank-correlated by about ``rho`` (a one-factor Gaussian copula). Independent draws
-    would overstate what calling one more model can add."""
+def _correlated_ranks(m: int, samples: int, rho: float) -> np.ndarray:
+    """(m, samples): each model's row a permutation of 0..samples-1 (so every quantile of its
+    moves is used once, and its mean belief stays its prediction), rows rank-correlated by
+    about ``rho`` (a one-factor Gaussian copula). Independent draws would overstate what
+    calling one more model can add."""
     rng = np.random.default_rng(0)
     shared = rng.standard_normal(samples)
     own = rng.standard_normal((m, samples))
     factor = np.sqrt(rho) * shared + np.sqrt(1 - rho) * own
-    ranks = np.argsort(np.argsort(factor, axis=1), axis=1)
-    return (ranks + 0.5) / samples
+    return np.argsort(np.argsort(factor, axis=1), axis=1)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -114,7 +114,7 @@ class CascadeRouter(Policy):
         per band of predictions (a confident prediction has less room to move): the moves'
         quantiles, centred, so that a model alone is worth exactly its prediction. Their
         order across models follows how much models' moves go together."""
-        n, m = predicted.shape
+        m = predicted.shape[1]
         levels = (np.arange(self.samples) + 0.5) / self.samples
         self.edges_ = np.quantile(predicted, np.linspace(0, 1, self.bins + 1), axis=0).T
         self.moves_ = np.zeros((m, self.bins, self.samples))
@@ -126,8 +126,7 @@ class CascadeRouter(Policy):
                     shape = np.quantile(here, levels)
                     self.moves_[j, b] = shape - shape.mean()
         self.correlation_ = _mean_rank_correlation(moves)
-        ranks = np.round(_correlated_levels(m, self.samples, self.correlation_) * self.samples
-                         - 0.5).astype(int)
+        ranks = _correlated_ranks(m, self.samples, self.correlation_)
         self.moves_ = np.take_along_axis(self.moves_, ranks[:, None, :], axis=2)
 
     def _band(self, j: int, predicted: np.ndarray) -> np.ndarray:
@@ -139,11 +138,8 @@ class CascadeRouter(Policy):
         """Each query's calibrated confidence from calibrators fitted without it: fitted on
         the same queries, isotonic calibration looks sharper than it is, and the ex-post
         model would trust it too much."""
-        order = np.random.default_rng(1).permutation(len(confidence))
         out = np.empty(confidence.shape)
-        for f in range(folds):
-            held = order[f::folds]
-            kept = np.setdiff1d(order, held)
+        for kept, held in kfold(len(confidence), folds, seed=1):
             for j in range(confidence.shape[1]):
                 out[held, j] = Calibrator.fit(confidence[kept, j], right[kept, j],
                                               self.method)(confidence[held, j])

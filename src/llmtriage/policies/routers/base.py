@@ -21,6 +21,7 @@ import numpy as np
 
 from llmtriage import metrics
 from llmtriage.backends.base import Queries
+from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
 from llmtriage.signals.embedder import Embedder, default_embedder, text_features
@@ -97,11 +98,8 @@ class QualityRouter(Policy):
                 folds: int = 3) -> float:
         """Mean AIQ of the router's lam curve on held-out folds of the training split: the
         hyperparameter is chosen for the metric the router is judged by."""
-        order = np.random.default_rng(0).permutation(len(x))
         scores = []
-        for f in range(folds):
-            held = order[f::folds]
-            kept = np.setdiff1d(order, held)
+        for kept, held in kfold(len(x), folds):
             self._fit(x[kept], quality[kept], value)
             predicted = np.clip(self._predict(x[held]), 0.0, 1.0)
             q, c = quality[held], cost[held]
@@ -118,11 +116,8 @@ class QualityRouter(Policy):
         then refitted on all of ``table``: how wrong the router is on queries it has not
         seen (its predictions on its own training queries look far better than they are)."""
         x = self.features(table.prompts)
-        order = np.random.default_rng(0).permutation(len(x))
         out = np.empty(table.quality.shape)
-        for f in range(folds):
-            held = order[f::folds]
-            kept = np.setdiff1d(order, held)
+        for kept, held in kfold(len(x), folds):
             self._fit(x[kept], table.quality[kept], self.chosen_)
             out[held] = np.clip(self._predict(x[held]), 0.0, 1.0)
         self._fit(x, table.quality, self.chosen_)
