@@ -40,16 +40,17 @@ from llmtriage import metrics
 from llmtriage.data import load_table
 from llmtriage.data.table import OutcomeTable
 from llmtriage.evaluation.cascade_search import learn_then_test, outcomes
-from llmtriage.evaluation.compare import Comparison, PolicyCurve, compare, pareto_ladder
+from llmtriage.evaluation.compare import Comparison, PolicyCurve, compare
 from llmtriage.evaluation.plots import plot
 from llmtriage.policies import SingleModel
 from llmtriage.policies.baselines import Oracle
 from llmtriage.policies.cascades import CalibratedCascade, CascadeRouter
+from llmtriage.policies.defaults import pareto_ladder
 from llmtriage.policies.routers import ClassifierRouter, EloRouter, KNNRouter, MFRouter
 from llmtriage.signals.agreement import agreement_name, with_agreement
 from llmtriage.signals.scorer import with_learned_confidence
 
-ROUTERS = ("knn", "classifier", "mf", "sw-ranking")
+ROUTERS = ("knn", "logistic", "mlp", "mf", "sw-ranking")
 
 
 def three(ladder: list[str]) -> list[str]:

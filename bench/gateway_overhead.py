@@ -85,7 +85,7 @@ def litellm_binary() -> Path:
 def router_artifact(work: Path) -> Path:
     """A kNN router over the two upstream names, trained on 200 synthetic outcomes."""
     from llmtriage.data.loaders import load_table
-    from llmtriage.policies.routers.artifacts import save
+    from llmtriage.policies.artifacts import save
     from llmtriage.policies.routers.knn import KNNRouter
 
     rng = np.random.default_rng(0)
@@ -167,7 +167,6 @@ max_in_flight = 256
 
 [[policies]]
 name = "router"
-kind = "router"
 artifact = "{artifact}"
 """)
         port = free_port()

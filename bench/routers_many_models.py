@@ -37,7 +37,7 @@ def main() -> None:
               f"{result.curve('oracle').aiq:.4f}; best single {best.policy} "
               f"{best.quality:.3f} at ${best.cost_per_query:.2e}/query")
         for curve in result.curves:
-            if curve.family not in ("knn", "classifier", "mf", "sw-ranking"):
+            if curve.family not in ("knn", "logistic", "mlp", "mf", "sw-ranking"):
                 continue
             top = max(curve.points, key=lambda p: p.quality)
             match = [p for p in curve.points if p.quality >= cheapest_good.quality]

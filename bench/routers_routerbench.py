@@ -41,7 +41,7 @@ def main() -> None:
         policies = [p for p in default_policies(table) if p.name in ("single", "oracle")]
         result = compare(table, policies + routers(), bootstrap=200)
         learned = [c for c in result.curves
-                   if c.family in ("knn", "classifier", "mf", "sw-ranking")]
+                   if c.family in ("knn", "logistic", "mlp", "mf", "sw-ranking")]
         oracle = result.curve("oracle").aiq
         best = max(learned, key=lambda c: c.aiq)
         gap = (best.aiq - result.zero_router_aiq) / (oracle - result.zero_router_aiq)

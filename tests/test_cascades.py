@@ -7,8 +7,9 @@ import pytest
 
 from llmtriage.data import load_table
 from llmtriage.evaluation.cascade_search import learn_then_test, outcomes, search_budget
-from llmtriage.evaluation.compare import compare, default_policies, pareto_ladder
+from llmtriage.evaluation.compare import compare, default_policies
 from llmtriage.policies.cascades import CalibratedCascade
+from llmtriage.policies.defaults import pareto_ladder
 from llmtriage.signals.calibration import Calibrator, expected_calibration_error
 from llmtriage.signals.embedder import MiniLMEmbedder
 from llmtriage.signals.scorer import AnswerScorer, with_learned_confidence

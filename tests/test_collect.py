@@ -8,12 +8,16 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from llmtriage.data import load_table
 from llmtriage.probes import builtin_probes, load_probes
 from llmtriage.probes.graders import grade_alias, grade_choice, grade_number
+
+# Runs the embedded local models: `pytest -m 'not local_models'` skips it.
+pytestmark = pytest.mark.local_models
 
 SAMPLE = 60
 MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
@@ -94,11 +98,12 @@ def test_bench_reads_the_collected_table(collected, tmp_path):
     # Routers and cascade routing replay on the same table, on prompts they were not fit on.
     run = subprocess.run(
         [sys.executable, "-m", "llmtriage.cli", "bench", str(collected["out"]), "-p", "single",
-         "-p", "router", "-p", "cascade-routing", "--json", str(tmp_path / "r.json")],
+         "-p", "knn", "-p", "logistic", "-p", "cascade-routing",
+         "--json", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     records = json.loads((tmp_path / "r.json").read_text())
-    assert {"single", "knn", "classifier", "cascade-routing"} == {r["family"] for r in records}
+    assert {"single", "knn", "logistic", "cascade-routing"} == {r["family"] for r in records}
     routing = [r for r in records if r["family"] == "cascade-routing"]
     assert max(r["calls_per_query"] for r in routing) > 1.0
 
@@ -144,6 +149,25 @@ def test_user_prompt_sets(tmp_path):
         load_probes(str(path))
 
 
+def decisions_differ(live_called, live_confidence, replayed) -> np.ndarray:
+    """The queries whose live decisions differ from the replay's, after checking that each
+    difference traces to a moved score. llama.cpp's prompt cache holds whatever the model
+    was asked before, which changes the order its sums run in: a Qwen answer's mean logprob
+    can move by a few hundredths, and a decision near a boundary with it."""
+    width = max(max(len(c) for c in live_called), replayed.called.shape[1])
+    live = np.array([list(c) + [-1] * (width - len(c)) for c in live_called])
+    recorded = np.pad(replayed.called, ((0, 0), (0, width - replayed.called.shape[1])),
+                      constant_values=-1)[:len(live)]
+    differ = np.flatnonzero((live != recorded).any(axis=1))
+    assert len(differ) <= 2, differ
+    for i in differ:
+        diverge = int(np.argmax(live[i] != recorded[i]))
+        moved = [abs(live_confidence[i][k] - replayed.steps.column("confidence", k)[i])
+                 for k in range(diverge)]
+        assert max(moved, default=0.0) > 1e-3, (i, moved)
+    return differ
+
+
 @pytest.mark.parametrize("kind", ["threshold cascade", "cascade routing"])
 def test_live_policy_matches_its_replay_on_the_collected_table(collected, kind):
     """The two worlds held against each other: a policy run live on the local ladder makes
@@ -161,14 +185,14 @@ def test_live_policy_matches_its_replay_on_the_collected_table(collected, kind):
     from llmtriage.policies import ThresholdCascade, arun_policy
     from llmtriage.policies.cascades import CascadeRouter
     from llmtriage.policies.routers import KNNRouter
-    from llmtriage.probes import INSTRUCTION
     from llmtriage.signals.logprob import mean_logprob
 
     table = load_table(str(collected["out"]))
     rows = np.arange(0, table.n_prompts, 4)
     sub = table.take(rows)
     if kind == "threshold cascade":
-        policy = ThresholdCascade(list(MODELS), threshold=float(np.median(sub.confidence[:, 0])))
+        policy = ThresholdCascade(list(MODELS), threshold=float(np.median(sub.confidence[:, 0])),
+                                  signal="mean_logprob")
     else:  # fitted on the other prompts, at a lam where it both routes and escalates
         fitted = CascadeRouter(KNNRouter(k=10)).fit(table.take(np.setdiff1d(
             np.arange(table.n_prompts), rows)))
@@ -184,25 +208,14 @@ def test_live_policy_matches_its_replay_on_the_collected_table(collected, kind):
                                        ReplayBackend(sub).queries()))
     pool = ModelPool(
         default_catalog(),
-        request_for=lambda q: ChatRequest.ask(f"{q}\n{INSTRUCTION}", max_tokens=MAX_TOKENS),
+        request_for=lambda q: ChatRequest.ask(q, max_tokens=MAX_TOKENS),
         confidence=mean_logprob,
     )
     live = asyncio.run(arun_policy(policy, pool, Queries(sub.prompt_ids, sub.prompts,
                                                          sub.tasks)))
-    # The same decisions wherever the live answers score as recorded. llama.cpp's prompt
-    # cache holds whatever the model was asked before, which changes the order its sums run
-    # in: a Qwen answer's mean logprob can move by a few hundredths, and a decision near a
-    # boundary with it. Every difference must trace to such a moved score.
-    width = max(live.called.shape[1], replayed.called.shape[1])
-    pad = [np.pad(t.called, ((0, 0), (0, width - t.called.shape[1])), constant_values=-1)
-           for t in (live, replayed)]
-    differ = np.flatnonzero((pad[0] != pad[1]).any(axis=1))
-    assert len(differ) <= 2, differ
-    for i in differ:
-        diverge = int(np.argmax(pad[0][i] != pad[1][i]))
-        moved = [abs(live.steps.column("confidence", k)[i]
-                     - replayed.steps.column("confidence", k)[i]) for k in range(diverge)]
-        assert max(moved, default=0.0) > 1e-3, (i, moved)
+    differ = decisions_differ(live.called, [[live.steps.column("confidence", k)[i]
+                                             for k in range(int(live.n_steps[i]))]
+                                            for i in range(len(rows))], replayed)
     same = np.setdiff1d(np.arange(len(rows)), differ)
     assert (live.accepted_model[same] == replayed.accepted_model[same]).all()
     np.testing.assert_allclose(live.steps.column("confidence", 0),
@@ -238,65 +251,95 @@ def test_calibrated_cascade_and_cascade_routing_on_the_ladder(collected):
     assert best >= table.mean_quality()[MODELS[1]]
 
 
-def fitted_policies_config(collected, path):
-    path.write_text(f"""
-[gateway]
-request_log = ""
+@pytest.fixture(scope="module")
+def fitted(collected, tmp_path_factory):
+    """`triage fit` on the collected table's train split: a calibrated cascade, and cascade
+    routing at a lam where it both routes and escalates on the replayed test split."""
+    from llmtriage.backends.replay import ReplayBackend
+    from llmtriage.policies import registry
+    from llmtriage.policies.loop import run_policy
 
-[[policies]]
-name = "routed-cascade"
-kind = "cascade-routing"
-table = "{collected['out']}"
+    tmp = tmp_path_factory.mktemp("fitted")
+    table = load_table(str(collected["out"]))
+    context = registry.Context.of(table)
+    router = {"kind": "knn", "k": 10}
+    trial = registry.build_one("cascade-routing", context, {"router": router}).fit(context.train)
+    test = table.split("test")
+    for lam in trial.grid(context.train):
+        trace = run_policy(trial.with_params(lam=lam), ReplayBackend(test),
+                           ReplayBackend(test).queries())
+        if len(set(trace.called[:, 0].tolist())) > 1 and trace.n_steps.max() > 1:
+            break
+    else:
+        pytest.fail("cascade routing neither routes nor escalates at any lam")
+    paths = {}
+    for name, kind, params in (("calibrated", "calibrated-cascade", ["threshold=0.9"]),
+                               ("routed-cascade", "cascade-routing",
+                                [f"router={json.dumps(router)}", f"lam={lam!r}"])):
+        paths[name] = tmp / f"{name}.npz"
+        run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "fit", str(collected["out"]),
+                              "--policy", kind, "--out", str(paths[name]),
+                              *(a for p in params for a in ("--param", p))],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+    config = tmp / "gateway.toml"
+    config.write_text('[gateway]\nrequest_log = ""\n' + "".join(
+        f'\n[[policies]]\nname = "{name}"\nartifact = "{path}"\n'
+        for name, path in paths.items()))
+    return table, paths, config
 
-[[policies]]
-name = "calibrated"
-kind = "calibrated-cascade"
-table = "{collected['out']}"
-threshold = 0.9
-""")
-    return path
 
-
-def test_gateway_serves_policies_fitted_on_the_collected_table(collected, tmp_path):
-    """Cascade routing and a calibrated cascade behind the gateway, fitted on what `collect`
-    recorded, and fed the statistic it recorded (mean answer logprob), not the raw cascade's."""
+def test_gateway_serves_what_triage_fit_saved_with_the_replayed_decisions(fitted, tmp_path):
+    """A calibrated cascade and cascade routing saved by `triage fit`, replayed from the
+    file, and served by `triage serve` from the same file on the live ladder: the same
+    models called on the same prompts, fed live the statistic the table recorded."""
     import httpx
     from servers.processes import gateway
 
-    from llmtriage.probes import prompt_of
+    from llmtriage.backends.replay import ReplayBackend
+    from llmtriage.collection import MAX_TOKENS
+    from llmtriage.policies.artifacts import load
+    from llmtriage.policies.loop import run_policy
 
-    table = load_table(str(collected["out"]))
-    probe = next(p for p in builtin_probes() if p.id == table.prompt_ids[0])
-    config = fitted_policies_config(collected, tmp_path / "gateway.toml")
+    table, paths, config = fitted
+    test = table.split("test")
+    served = range(min(8, test.n_prompts))
     with gateway(config, tmp_path) as g:
         listed = httpx.get(f"{g.url}/v1/models", timeout=30).json()
-        assert {"routed-cascade", "calibrated"} <= {m["id"] for m in listed["data"]}
-        for name in ("routed-cascade", "calibrated"):
-            r = httpx.post(f"{g.url}/v1/chat/completions", timeout=300, json={
-                "model": name, "max_tokens": 24,
-                "messages": [{"role": "user", "content": prompt_of(probe)}]})
-            assert r.status_code == 200, r.text
-            info = r.json()["triage"]
-            assert info["policy"] == name and info["steps"]
-            first = info["steps"][0]
-            recorded = table.confidence[0, table.model_index(first["model"])]
-            if recorded == -float("inf"):  # cut off at the token limit, live as recorded
-                assert first["confidence"] is None and first["cut_off"] is True
-            else:
-                assert first["confidence"] == pytest.approx(recorded, rel=0.1, abs=1e-2)
+        assert set(paths) <= {m["id"] for m in listed["data"]}
+        for name, path in paths.items():
+            replayed = run_policy(load(path), ReplayBackend(test), ReplayBackend(test).queries())
+            called, confidence = [], []
+            for i in served:
+                r = httpx.post(f"{g.url}/v1/chat/completions", timeout=300, json={
+                    "model": name, "max_tokens": MAX_TOKENS,
+                    "messages": [{"role": "user", "content": str(test.prompts[i])}]})
+                assert r.status_code == 200, r.text
+                info = r.json()["triage"]
+                assert info["policy"] == name and info["steps"]
+                called.append([test.model_index(s["model"]) for s in info["steps"]])
+                confidence.append([-np.inf if s["confidence"] is None else s["confidence"]
+                                   for s in info["steps"]])
+                first = info["steps"][0]
+                recorded = test.confidence[i, test.model_index(first["model"])]
+                if recorded == -np.inf:  # cut off at the token limit, live as recorded
+                    assert first["confidence"] is None and first["cut_off"] is True
+                else:
+                    assert first["confidence"] == pytest.approx(recorded, rel=0.1, abs=1e-2)
+            decisions_differ(called, confidence, replayed)
 
 
-def test_ask_answers_through_a_configured_policy(collected, tmp_path):
+def test_ask_answers_through_a_configured_policy(fitted):
     from llmtriage.probes import INSTRUCTION
 
-    config = fitted_policies_config(collected, tmp_path / "gateway.toml")
+    _, _, config = fitted
     # Asked as the table's prompts were: its calibration holds for prompts like those.
     question = f"What is the capital of Italy?\n{INSTRUCTION}"
     run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--config", str(config),
                           "--policy", "calibrated", question],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert "policy calibrated" in run.stdout and "mean logprob" in run.stdout
+    assert "policy calibrated" in run.stdout and "mean logprob" in " ".join(run.stdout.split())
     assert "Rome" in run.stdout.split("answer", 1)[-1]
     bad = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--config", str(config),
                           "--policy", "nope", "hi"], capture_output=True, text=True, timeout=300)

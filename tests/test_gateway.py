@@ -7,6 +7,9 @@ import openai
 import pytest
 from servers import processes
 
+# Runs the embedded local models: `pytest -m 'not local_models'` skips it.
+pytestmark = pytest.mark.local_models
+
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):

@@ -22,7 +22,7 @@ request_log = ""
 
 [[policies]]
 name = "cascade"
-kind = "cascade"
+kind = "threshold-cascade"
 models = ["weak", "strong"]
 threshold = -1.0
 """)

@@ -63,7 +63,7 @@ log_text = true
 
 [[policies]]
 name = "main"
-kind = "cascade"
+kind = "threshold-cascade"
 models = ["unsure", "ok"]
 """)
         with gateway(config, tmp) as g:

@@ -121,13 +121,19 @@ def test_the_bandit_learns_from_feedback_and_remembers_it(setup):
 
 
 @pytest.mark.parametrize("policy, message", [
-    ('kind = "cascade-routing"', "a cascade-routing policy needs 'table'"),
-    ('kind = "calibrated-cascade"\ntable = "t.csv"\nthreshold = 3',
+    ('kind = "cascade-routing"', "a cascade-routing policy is fitted: give 'table'"),
+    ('kind = "calibrated-cascade"\ntable = "conf.csv"\nthreshold = 3',
      "threshold is a probability of being right, between 0 and 1, not 3"),
+    ('kind = "cascade"', "unknown policy kind 'cascade'"),
+    ('kind = "knn"\nartifact = "r.npz"', "give either 'kind'"),
     ('kind = "calibrated-cascade"\ntable = "plain.csv"', "records no confidence to calibrate"),
     ('kind = "cascade-routing"\ntable = "{rb}"', "has no outcomes for any catalog model"),
     ('kind = "cascade-routing"\ntable = "plain.csv"\nmodels = ["nope"]', "no model 'nope'"),
-    ('kind = "cascade-routing"\ntable = "t.csv"\nconfidence = "vibes"', "confidence"),
+    ('kind = "cascade-routing"\ntable = "conf.csv"\nsignal = "vibes"',
+     "unknown confidence signal 'vibes'"),
+    ('kind = "calibrated-cascade"\ntable = "conf.csv"\ncolour = "red"',
+     "unexpected keyword argument 'colour'"),
+    ('artifact = "plain.csv"', "not a Triage policy artifact"),
 ])
 def test_fitted_policy_configs_are_checked_with_a_clear_message(tmp_path, data_dir, policy,
                                                                 message):
@@ -136,6 +142,10 @@ def test_fitted_policy_configs_are_checked_with_a_clear_message(tmp_path, data_d
     pd.DataFrame([{"prompt_id": f"q{i}", "prompt": f"question {i}", "model": m,
                    "quality": float((i + j) % 2), "cost_usd": 1e-6 * (j + 1)} for i in range(20)
                   for j, m in enumerate(ladder)]).to_csv(tmp_path / "plain.csv", index=False)
+    pd.DataFrame([{"prompt_id": f"q{i}", "prompt": f"question {i}", "model": m,
+                   "quality": float((i + j) % 2), "cost_usd": 1e-6 * (j + 1),
+                   "confidence": -0.1 * ((i * 7 + j) % 5)} for i in range(20)
+                  for j, m in enumerate(ladder)]).to_csv(tmp_path / "conf.csv", index=False)
     config = tmp_path / "gateway.toml"
     config.write_text('[[policies]]\nname = "p"\n' + policy.replace("{rb}", routerbench) + "\n")
     done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--config",

@@ -40,7 +40,7 @@ request_log = "requests.sqlite"
 
 [[policies]]
 name = "main"
-kind = "cascade"
+kind = "threshold-cascade"
 models = ["primary", "backup"]
 """)
     with gateway(config, tmp) as g:

@@ -14,6 +14,9 @@ from llmtriage.backends.pool import ModelPool
 from llmtriage.policies import ThresholdCascade, arun_policy
 from llmtriage.signals.live import Agreement, LogprobSignal, SelfVerification, yes_probability
 
+# Runs the embedded local models: `pytest -m 'not local_models'` skips it.
+pytestmark = pytest.mark.local_models
+
 LARGE = "qwen2.5-coder-1.5b"
 
 
@@ -67,21 +70,24 @@ def test_a_signals_calls_are_paid_by_the_step_that_used_it():
                  "What is the capital of Japan? Answer with one word."]
     policy = ThresholdCascade(["qwen2.5-coder-0.5b", LARGE], threshold=0.5)
 
-    def run(signal):
-        pool = ModelPool(default_catalog(), signal=signal,
-                         request_for=lambda q: ChatRequest.ask(q, max_tokens=12))
-        trace = asyncio.run(arun_policy(policy, pool, Queries.from_texts(questions)))
-        return pool, trace
+    pool = ModelPool(default_catalog(),
+                     request_for=lambda q: ChatRequest.ask(q, max_tokens=12))
 
-    plain_pool, plain = run(LogprobSignal())
-    verified_pool, verified = run(SelfVerification())
-    assert not any(plain_pool.signal_calls.values())
-    extra = [c for calls in verified_pool.signal_calls.values() for c in calls]
+    def run(signal):
+        # The policy names its signal; the loop scores its answers with that signal.
+        return asyncio.run(arun_policy(policy.with_params(signal=signal), pool,
+                                       Queries.from_texts(questions)))
+
+    plain = run("min_logprob")
+    verified = run("self-verify")
+    assert not any(plain.signal_calls)
+    extra = [c for calls in verified.signal_calls for c in calls]
     assert len(extra) == int(verified.n_steps.sum())  # one verification per answer
+    assert all(c.tokens_out == 1 for c in extra)
     # Each step's latency, energy and tokens include its verification call.
     for q in range(len(questions)):
-        answers = verified_pool.completions[q]
-        checks = verified_pool.signal_calls[q]
+        answers = verified.completions[q]
+        checks = verified.signal_calls[q]
         expected = sum(c.latency_ms for c in answers) + sum(c.latency_ms for c in checks)
         assert verified.total("latency_ms")[q] == pytest.approx(expected)
         tokens = sum(c.tokens_out for c in answers) + sum(c.tokens_out for c in checks)
@@ -99,4 +105,8 @@ def test_an_answer_cut_off_at_the_token_limit_is_not_trusted(pool):
         "What is 2 + 2? Answer with only the number.", max_tokens=8)))
     assert long.finish_reason == "length" and short.finish_reason == "stop"
     assert mean_logprob(long) == min_logprob(long) == -np.inf
+    # The live signals a policy names score it the same way (one rule, not two).
+    for stat in ("mean", "min", "first_margin"):
+        assert LogprobSignal(stat).score(long) == -np.inf
+    assert LogprobSignal("mean").score(short) == mean_logprob(short)
     assert np.isfinite(mean_logprob(short)) and mean_logprob(short) <= 0.0

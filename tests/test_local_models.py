@@ -22,6 +22,9 @@ from llmtriage.backends.zoo import (
 )
 from llmtriage.probes import builtin_probes, prompt_of
 
+# Runs the embedded local models: `pytest -m 'not local_models'` skips it.
+pytestmark = pytest.mark.local_models
+
 
 @pytest.fixture(scope="module")
 def ladder():

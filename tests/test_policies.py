@@ -157,7 +157,7 @@ def test_loop_refuses_impossible_decisions():
 def test_with_params_copies_without_refitting(gsm8k):
     cascade = ThresholdCascade(list(gsm8k.models)).fit(gsm8k)
     other = cascade.with_params(threshold=0.9)
-    assert other.threshold == 0.9 and cascade.threshold == 0.5
+    assert other.threshold == 0.9 and cascade.threshold == -0.5
     assert other.first_confidence_ is cascade.first_confidence_
     with pytest.raises(TypeError):
         cascade.with_params(lamda=1.0)

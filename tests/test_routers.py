@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from llmtriage.data import DataError, load_table
-from llmtriage.evaluation.calibrate import calibrate
 from llmtriage.evaluation.compare import compare, default_policies
+from llmtriage.evaluation.targets import meet_target
+from llmtriage.policies.artifacts import load, save
 from llmtriage.policies.routers import ClassifierRouter, KNNRouter
-from llmtriage.policies.routers.artifacts import load, save
 from llmtriage.signals.embedder import MiniLMEmbedder, text_features
 
 
@@ -108,7 +108,7 @@ def test_artifact_round_trip(fitted, mbpp, tmp_path, name):
 def test_bad_artifacts_are_refused(tmp_path):
     evil = tmp_path / "evil.npz"
     np.savez(evil, __header__=np.array([{"class": "knn"}], dtype=object))
-    with pytest.raises(DataError, match="not a Triage router artifact"):
+    with pytest.raises(DataError, match="not a Triage policy artifact"):
         load(evil)
     other = tmp_path / "other.npz"
     np.savez(other, __header__=np.array('{"format": "something-else", "version": 9}'))
@@ -118,11 +118,11 @@ def test_bad_artifacts_are_refused(tmp_path):
 
 def test_calibration_meets_a_quality_target_on_held_out_data(fitted, mbpp):
     held_out = mbpp.split("test")
-    result = calibrate(fitted["logistic"], held_out, "quality", 0.6)
+    result = meet_target(fitted["logistic"], held_out, "quality", 0.6)
     assert result.met and result.achieved >= 0.6
     lo, hi = result.achieved_ci
     assert lo <= result.achieved <= hi and hi - lo > 0.02
-    cheap = calibrate(fitted["logistic"], held_out, "cost", 1e-4)
+    cheap = meet_target(fitted["logistic"], held_out, "cost", 1e-4)
     assert cheap.cost_per_query <= 1e-4 and cheap.quality < result.quality
 
 
@@ -143,14 +143,14 @@ def test_onboarding_a_new_model_from_a_small_sample(mbpp, embedder):
     assert np.corrcoef(onboarded, retrained)[0, 1] > 0.5
 
 
-def test_train_and_calibrate_commands(data_dir, tmp_path):
+def test_fit_and_tune_commands(data_dir, tmp_path):
     source = f"routerbench:{data_dir / 'routerbench'}"
-    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "train", source, "--task",
-                          "mbpp", "--router", "knn", "--out", str(tmp_path / "r.npz")],
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "fit", source, "--task",
+                          "mbpp", "--policy", "knn", "--out", str(tmp_path / "r.npz")],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "cross-validated AIQ" in run.stdout and (tmp_path / "r.npz").is_file()
-    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "calibrate",
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "tune",
                           str(tmp_path / "r.npz"), source, "--task", "mbpp", "--target",
                           "strong_share", "--value", "0.2"],
                          capture_output=True, text=True, timeout=600)
@@ -298,15 +298,15 @@ def test_hashing_embedder_is_fast_features_that_route(data_dir, tmp_path):
         embedder_named("word2vec")
 
 
-def test_train_command_with_the_hashing_embedder(data_dir, tmp_path):
+def test_fit_command_with_the_hashing_embedder(data_dir, tmp_path):
     source = f"routerbench:{data_dir / 'routerbench'}"
-    command = [sys.executable, "-m", "llmtriage.cli", "train", source, "--task", "mbpp",
-               "--router", "logistic", "--out", str(tmp_path / "h.npz")]
-    run = subprocess.run([*command, "--embedder", "hashing"], capture_output=True, text=True,
-                         timeout=600)
+    command = [sys.executable, "-m", "llmtriage.cli", "fit", source, "--task", "mbpp",
+               "--policy", "logistic", "--out", str(tmp_path / "h.npz")]
+    run = subprocess.run([*command, "--param", "embedder=hashing"], capture_output=True,
+                         text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert load(tmp_path / "h.npz").curve_name == "logistic/hashing"
-    run = subprocess.run([*command, "--embedder", "glove"], capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run([*command, "--param", "embedder=glove"], capture_output=True,
+                         text=True, timeout=600)
     assert run.returncode != 0 and "unknown embedder 'glove'" in run.stderr
     assert "Traceback" not in run.stderr

@@ -22,9 +22,6 @@ from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.prices import PriceCatalog
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
-from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel
-from llmtriage.policies.cascades import CalibratedCascade
-from llmtriage.policies.cascades.ladder import DEFAULT_THRESHOLD
 
 app = typer.Typer(
     add_completion=False,
@@ -34,8 +31,6 @@ app = typer.Typer(
 # Piped output gets a wide page instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
-
-POLICY_FAMILIES = ("single", "oracle", "random", "cascade", "router", "cascade-routing")
 
 SourceArg = Annotated[
     str,
@@ -72,45 +67,47 @@ def _user_errors(*more: type[Exception]) -> Iterator[None]:
         _fail(str(exc))
 
 
-def _policies(table: OutcomeTable, families: list[str], ladder: str | None) -> list[Policy]:
-    from llmtriage.evaluation.compare import default_policies, pareto_ladder, reference_pair
+def _params(entries: list[str] | None, kinds: list[str] | None = None
+            ) -> dict[str, dict[str, object]]:
+    """``--param KIND.key=value`` (or ``key=value`` when one kind is meant) by kind."""
+    from llmtriage.policies.registry import parse_value
 
-    unknown = set(families) - set(POLICY_FAMILIES)
-    if unknown:
-        _fail(f"unknown policy {sorted(unknown)}; choose among {list(POLICY_FAMILIES)}")
-    if ladder:
-        chosen = [m.strip() for m in ladder.split(",") if m.strip()]
-        for m in chosen:
-            table.model_index(m)
-    out: list[Policy] = []
-    if not families:
-        out = default_policies(table)
-        if ladder and table.has("confidence"):
-            out = [p for p in out if p.name != "calibrated-cascade"] + [CalibratedCascade(chosen)]
-        return out
-    train = table.split("train") if (table.splits == "train").any() else table
-    if "single" in families:
-        out += [SingleModel(m) for m in table.models]
-    if "oracle" in families:
-        out.append(Oracle())
-    if "random" in families:
-        out.append(RandomMix(*reference_pair(train)))
-    if "cascade" in families:
-        if not table.has("confidence"):
-            _fail(f"{table.name} records no confidence, so a confidence cascade cannot run")
-        out.append(CalibratedCascade(chosen if ladder else pareto_ladder(train)))
-    if "router" in families:
-        from llmtriage.policies.routers import ClassifierRouter, KNNRouter
-
-        out += [KNNRouter(), ClassifierRouter()]
-    if "cascade-routing" in families:
-        from llmtriage.policies.cascades import CascadeRouter
-        from llmtriage.policies.routers import KNNRouter
-
-        if not table.has("confidence"):
-            _fail(f"{table.name} records no confidence, so cascade routing cannot run")
-        out.append(CascadeRouter(KNNRouter()))
+    out: dict[str, dict[str, object]] = {}
+    for entry in entries or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            _fail(f"--param {entry!r}: write KIND.key=value (or key=value with one policy)")
+        kind, dot, name = key.rpartition(".")
+        if not dot:
+            if not kinds or len(kinds) != 1:
+                _fail(f"--param {entry!r}: name the policy kind it is for, as KIND.{key}=...")
+            kind = kinds[0]
+        out.setdefault(kind, {})[name] = parse_value(value)
     return out
+
+
+def _policies(table: OutcomeTable, kinds: list[str], params: dict[str, dict[str, object]]
+              ) -> list[Policy]:
+    """The named kinds built through the registry (default: the bench defaults)."""
+    from llmtriage.evaluation.compare import default_policies
+    from llmtriage.policies import registry
+
+    stray = sorted(set(params) - set(kinds))
+    if stray:
+        _fail(f"--param names {stray}, which no -p asks for")
+    if not kinds:
+        return default_policies(table)
+    context = registry.Context.of(table)
+    out: list[Policy] = []
+    for kind in kinds:
+        out += registry.build(kind, context, params.get(kind))
+    return out
+
+
+def _kinds_help() -> str:
+    from llmtriage.policies import registry
+
+    return ", ".join(registry.kinds())
 
 
 @app.command()
@@ -119,40 +116,37 @@ def bench(
     task: TaskOpt = None,
     policy: Annotated[
         list[str] | None,
-        typer.Option("--policy", "-p", help=f"Policy families to run: {', '.join(POLICY_FAMILIES)}"
-                     " (repeatable; default: all that apply)."),
-    ] = None,
-    ladder: Annotated[str | None, typer.Option(
-        help="Cascade ladder, comma-separated model names, cheapest first "
-             "(default: the single models on the train split's Pareto frontier).")] = None,
+        typer.Option("--policy", "-p", help="Policy kinds to run (repeatable; default: single, "
+                     "oracle, random and calibrated-cascade where they apply). `triage "
+                     "policies` lists them.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="A policy parameter, KIND.key=value (e.g. calibrated-cascade.ladder="
+                        "a,b or knn.embedder=hashing); repeatable.")] = None,
+    policy_file: Annotated[list[Path] | None, typer.Option(
+        "--policy-file", help="Also replay a saved policy (`triage fit`), as it was fitted. "
+                              "Repeatable.")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate on: test, train or all.")] = "test",
     prices: PricesOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write records here.")] = None,
     plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")]
     = 1000,
-    router: Annotated[list[str] | None, typer.Option(
-        "--router", help="Also run a router: knn, logistic, mlp (fitted on the train split), "
-                         "or a saved artifact (.npz). Repeatable.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits and bootstrap.")] = 0,
 ) -> None:
     """Replay policies on recorded outcomes: quality, cost, latency, AIQ, APGR, CPT."""
     from llmtriage.evaluation.compare import compare
     from llmtriage.evaluation.plots import plot
     from llmtriage.evaluation.report import render, write_json
+    from llmtriage.policies.artifacts import load as load_policy
 
     if split not in ("test", "train", "all"):
         _fail(f"--split must be test, train or all, not {split!r}")
     with _user_errors():
         table = _load(source, task, prices, seed)
-        policies = _policies(table, policy or [], ladder)
-        for r in router or []:
-            if r.endswith(".npz"):
-                from llmtriage.policies.routers.artifacts import load
-
-                policies.append(load(r))
-            else:
-                policies.append(_router(r))
+        kinds = list(policy or [])
+        policies = _policies(table, kinds, _params(param, kinds))
+        for path in policy_file or []:
+            policies.append(load_policy(path))
         # Grids are known only once each policy is fitted: count settings as they finish.
         with Progress(SpinnerColumn(), TextColumn("{task.description}"),
                       TextColumn("{task.completed} operating points"), TimeElapsedColumn(),
@@ -171,6 +165,56 @@ def bench(
         console.print(f"wrote {write_json(result, json_out)}")
     if plot_out:
         console.print(f"wrote {plot(result, plot_out)}")
+
+
+@app.command()
+def policies() -> None:
+    """List the policy kinds: the names -p, `triage fit --policy` and configs take."""
+    from llmtriage.policies import registry
+
+    t = Table(title="policy kinds")
+    for col in ("kind", "what it does", "parameters", "needs"):
+        t.add_column(col)
+    for name in registry.kinds():
+        kind = registry.get(name)
+        t.add_row(name, escape(kind.summary), ", ".join(registry.parameters(name)),
+                  "confidence" if kind.needs_confidence else "")
+    console.print(t)
+
+
+@app.command()
+def fit(
+    source: SourceArg,
+    policy: Annotated[str, typer.Option("--policy", "-p", help="The policy kind (`triage "
+                                        "policies` lists them).")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact to write (.npz).")],
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="A parameter, key=value (e.g. embedder=hashing, threshold=0.9, "
+                        "ladder=a,b); repeatable.")] = None,
+    task: TaskOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Fit a policy on a data set's train split and save it (arrays + JSON, no pickle): the
+    object `bench --policy-file` replays and `serve` runs."""
+    from llmtriage.policies import registry
+    from llmtriage.policies.artifacts import save
+
+    with _user_errors():
+        table = _load(source, task, prices)
+        context = registry.Context.of(table)
+        chosen = registry.build_one(policy, context, _params(param, [policy]).get(policy))
+        assert context.train is not None
+        with err.status(f"fitting {policy} on {context.train.n_prompts} train prompts"):
+            chosen.fit(context.train)
+        path = save(chosen, out, source=source, task=task,
+                    train_prompts=context.train.n_prompts)
+    scores = getattr(chosen, "cv_scores_", {})
+    if scores:
+        tried = ", ".join(f"{k}: {v:.4f}" for k, v in scores.items())
+        console.print(f"cross-validated AIQ on train ({chosen.auto_param}): {tried}; chose "
+                      f"{chosen.chosen_}")
+    console.print(f"wrote {path}: {escape(chosen.label)} fitted on {context.train.n_prompts} "
+                  "train prompts")
 
 
 @app.command()
@@ -304,9 +348,9 @@ def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     catalog: CatalogOpt = None,
     models: ModelsOpt = None,
-    threshold: Annotated[float, typer.Option(
-        help="Accept an answer when its least likely token has at least this logprob.")]
-    = DEFAULT_THRESHOLD,
+    threshold: Annotated[float | None, typer.Option(
+        help="Accept an answer when its least likely token has at least this logprob "
+             "(default -0.5).")] = None,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit (tokens).")] = 128,
     config: Annotated[Path | None, typer.Option(
         help="Gateway config (TOML, as for serve): answer through one of its policies.")]
@@ -323,8 +367,8 @@ def ask(
     from llmtriage.backends.pool import ModelPool
     from llmtriage.policies.baselines import ThresholdCascade
     from llmtriage.policies.loop import arun_policy
-    from llmtriage.serving.config import build_policies, load_gateway_config, policy_confidences
-    from llmtriage.signals.logprob import min_logprob
+    from llmtriage.serving.config import build_policies, load_gateway_config
+    from llmtriage.signals.logprob import mean_logprob
 
     with _user_errors():
         cfg = load_gateway_config(config)
@@ -333,106 +377,69 @@ def ask(
         else:
             cat = cfg.catalog()
         if config is None:
-            name, confidence = "cascade", min_logprob
-            chosen = ThresholdCascade(cat.names(), threshold=threshold)
+            name = "threshold-cascade"
+            chosen: Policy = ThresholdCascade(cat.names()) if threshold is None else \
+                ThresholdCascade(cat.names(), threshold=threshold)
         else:
-            built = build_policies(cfg, cat, threshold)
+            built = build_policies(cfg, cat)
             name = policy or next(iter(built))
             if name not in built:
                 _fail(f"{config} has no policy {name!r}; it has {list(built)}")
             chosen = built[name]
-            confidence = policy_confidences(cfg).get(name, min_logprob)
-    pool = ModelPool(cat, confidence=confidence,
-                     request_for=lambda p: ChatRequest.ask(p, max_tokens=max_tokens))
+    pool = ModelPool(cat, confidence=mean_logprob, fallback=cfg.gateway.fallback)
+    request = ChatRequest.ask(question, max_tokens=max_tokens)
+    one = Queries.from_texts([question])
+    queries = Queries(one.prompt_ids, one.prompts, one.tasks, requests=[request])
     with _user_errors(RuntimeError):
-        trace = asyncio.run(arun_policy(chosen, pool, Queries.from_texts([question])))
-    title = (f"cascade, accept when min token logprob >= {threshold:g}" if config is None
-             else f"policy {name} ({chosen.label})")
-    t = Table(title=escape(title))
-    for col in ("step", "model", "answer", confidence.__name__.replace("_", " "), "latency ms",
+        trace = asyncio.run(arun_policy(chosen, pool, queries))
+    signal = chosen.signal or "mean_logprob"
+    t = Table(title=escape(f"policy {name} ({chosen.label}), judged by {signal}"))
+    for col in ("step", "model", "answer", signal.replace("_", " "), "latency ms",
                 "energy J", "cost $", "accepted"):
         t.add_column(col)
     accepted = int(trace.accepted_step[0])
-    for k, c in enumerate(pool.completions.get(0, [])):
-        t.add_row(str(k + 1), escape(c.model), escape(c.text.strip()[:80]),
-                  f"{confidence(c):.3f}", f"{c.latency_ms:.0f}", f"{c.energy_j or 0:.1f}",
+    confidence = [float(trace.steps.column("confidence", k)[0]) for k in range(
+        int(trace.n_steps[0]))]
+    for k, c in enumerate((trace.completions or [[]])[0]):
+        shown = escape(c.model) + (f" (for {escape(c.extra['fallback_from'])})"
+                                   if "fallback_from" in c.extra else "")
+        t.add_row(str(k + 1), shown, escape(c.text.strip()[:80]),
+                  f"{confidence[k]:.3f}", f"{c.latency_ms:.0f}", f"{c.energy_j or 0:.1f}",
                   f"{c.cost_usd:.2e}", "yes" if k == accepted else "")
     console.print(t)
-    answer = trace.answers[0][accepted] if trace.answers else ""
     console.print(f"[bold]answer[/] ({escape(trace.models[trace.accepted_model[0]])}): "
-                  f"{escape(answer.strip())}")
+                  f"{escape(trace.accepted_answer(0).strip())}")
     console.print(f"total: {trace.total('latency_ms')[0]:.0f} ms, "
                   f"{trace.total('energy_j')[0]:.1f} J, ${trace.total('cost_usd')[0]:.2e}")
 
 
-ROUTERS = ("knn", "logistic", "mlp")
-
-
-def _router(kind: str):  # noqa: ANN202
-    from llmtriage.policies.routers import ClassifierRouter, KNNRouter
-
-    if kind == "knn":
-        return KNNRouter()
-    if kind in ("logistic", "mlp"):
-        return ClassifierRouter(kind=kind)
-    _fail(f"unknown router {kind!r}; choose among {list(ROUTERS)}")
-    return None
-
-
 @app.command()
-def train(
-    source: SourceArg,
-    out: Annotated[Path, typer.Option("--out", help="Artifact to write (.npz).")],
-    router: Annotated[str, typer.Option(help=f"One of {', '.join(ROUTERS[:2])}.")] = "knn",
-    embedder: Annotated[str, typer.Option(
-        help="Query features: minilm (sentence embedding, ~3-6 ms a query) or hashing "
-             "(hashed words, ~0.01 ms a query).")] = "minilm",
-    task: TaskOpt = None,
-    prices: PricesOpt = None,
-) -> None:
-    """Fit a router on a data set's train split and save it (arrays + JSON, no pickle)."""
-    from llmtriage.policies.routers.artifacts import save
-    from llmtriage.signals.embedder import embedder_named
-
-    with _user_errors():
-        features = embedder_named(embedder)
-        table = _load(source, task, prices)
-        train_split = table.split("train")
-        policy = _router(router)
-        with err.status(f"embedding {train_split.n_prompts} prompts and fitting {router}"):
-            policy.fit(train_split, embedder=features)
-        path = save(policy, out, source=source, task=task, train_prompts=train_split.n_prompts)
-    scores = getattr(policy, "cv_scores_", {})
-    if scores:
-        tried = ", ".join(f"{k}: {v:.4f}" for k, v in scores.items())
-        console.print(f"cross-validated AIQ on train ({policy.auto_param}): {tried}")
-    console.print(f"chose {policy.auto_param} = {policy.chosen_}; wrote {path} "
-                  f"({train_split.n_prompts} train prompts, {len(policy.models_)} models)")
-
-
-@app.command()
-def calibrate(
-    artifact: Annotated[Path, typer.Argument(help="A router saved by `triage train`.")],
+def tune(
+    artifact: Annotated[Path, typer.Argument(help="A router saved by `triage fit`.")],
     source: SourceArg,
     target: Annotated[str, typer.Option(help="strong_share, cost or quality.")],
     value: Annotated[float, typer.Option(help="The target value (share 0..1, USD per query, "
                                          "or quality 0..1).")],
-    split: Annotated[str, typer.Option(help="Held-out split to calibrate on.")] = "test",
+    split: Annotated[str, typer.Option(help="Held-out split to tune on.")] = "test",
     task: TaskOpt = None,
     prices: PricesOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Write the calibrated router here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the tuned router here.")] = None,
 ) -> None:
     """Choose a router's lam to meet a target on held-out data, with its uncertainty."""
-    from llmtriage.evaluation.calibrate import calibrate as run_calibration
-    from llmtriage.policies.routers.artifacts import load, save
+    from llmtriage.evaluation.targets import meet_target
+    from llmtriage.policies.artifacts import load, save
+    from llmtriage.policies.routers.base import QualityRouter
 
     with _user_errors():
         policy = load(artifact)
+        if not isinstance(policy, QualityRouter):
+            _fail(f"{artifact} holds a {policy.name} policy; tune sets a router's lam "
+                  "(knn, logistic, mlp, mf, sw-ranking)")
         table = _load(source, task, prices).split(split)
         table = table.select_models(list(policy.models_))
-        result = run_calibration(policy, table, target, value)
+        result = meet_target(policy, table, target, value)
         if out:
-            save(policy.with_params(lam=result.lam), out, calibrated_for=f"{target}={value}")
+            save(policy.with_params(lam=result.lam), out, tuned_for=f"{target}={value}")
     lo, hi = result.achieved_ci
     console.print(
         f"lam = {result.lam:.4g}: {target} {result.achieved:.4g} (95% CI {lo:.4g}..{hi:.4g}) "
@@ -447,13 +454,10 @@ def calibrate(
 def serve(
     config: Annotated[Path | None, typer.Option(
         help="Gateway config (TOML): models, policies, keys, limits, request log; default: "
-             "the embedded local ladder behind one cascade, no keys.")] = None,
+             "the embedded local ladder behind one threshold cascade, no keys.")] = None,
     catalog: CatalogOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    threshold: Annotated[float, typer.Option(
-        help="With no policies configured, the 'triage-cascade' policy accepts an answer when "
-             "its least likely token has at least this logprob.")] = DEFAULT_THRESHOLD,
 ) -> None:
     """Serve the catalog's models and policies behind an OpenAI-compatible API."""
     import uvicorn
@@ -461,7 +465,7 @@ def serve(
     from llmtriage.backends.breaker import CircuitBreaker
     from llmtriage.backends.pool import ModelPool
     from llmtriage.serving.app import create_app
-    from llmtriage.serving.config import build_policies, load_gateway_config, policy_confidences
+    from llmtriage.serving.config import build_policies, load_gateway_config
     from llmtriage.signals.logprob import min_logprob
 
     with _user_errors():
@@ -469,12 +473,12 @@ def serve(
         if catalog is not None and cfg.models is not None:
             _fail("give the models either in --config or in --catalog, not both")
         cat = _catalog(catalog, None) if catalog is not None else cfg.catalog()
-        policies = build_policies(cfg, cat, threshold)
+        policies = build_policies(cfg, cat)
         settings = cfg.gateway
         pool = ModelPool(cat, confidence=min_logprob, fallback=settings.fallback,
                          breaker=CircuitBreaker(settings.breaker_failures,
                                                 settings.breaker_reset_s))
-        gateway = create_app(pool, policies, settings, cfg.keys, policy_confidences(cfg))
+        gateway = create_app(pool, policies, settings, cfg.keys)
     if not cfg.keys and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] no API keys configured and listening on {host}: "
                   "anyone who can reach it can spend on your models")

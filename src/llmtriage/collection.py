@@ -54,7 +54,7 @@ def outcome_row(probe: Probe, split: str, completion: Completion) -> dict:
     stats = logprob_stats(completion.logprobs)
     return {
         "prompt_id": probe.id,
-        "prompt": probe.question,
+        "prompt": prompt_of(probe),  # what the models saw: what a router sees when served
         "task": probe.kind,
         "split": split,
         "difficulty": probe.difficulty,
@@ -67,6 +67,7 @@ def outcome_row(probe: Probe, split: str, completion: Completion) -> dict:
         "latency_ms": completion.latency_ms,
         "energy_j": _finite(completion.energy_j),
         "confidence": _finite(mean_logprob(completion)),  # -inf when cut off at the limit
+        "confidence_signal": "mean_logprob",
         "logprob_min": _finite(stats.min),
         "logprob_first_margin": _finite(stats.first_margin),
         "response": completion.text,

@@ -4,6 +4,7 @@
 
 The ``model`` field picks the behaviour: ``ok``; ``flaky-500`` (500 twice per prompt, then
 ok); ``always-500``; ``rate-429`` (429 with Retry-After: 1 once per prompt, then ok);
+``always-429`` (429 with Retry-After: 7, every time);
 ``hang`` (never answers in time); ``malformed`` (200 with a body that is not JSON);
 ``wrong-shape`` (JSON without choices); ``stream-drop`` (with stream: one chunk, then the
 connection is cut); ``unsure`` (answers "pang" with low logprobs); ``slow`` (answers after
@@ -113,6 +114,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if model == "always-500" or (model == "flaky-500" and n <= 2):
             self._send(500, b'{"error": {"message": "upstream exploded"}}')
+            return
+        if model == "always-429":
+            self._send(429, b'{"error": {"message": "quota exhausted"}}', {"Retry-After": "7"})
             return
         if model == "rate-429" and n == 1:
             self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": "1"})

@@ -6,10 +6,14 @@ Backends know nothing of policies; policies and the step loop speak these types.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llmtriage.data.table import OutcomeTable
+
+if TYPE_CHECKING:
+    from llmtriage.backends.live import ChatRequest, Completion
 
 #: Per-step measurements a backend returns and a state records.
 STEP_FIELDS = ("confidence", "cost_usd", "latency_ms", "tokens_in", "tokens_out", "energy_j")
@@ -26,6 +30,9 @@ class Queries:
     rows: np.ndarray | None = None
     #: The whole conversation of each query, for live models (the prompt is its last turn).
     conversations: list[list[dict[str, str]]] | None = None
+    #: The request each query sends to live models (its messages, token limit,
+    #: temperature); without it a live backend builds one from the prompt.
+    requests: list[ChatRequest] | None = None
 
     @classmethod
     def from_table(cls, table: OutcomeTable) -> Queries:
@@ -55,3 +62,23 @@ class StepResult:
     tokens_out: np.ndarray | None = None
     energy_j: np.ndarray | None = None
     answers: list[str] | None = None
+    #: Per query, the model index that actually answered, where it may differ from the one
+    #: asked for (a live pool falling back to another model); None: the one asked for.
+    models: np.ndarray | None = None
+    #: Live only: each query's completion, and the calls its confidence signal made.
+    completions: list[Completion] | None = None
+    signal_calls: list[list[Completion]] | None = None
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How one run calls live models (a replay ignores them)."""
+
+    #: Scores each answer; None: the signal the policy names (``policy.signal``), or the
+    #: backend's own default for policies that judge no answer.
+    signal: Any = None
+    #: Receives the first model's answer as it is generated (see ``ModelPool``).
+    sink: Any = None
+    #: Whether a failing model may be replaced by another (a request naming one model
+    #: directly must get that model or an error).
+    fallback: bool = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -43,9 +44,11 @@ def retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    # An upstream's header is untrusted: no NaN, no infinity, at most an hour.
+    return min(3600.0, max(0.0, seconds)) if math.isfinite(seconds) else None
 
 
 class OpenAIBackend:
@@ -103,15 +106,16 @@ class OpenAIBackend:
                 text = (await response.aread()).decode(errors="replace")
                 await response.aclose()
                 retryable = response.status_code in RETRY_STATUSES
+                wait = retry_after(response)
                 error = BackendError(
                     f"{spec.name}: upstream answered {response.status_code}: {_excerpt(text)}",
-                    status=response.status_code, retryable=retryable,
+                    status=response.status_code, retryable=retryable, retry_after=wait,
                 )
-                wait = retry_after(response)
             if not error.retryable or attempt > spec.max_retries:
                 if attempt > 1:
                     raise BackendError(f"{error} (after {attempt} attempts)",
-                                       status=error.status, retryable=error.retryable)
+                                       status=error.status, retryable=error.retryable,
+                                       retry_after=error.retry_after)
                 raise error
             backoff = min(BACKOFF_CAP, BACKOFF_BASE * BACKOFF_FACTOR ** (attempt - 1))
             delay = min(BACKOFF_CAP, wait) if wait is not None else backoff

@@ -9,14 +9,13 @@ replay returns, so a policy cannot tell live from recorded.
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from llmtriage.backends.base import Queries, StepResult
+from llmtriage.backends.base import LiveOptions, Queries, StepResult
 from llmtriage.backends.breaker import CircuitBreaker
 from llmtriage.backends.catalog import Catalog
 from llmtriage.backends.live import BackendError, ChatRequest, Completion, LiveBackend
@@ -43,6 +42,9 @@ def plain_request(prompt: str) -> ChatRequest:
 
 
 class ModelPool:
+    """The loaded models and how to reach them; it keeps nothing of any one request (what a
+    request did is in its trace)."""
+
     def __init__(
         self,
         catalog: Catalog,
@@ -53,11 +55,13 @@ class ModelPool:
         breaker: CircuitBreaker | None = None,
         fallback: bool = False,
     ) -> None:
-        """``confidence`` scores an answer for free; ``signal`` may call models to score it,
-        and what those calls cost is added to the step. With a ``breaker``, a model whose
-        circuit is open is not called; with ``fallback``, a model that fails (after its
-        backend's retries) or whose circuit is open is replaced by the next model of the
-        catalog (wrapping around), and the completion records ``fallback_from``."""
+        """``request_for`` builds the request of a query that brings none; ``confidence``
+        scores an answer for free and ``signal`` may call models to score it (what those
+        calls cost is added to the step), both by default only: a policy's own signal goes
+        first. With a ``breaker``, a model whose circuit is open is not called; with
+        ``fallback``, a model that fails (after its backend's retries) or whose circuit is
+        open is replaced by the next model of the catalog (wrapping around), and the step
+        records the model that answered."""
         self.catalog = catalog
         self.models = tuple(catalog.names())
         self.request_for = request_for
@@ -65,12 +69,7 @@ class ModelPool:
         self.signal = signal
         self.breaker = breaker
         self.fallback = fallback
-        self.sink: TokenSink | None = None
         self._backends: dict[str, LiveBackend] = {}
-        #: Per query index: the answers, one per step, and the calls signals made to score
-        #: them (for reports: ask, the gateway).
-        self.completions: dict[int, list[Completion]] = {}
-        self.signal_calls: dict[int, list[Completion]] = {}
 
     def backend(self, name: str) -> LiveBackend:
         spec = self.catalog.spec(name)
@@ -105,18 +104,19 @@ class ModelPool:
             raise
         raise BackendError(f"{name}: stream ended without a completion")
 
-    def fallbacks(self, name: str) -> list[str]:
+    def fallbacks(self, name: str, allowed: bool = True) -> list[str]:
         """``name``, then (with fallback on) the other models in catalog order after it."""
-        if not self.fallback:
+        if not (self.fallback and allowed):
             return [name]
         k = self.models.index(name)
         return list(self.models[k:] + self.models[:k])
 
     async def guarded(self, name: str, request: ChatRequest,
-                      sink: TokenSink | None = None) -> Completion:
-        """Call ``name`` through the breaker, falling back to other models if allowed."""
+                      sink: TokenSink | None = None, fallback: bool = True) -> Completion:
+        """Call ``name`` through the breaker, falling back to other models if allowed; the
+        completion names the model that answered."""
         errors: list[BackendError] = []
-        for candidate in self.fallbacks(name):
+        for candidate in self.fallbacks(name, fallback):
             if self.breaker is not None and not self.breaker.allow(candidate):
                 wait = self.breaker.retry_in(candidate)
                 errors.append(BackendError(
@@ -152,40 +152,29 @@ class ModelPool:
                            status=errors[-1].status, retryable=True,
                            retry_after=min(waits) if len(waits) == len(errors) else None)
 
-    def with_requests(self, request_for: RequestFor, sink: TokenSink | None = None
-                      ) -> ModelPool:
-        """The same models (nothing reloaded) with another way of building requests and
-        fresh per-query records: one per gateway request. A ``sink`` receives the first
-        model's answer as it is generated (streaming before the policy has judged it)."""
-        view = copy.copy(self)
-        view.request_for = request_for
-        view.sink = sink
-        view.completions, view.signal_calls = {}, {}
-        return view
+    def _request(self, queries: Queries, i: int) -> ChatRequest:
+        if queries.requests is not None:
+            return queries.requests[i]
+        request = self.request_for(str(queries.prompts[i]))
+        if queries.conversations is not None:
+            request = replace(request, messages=tuple(queries.conversations[i]))
+        return request
 
-    async def _answer(self, name: str, prompt: str, conversation: list[dict[str, str]] | None,
-                      sink: TokenSink | None = None
+    async def _answer(self, name: str, request: ChatRequest, options: LiveOptions
                       ) -> tuple[Completion, float | None, list[Completion]]:
-        request = self.request_for(prompt)
-        if conversation is not None:
-            request = replace(request, messages=tuple(conversation))
-        answer = await self.guarded(name, request, sink)
-        if self.signal is not None:
-            scored = await self.signal(self, name, request, answer)
+        answer = await self.guarded(name, request, options.sink, options.fallback)
+        signal = options.signal or self.signal
+        if signal is not None:
+            scored = await signal(self, answer.model, request, answer)
             return answer, scored.confidence, list(scored.extra)
         return answer, self.confidence(answer) if self.confidence else None, []
 
-    async def acall(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult:
+    async def acall(self, model: int, queries: Queries, idx: np.ndarray,
+                    options: LiveOptions | None = None) -> StepResult:
         name = self.models[model]
-        done = await asyncio.gather(
-            *(self._answer(name, str(queries.prompts[i]),
-                           queries.conversations[i] if queries.conversations else None,
-                           self.sink if not self.completions.get(i) else None)
-              for i in idx)
-        )
-        for i, (answer, _, extra) in zip(idx.tolist(), done, strict=True):
-            self.completions.setdefault(i, []).append(answer)
-            self.signal_calls.setdefault(i, []).extend(extra)
+        options = options or LiveOptions()
+        done = await asyncio.gather(*(self._answer(name, self._request(queries, i), options)
+                                      for i in idx.tolist()))
 
         def column(field: str) -> np.ndarray:
             """The answer's measurement plus its signal's calls (paid in sequence)."""
@@ -204,6 +193,9 @@ class ModelPool:
             tokens_out=column("tokens_out"),
             energy_j=column("energy_j"),
             answers=[answer.text for answer, _, _ in done],
+            models=np.array([self.models.index(a.model) for a, _, _ in done], dtype=np.int64),
+            completions=[answer for answer, _, _ in done],
+            signal_calls=[extra for _, _, extra in done],
         )
 
     async def aclose(self) -> None:

@@ -43,7 +43,8 @@ class ReplayBackend:
             answers = t.responses[rows, model].tolist()
         return StepResult(**columns, answers=answers)
 
-    async def acall(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult:
+    async def acall(self, model: int, queries: Queries, idx: np.ndarray,
+                    options: object = None) -> StepResult:
         """The live loop's entry point: the same gather, so replay can stand in for models."""
         return self.call(model, queries, idx)
 

@@ -59,6 +59,9 @@ class OutcomeTable:
     name: str = "outcomes"
     #: Free-form provenance: source format, prices used, rows dropped and why.
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: The live signal the confidence column records (`triage collect` records
+    #: "mean_logprob"), where the source says; a policy fitted on it must read the same.
+    confidence_signal: str | None = None
 
     @classmethod
     def build(
@@ -73,6 +76,7 @@ class OutcomeTable:
         responses: np.ndarray | None = None,
         name: str = "outcomes",
         notes: Sequence[str] = (),
+        confidence_signal: str | None = None,
         **outcomes: np.ndarray | None,
     ) -> OutcomeTable:
         """Assemble a table from arrays, filling absent optional columns with NaN."""
@@ -95,6 +99,7 @@ class OutcomeTable:
             responses=None if responses is None else np.asarray(responses, dtype=object),
             name=name,
             notes=tuple(notes),
+            confidence_signal=confidence_signal,
             **{c: _outcome_array(outcomes.get(c), shape) for c in OUTCOME_COLUMNS},
         )
         table.validate()

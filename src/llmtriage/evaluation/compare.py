@@ -10,9 +10,9 @@ import numpy as np
 from llmtriage import metrics
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
 from llmtriage.evaluation.evaluate import BOOTSTRAP, OperatingPoint, evaluate, sweep
+from llmtriage.policies import registry
 from llmtriage.policies.base import Policy
-from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel
-from llmtriage.policies.cascades import CalibratedCascade
+from llmtriage.policies.defaults import reference_pair
 
 #: PGR targets at which CPT is reported, as RouteLLM does.
 CPT_TARGETS = (0.2, 0.5, 0.8)
@@ -87,36 +87,23 @@ class Comparison:
         return verdict is not None and verdict.startswith("oracle beats")
 
 
-def reference_pair(table: OutcomeTable) -> tuple[str, str]:
-    """(weak, strong): the cheapest model and the best one, by mean cost and quality."""
-    quality = table.quality.mean(axis=0)
-    cost = np.nanmean(table.cost_usd, axis=0) if table.has("cost_usd") else np.zeros(len(quality))
-    strong = int(np.lexsort((cost, -quality))[0])
-    weak = int(np.lexsort((-quality, cost))[0])
-    return table.models[weak], table.models[strong]
-
-
-def pareto_ladder(table: OutcomeTable) -> list[str]:
-    """The single models on the cost-quality frontier, cheapest first: a natural cascade."""
-    quality = table.quality.mean(axis=0)
-    cost = np.nanmean(table.cost_usd, axis=0) if table.has("cost_usd") else np.arange(len(quality))
-    return [table.models[i] for i in metrics.pareto_front(cost, quality)]
-
-
 def default_policies(table: OutcomeTable) -> list[Policy]:
-    """Every single model, the oracle, random mixing of the cheapest and best model, and a
-    calibrated confidence cascade up the Pareto ladder where the table records a confidence
-    (calibrated per model: raw scores mean different things for different models)."""
-    train = table.split(TRAIN) if (table.splits == TRAIN).any() else table
-    policies: list[Policy] = [SingleModel(m) for m in table.models]
-    policies.append(Oracle())
-    weak, strong = reference_pair(train)
-    if weak != strong:
-        policies.append(RandomMix(weak, strong))
-    if table.has("confidence"):
-        ladder = pareto_ladder(train)
-        if len(ladder) >= 2:
-            policies.append(CalibratedCascade(ladder))
+    """The kinds ``triage bench`` runs when none is named: every single model, the oracle,
+    random mixing of the cheapest and best model, and a calibrated confidence cascade up the
+    train split's Pareto ladder where the table records a confidence (calibrated per model:
+    raw scores mean different things for different models)."""
+    context = registry.Context.of(table)
+    policies: list[Policy] = []
+    for name in registry.kinds():
+        kind = registry.get(name)
+        if not kind.default or (kind.needs_confidence and not table.has("confidence")):
+            continue
+        built = registry.build(name, context)
+        if name == "random" and built[0].weak == built[0].strong:
+            continue
+        if name == "calibrated-cascade" and len(built[0].ladder) < 2:
+            continue
+        policies += built
     return policies
 
 
@@ -135,9 +122,12 @@ def compare(
     evaluated = table.split(split)
     curves = []
     for policy in policies:
-        if not getattr(policy, "frozen_", False):  # a loaded artifact is used as trained
+        # A loaded artifact is replayed as it was saved: not refitted, not re-swept, so the
+        # point reported is the one it serves.
+        frozen = getattr(policy, "frozen_", False)
+        if not frozen:
             policy.fit(evaluated if policy.reads_gold else train)
-        values = policy.grid(train) if policy.tradeoff else []
+        values = policy.grid(train) if policy.tradeoff and not frozen else []
         if values:
             points = sweep(policy, values, evaluated, bootstrap=bootstrap, seed=seed,
                            progress=progress)
@@ -145,7 +135,7 @@ def compare(
             points = [evaluate(policy, evaluated, bootstrap=bootstrap, seed=seed)]
             if progress:
                 progress(policy.label)
-        label = policy.label if not policy.tradeoff else policy.curve_name
+        label = policy.curve_name if values else policy.label
         curves.append(PolicyCurve(label, policy.name, points))
     return _score(table, evaluated, split, curves)
 

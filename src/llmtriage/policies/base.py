@@ -13,12 +13,15 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from llmtriage.backends.base import STEP_FIELDS, Queries, StepResult
 from llmtriage.data.table import OutcomeTable
+
+if TYPE_CHECKING:
+    from llmtriage.backends.live import Completion
 
 #: Decision code: call nothing more, accept an answer.
 STOP = -1
@@ -49,14 +52,17 @@ class StepColumns:
             columns.append(None)
 
     def write(self, k: np.ndarray, idx: np.ndarray, model: int, result: StepResult) -> None:
+        """Record a call to ``model`` (or, per query, the model that actually answered, when
+        the backend reports it) for the queries ``idx`` at their step indices ``k``."""
         while self.width <= int(k.max()):
             self._grow()
         k_lo, k_hi = int(k.min()), int(k.max())
         whole = k_lo == k_hi and len(idx) == self.size  # every query, in lockstep
+        answered = result.models
         for step in range(k_lo, k_hi + 1):
             sel = slice(None) if k_lo == k_hi else (k == step)
             rows = slice(None) if whole else idx[sel]
-            self.called[step][rows] = model
+            self.called[step][rows] = model if answered is None else answered[sel]
             for f in STEP_FIELDS:
                 value = getattr(result, f)
                 if value is None:
@@ -137,6 +143,9 @@ class State:
     n_steps: np.ndarray
     open: np.ndarray
     answers: list[list[str]] | None = None
+    #: Live only: per query, each step's completion and its signal's extra calls.
+    completions: list[list[Completion]] | None = None
+    signal_calls: list[list[Completion]] | None = None
 
     @classmethod
     def start(cls, models: tuple[str, ...], queries: Queries) -> State:
@@ -151,6 +160,14 @@ class State:
                 self.answers = [[] for _ in range(len(self.n_steps))]
             for i, text in zip(idx.tolist(), result.answers, strict=True):
                 self.answers[i].append(text)
+        if result.completions is not None:
+            if self.completions is None:
+                self.completions = [[] for _ in range(len(self.n_steps))]
+                self.signal_calls = [[] for _ in range(len(self.n_steps))]
+            extra = result.signal_calls or [[] for _ in idx]
+            for i, done, calls in zip(idx.tolist(), result.completions, extra, strict=True):
+                self.completions[i].append(done)
+                self.signal_calls[i].extend(calls)
         if len(idx) == len(self.n_steps):
             self.n_steps += 1
         else:
@@ -194,10 +211,26 @@ class Policy(ABC):
     tradeoff: str | None = None
     #: True only for upper bounds that must see the gold outcomes of the evaluated prompts.
     reads_gold: bool = False
+    #: The confidence signal its decisions read, by name (see ``llmtriage.signals.live``):
+    #: the table's recorded confidence offline, the same statistic of each answer live.
+    #: None for policies that judge no answer (routers). Cascades take it as a parameter.
+    signal: str | None = None
+
+    #: Whether ``learn`` does anything: the gateway keeps recent prompts only for these.
+    learns: bool = False
+    #: Whether it must be fitted on outcomes before it can decide anything (a baseline's
+    #: ``fit`` at most prepares a sweep).
+    requires_fit: bool = False
 
     def fit(self, table: OutcomeTable) -> Self:
         """Learn from the training split. Baselines with nothing to learn return self."""
         return self
+
+    def learn(self, prompt: str, model: str, reward: float) -> bool:
+        """One piece of live feedback: ``model`` answered ``prompt`` with quality
+        ``reward``. True if it changed what the policy will do; most policies do not learn
+        online."""
+        return False
 
     @abstractmethod
     def step(self, state: State) -> Decision:
@@ -233,6 +266,15 @@ class Policy(ABC):
         return f"{self.curve_name}[{self.tradeoff}={_fmt(getattr(self, self.tradeoff))}]"
 
 
+def check_signal(policy: Policy, table: OutcomeTable) -> None:
+    """Refuse to fit a policy on confidences of another statistic than the one it reads
+    live: it would be calibrated on one number and fed another."""
+    recorded = table.confidence_signal
+    if recorded is not None and policy.signal is not None and recorded != policy.signal:
+        raise ValueError(f"{policy.name} reads the {policy.signal} signal, but {table.name}'s "
+                         f"confidence records {recorded}; set signal={recorded!r}")
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -256,10 +298,20 @@ class Trace:
     accepted_step: np.ndarray
     steps: StepColumns = field(repr=False)
     answers: list[list[str]] | None = None
+    #: Live only: per query, each step's completion (text, tokens, logprobs, finish
+    #: reason, the model that answered) and the calls its confidence signal made.
+    completions: list[list[Completion]] | None = field(default=None, repr=False)
+    signal_calls: list[list[Completion]] | None = field(default=None, repr=False)
 
     @property
     def accepted_model(self) -> np.ndarray:
         return self.steps.model_at(self.accepted_step)
+
+    def accepted_answer(self, query: int) -> str:
+        """The text of the answer a query accepted ("" when no text was recorded)."""
+        if not self.answers or not self.answers[query]:
+            return ""
+        return self.answers[query][int(self.accepted_step[query])]
 
     @property
     def called(self) -> np.ndarray:

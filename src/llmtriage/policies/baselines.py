@@ -9,7 +9,7 @@ import pandas as pd
 
 from llmtriage.data.splits import unit_hash
 from llmtriage.data.table import OutcomeTable
-from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
+from llmtriage.policies.base import STOP, Decision, Policy, State, check_signal, resolve
 
 
 def _once(state: State, model: np.ndarray | int) -> Decision:
@@ -74,6 +74,7 @@ class Oracle(Policy):
     tradeoff = "lam"
     #: Fitted on the evaluated prompts themselves, not on the training split.
     reads_gold = True
+    requires_fit = True
 
     def __init__(self, lam: float = 0.0) -> None:
         self.lam = lam
@@ -107,14 +108,21 @@ class ThresholdCascade(Policy):
     """Call the ladder's models in order; accept the first answer whose recorded confidence
     reaches the threshold of its stage, and the last model's answer regardless."""
 
-    name = "cascade"
+    name = "threshold-cascade"
     tradeoff = "threshold"
 
-    def __init__(self, ladder: Sequence[str], threshold: float | Sequence[float] = 0.5) -> None:
+    def __init__(self, ladder: Sequence[str], threshold: float | Sequence[float] = -0.5,
+                 signal: str = "min_logprob") -> None:
+        """``signal``: the confidence its answers are judged by live (see
+        :mod:`llmtriage.signals.live`); offline, the table's recorded confidence, which must
+        be that statistic. The default threshold suits the least likely token's logprob: an
+        answer with no token less likely than e^-0.5 = 0.61 is accepted."""
         self.ladder = tuple(ladder)
         self.threshold = threshold
+        self.signal = signal
 
     def fit(self, table: OutcomeTable) -> ThresholdCascade:
+        check_signal(self, table)
         first = table.confidence[:, table.model_index(self.ladder[0])]
         self.first_confidence_ = first[np.isfinite(first)]
         return self

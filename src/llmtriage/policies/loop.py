@@ -9,11 +9,12 @@ the served one the same code.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from llmtriage.backends.base import Queries, StepResult
+from llmtriage.backends.base import LiveOptions, Queries, StepResult
 from llmtriage.policies.base import LAST, STOP, Policy, State, Trace, count_models
 
 
@@ -86,20 +87,36 @@ class Episode:
 
     def trace(self) -> Trace:
         s = self.state
-        return Trace(s.models, s.queries, s.n_steps, self.accepted, s.steps, s.answers)
+        return Trace(s.models, s.queries, s.n_steps, self.accepted, s.steps, s.answers,
+                     s.completions, s.signal_calls)
 
 
 class AsyncBackend(Protocol):
     models: tuple[str, ...]
 
-    async def acall(self, model: int, queries: Queries, idx: np.ndarray) -> StepResult: ...
+    async def acall(self, model: int, queries: Queries, idx: np.ndarray,
+                    options: LiveOptions | None = None) -> StepResult: ...
 
 
-async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries) -> Trace:
-    """Run a policy over live models: the groups of one step are called concurrently."""
+async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries,
+                      options: LiveOptions | None = None) -> Trace:
+    """Run a policy over live models: the groups of one step are called concurrently. The
+    answers are scored by the signal the policy holds, so it sees live the statistic it
+    was fitted on."""
+    options = options or LiveOptions()
+    if options.signal is None and policy.signal is not None:
+        from llmtriage.signals.live import signal_named
+
+        options = replace(options, signal=signal_named(policy.signal))
+    later = replace(options, sink=None)  # only the first answer streams
     episode = Episode(policy, backend.models, queries)
     while groups := episode.pending():
-        results = await asyncio.gather(*(backend.acall(m, queries, idx) for m, idx in groups))
+        first = episode.state.n_steps
+        results = await asyncio.gather(*(
+            backend.acall(m, queries, idx,
+                          options if options.sink is not None and (first[idx] == 0).all()
+                          else later)
+            for m, idx in groups))
         for (model, idx), result in zip(groups, results, strict=True):
             episode.record(model, idx, result)
     return episode.trace()

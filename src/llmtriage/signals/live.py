@@ -5,7 +5,13 @@ needed. The pool adds those completions' cost, tokens, latency and energy to the
 produced the answer, so a cascade that verifies its answers pays for the verification in
 every report, exactly as it would in production.
 
-- :class:`LogprobSignal`: statistics of the answer's own token logprobs (free).
+Policies name the signal they read (``signal = "mean_logprob"``); :func:`signal_named` turns
+the name into the live signal, so a policy fitted on a table's recorded confidence is fed the
+same statistic of each live answer. The names: ``mean_logprob``, ``min_logprob``,
+``first_margin``, ``self-verify``, ``agreement``.
+
+- :class:`LogprobSignal`: statistics of the answer's own token logprobs (free); an answer
+  cut off at the token limit scores -inf, as `triage collect` records it.
 - :class:`SelfVerification` (as in AutoMix): the same model is asked whether the answer is
   correct; the confidence is P("yes") read from its logprobs (one short extra call).
 - :class:`Agreement` (as in mixture-of-thought cascades): ``k`` more sampled answers; the
@@ -21,8 +27,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from llmtriage.backends.live import ChatRequest, Completion
+from llmtriage.data.errors import DataError
 from llmtriage.probes.graders import first_line, normalize
-from llmtriage.signals.logprob import logprob_stats
+from llmtriage.signals.logprob import cut_off, logprob_stats
 
 
 class Completer(Protocol):
@@ -40,10 +47,16 @@ class LogprobSignal:
         if stat not in ("mean", "min", "first_margin"):
             raise ValueError(f"stat must be mean, min or first_margin, not {stat!r}")
         self.stat = stat
+        self.name = {"mean": "mean_logprob", "min": "min_logprob"}.get(stat, stat)
+
+    def score(self, answer: Completion) -> float:
+        if cut_off(answer):  # a loop's tokens are all likely: never trust an unfinished one
+            return float("-inf")
+        return getattr(logprob_stats(answer.logprobs), self.stat)
 
     async def __call__(self, pool: Completer, model: str, request: ChatRequest,
                        answer: Completion) -> Signal:
-        return Signal(getattr(logprob_stats(answer.logprobs), self.stat), [])
+        return Signal(self.score(answer), [])
 
 
 VERIFY = ("Question: {question}\nProposed answer: {answer}\n"
@@ -66,6 +79,8 @@ def yes_probability(completion: Completion) -> float:
 
 
 class SelfVerification:
+    name = "self-verify"
+
     def __init__(self, top_logprobs: int = 10) -> None:
         self.top_logprobs = top_logprobs
 
@@ -83,6 +98,8 @@ def answer_key(text: str) -> str:
 
 
 class Agreement:
+    name = "agreement"
+
     def __init__(self, k: int = 3, temperature: float = 0.8) -> None:
         self.k = k
         self.temperature = temperature
@@ -94,3 +111,27 @@ class Agreement:
             for i in range(self.k)))
         votes = Counter(answer_key(c.text) for c in (answer, *samples))
         return Signal(votes.most_common(1)[0][1] / (self.k + 1), list(samples))
+
+
+class LiveSignal(Protocol):
+    name: str
+
+    async def __call__(self, pool: Completer, model: str, request: ChatRequest,
+                       answer: Completion) -> Signal: ...
+
+
+SIGNALS: dict[str, type | tuple] = {
+    "mean_logprob": (LogprobSignal, "mean"), "min_logprob": (LogprobSignal, "min"),
+    "first_margin": (LogprobSignal, "first_margin"), "self-verify": (SelfVerification,),
+    "agreement": (Agreement,),
+}
+
+
+def signal_named(name: str) -> LiveSignal:
+    """The live signal a policy names; a clear error for a name no signal has."""
+    made = SIGNALS.get(name)
+    if made is None:
+        raise DataError(f"unknown confidence signal {name!r}; choose among "
+                        f"{', '.join(SIGNALS)}")
+    cls, *args = made
+    return cls(*args)

@@ -55,7 +55,3 @@ def min_logprob(completion: Completion) -> float:
     if cut_off(completion):
         return float("-inf")
     return logprob_stats(completion.logprobs).min
-
-
-#: The live confidences a configured policy may read, by name.
-CONFIDENCES = {"mean_logprob": mean_logprob, "min_logprob": min_logprob}

@@ -116,6 +116,13 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         responses[prompt_codes, model_codes] = frame["response"].fillna("").astype(str).to_numpy()
 
     notes = [f"source: long-format file {path}"]
+    signal = None
+    if "confidence_signal" in frame.columns:
+        names = frame["confidence_signal"].dropna().astype(str).unique()
+        if len(names) > 1:
+            raise DataError(f"{path}: column 'confidence_signal' must name one signal for the "
+                            f"whole table, not {sorted(names)[:3]}")
+        signal = names[0] if len(names) else None
     cost = outcomes.get("cost_usd")
     if cost is None or np.isnan(cost).any():
         derived, price_notes = _derive_cost(outcomes, per_prompt, responses, tuple(models),
@@ -133,6 +140,7 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         responses=responses,
         name=path.stem,
         notes=notes,
+        confidence_signal=signal,
         **outcomes,
     )
 
@@ -176,6 +184,8 @@ def write(table: OutcomeTable, path: str | Path) -> Path:
             columns[c] = np.ascontiguousarray(getattr(table, c)).reshape(-1)
     if table.responses is not None:
         columns["response"] = table.responses.reshape(-1)
+    if table.confidence_signal is not None:
+        columns["confidence_signal"] = np.full(n * m, table.confidence_signal, dtype=object)
     return write_frame(pd.DataFrame(columns), path)
 
 

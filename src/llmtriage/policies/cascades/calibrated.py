@@ -19,11 +19,17 @@ from llmtriage.signals.calibration import Calibrator
 
 class CalibratedCascade(ThresholdCascade):
     name = "calibrated-cascade"
+    requires_fit = True
 
-    def __init__(self, ladder: Sequence[str], threshold: float | Sequence[float] = 0.5,
-                 method: str = "isotonic") -> None:
-        super().__init__(ladder, threshold)
+    def __init__(self, ladder: Sequence[str], threshold: float | Sequence[float] = 0.8,
+                 method: str = "isotonic", signal: str = "mean_logprob") -> None:
+        """``signal``: the statistic the table's confidence column records (`triage
+        collect` records the mean token logprob), fed live to the same calibrators."""
+        super().__init__(ladder, threshold, signal)
         self.method = method
+        if not np.all((np.asarray(threshold) >= 0.0) & (np.asarray(threshold) <= 1.01)):
+            raise ValueError("its threshold is a probability of being right, between 0 and "
+                             f"1, not {threshold}")
 
     def fit(self, table: OutcomeTable) -> CalibratedCascade:
         super().fit(table)

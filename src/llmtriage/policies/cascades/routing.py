@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 
 from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
-from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
+from llmtriage.policies.base import STOP, Decision, Policy, State, check_signal, resolve
 from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.signals.calibration import Calibrator
 
@@ -69,11 +69,15 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 class CascadeRouter(Policy):
     name = "cascade-routing"
+    requires_fit = True
     tradeoff = "lam"
 
     def __init__(self, router: QualityRouter, lam: float = 0.0, method: str = "isotonic",
-                 max_calls: int = 3, samples: int = 32, bins: int = 5) -> None:
+                 max_calls: int = 3, samples: int = 32, bins: int = 5,
+                 signal: str = "mean_logprob") -> None:
+        """``signal``: the statistic the table's confidence column records, fed live."""
         self.router = router
+        self.signal = signal
         self.lam = lam
         self.method = method
         self.max_calls = max_calls
@@ -81,6 +85,7 @@ class CascadeRouter(Policy):
         self.bins = bins
 
     def fit(self, table: OutcomeTable) -> CascadeRouter:
+        check_signal(self, table)
         if getattr(self.router, "frozen_", False):  # a loaded artifact: use it as it is
             predicted = self.router.predict_quality(table.prompts)
         else:

@@ -18,7 +18,9 @@ from llmtriage.signals.embedder import Embedder, default_embedder, text_features
 
 
 class LinUCBRouter(Policy):
-    name = "linucb"
+    name = "bandit"
+    requires_fit = True
+    learns = True
 
     def __init__(self, alpha: float = 0.1, lam: float = 0.0, ridge: float = 10.0,
                  dims: int = 24, seed: int = 0) -> None:

@@ -29,6 +29,7 @@ from llmtriage.signals.embedder import Embedder, default_embedder, text_features
 
 class QualityRouter(Policy):
     name = "router"
+    requires_fit = True
     tradeoff = "lam"
 
     def __init__(self, lam: float = 0.0, target: float | None = None) -> None:
@@ -168,13 +169,3 @@ class QualityRouter(Policy):
         if spread <= 0:
             return [0.0]
         return [0.0, *(np.geomspace(1e-2, 1e2, 24) / spread).tolist()]
-
-    # -- persistence ---------------------------------------------------------------------
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """Learned arrays to save (subclasses add theirs)."""
-        return {"feature_mean_": self.feature_mean_, "feature_scale_": self.feature_scale_,
-                "cost_": self.cost_}
-
-    def state_meta(self) -> dict[str, Any]:
-        return {"models_": list(self.models_), "binary_": self.binary_, "chosen_": self.chosen_}

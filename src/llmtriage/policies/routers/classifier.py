@@ -24,7 +24,6 @@ STACKED = {"w": "weights_", "b": "bias_", "w1": "w1_", "b1": "b1_", "w2": "w2_"}
 
 
 class ClassifierRouter(QualityRouter):
-    name = "classifier"
     auto_param = "c"
     auto_candidates = C_CANDIDATES
 
@@ -40,8 +39,9 @@ class ClassifierRouter(QualityRouter):
         self.seed = seed
 
     @property
-    def curve_name(self) -> str:
-        return self.kind + self.features_suffix()
+    def name(self) -> str:  # type: ignore[override]
+        """The registered kind: "logistic" or "mlp"."""
+        return self.kind
 
     def _estimator(self, binary: bool, c: float):  # noqa: ANN202
         if self.kind == "mlp":
@@ -103,11 +103,6 @@ class ClassifierRouter(QualityRouter):
         self.cost_ = np.append(self.cost_, cost)
         self.predictions_ = {}
         return self
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        keys = ("w1", "b1", "w2", "b") if self.kind == "mlp" else ("w", "b")
-        learned = {STACKED[k]: getattr(self, STACKED[k]) for k in keys}
-        return {**super().state_arrays(), **learned}
 
 
 def _logit(p: float) -> float:

@@ -63,7 +63,3 @@ class EloRouter(QualityRouter):
             p[:, idx, idx] = 0.0
             out[start : start + 1024] = p.sum(axis=2) / max(m - 1, 1)
         return out
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {**super().state_arrays(), "keys_": self.keys_, "wins_": self.wins_,
-                "temperature_": np.array(self.temperature_)}

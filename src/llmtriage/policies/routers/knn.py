@@ -42,7 +42,3 @@ class KNNRouter(QualityRouter):
             out[start : start + 2048] = ((weights[..., None] * votes).sum(1) + self.prior_) / (
                 weights.sum(1, keepdims=True) + 1.0)
         return out
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {**super().state_arrays(), "keys_": self.keys_, "values_": self.values_,
-                "prior_": self.prior_, "k_": np.array(self.k_)}

@@ -121,7 +121,3 @@ class MFRouter(QualityRouter):
         finally:
             self.pairwise = saved
         return self
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {**super().state_arrays(), "proj_": self.proj_, "vecs_": self.vecs_,
-                "out_": self.out_, "bias_": self.bias_}

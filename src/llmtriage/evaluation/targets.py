@@ -20,7 +20,7 @@ TARGETS = ("strong_share", "cost", "quality")
 
 
 @dataclass
-class Calibration:
+class TargetFit:
     target: str
     wanted: float
     lam: float
@@ -33,8 +33,8 @@ class Calibration:
     n_queries: int
 
 
-def calibrate(router: QualityRouter, table: OutcomeTable, target: str, value: float,
-              bootstrap: int = 1000, seed: int = 0) -> Calibration:
+def meet_target(router: QualityRouter, table: OutcomeTable, target: str, value: float,
+              bootstrap: int = 1000, seed: int = 0) -> TargetFit:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     strong = int(np.argmax(router.cost_))
@@ -62,6 +62,6 @@ def calibrate(router: QualityRouter, table: OutcomeTable, target: str, value: fl
     ci = bootstrap_means(per_query, bootstrap, seed)
     achieved = float(per_query[target].mean())
     met = achieved >= value if target == "quality" else achieved <= value
-    return Calibration(target, value, float(lams[pick]), achieved, ci.get(target, (achieved,) * 2),
+    return TargetFit(target, value, float(lams[pick]), achieved, ci.get(target, (achieved,) * 2),
                        float(per_query["quality"].mean()), ci.get("quality", (np.nan,) * 2),
                        float(per_query["cost"].mean()), bool(met), table.n_prompts)

@@ -1,0 +1,167 @@
+"""Fitted policies on disk: one ``.npz`` of plain arrays plus a JSON header, never pickle.
+
+Any registered policy saves: its parameters (what ``__init__`` takes) and its learned state
+(attributes ending in ``_``) are written as JSON values and numpy arrays, recursively, so a
+cascade routing policy carries its router, its calibrators and its belief moves, and a
+bandit its learned statistics. Loading reads arrays with ``allow_pickle=False`` and rebuilds
+only what this module names: registered policy kinds, calibrators, embedders by name. A file
+from anywhere can at worst fail to load, never run code. What was measured is what serves.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmtriage.data.errors import DataError
+from llmtriage.data.files import write_atomic
+from llmtriage.policies import registry
+from llmtriage.policies.base import Policy
+from llmtriage.signals.calibration import Calibrator
+
+FORMAT, VERSION = "llmtriage-policy", 2
+#: Learned attributes that are caches of a batch, not state.
+TRANSIENT = frozenset({"predictions_", "draws_", "frozen_"})
+
+
+class ArtifactError(DataError):
+    """A file that is not a policy this Triage can load, or a policy it cannot save."""
+
+
+def save(policy: Policy, path: str | Path, **info: Any) -> Path:
+    """Write a fitted policy; ``info`` (where it was fitted, scores) goes into the header."""
+    arrays: dict[str, np.ndarray] = {}
+    header = {"format": FORMAT, "version": VERSION, "policy": _encode_policy(policy, "p",
+                                                                             arrays),
+              "info": _encode(info, "info", arrays)}
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, __header__=np.array(json.dumps(header)), **arrays)
+
+    return write_atomic(path, dump)
+
+
+def load(path: str | Path) -> Policy:
+    """The policy saved at ``path``, ready to run (it is not refitted by evaluation)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["__header__"]))
+            arrays = {k: data[k] for k in data.files if k != "__header__"}
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, EOFError) as exc:
+        raise ArtifactError(f"{path}: not a Triage policy artifact ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT \
+            or header.get("version") != VERSION:
+        found = header.get("format") if isinstance(header, dict) else None
+        version = header.get("version") if isinstance(header, dict) else None
+        raise ArtifactError(f"{path}: unsupported artifact {found} v{version} (this Triage "
+                            f"reads {FORMAT} v{VERSION}; refit with `triage fit`)")
+    try:
+        return _decode_policy(header["policy"], arrays)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: damaged artifact ({type(exc).__name__}: {exc})") from None
+
+
+def info(path: str | Path) -> dict[str, Any]:
+    """The header's ``info`` and the policy's kind, without building the policy."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        header = json.loads(str(data["__header__"]))
+    return {"kind": header["policy"]["kind"], **header.get("info", {})}
+
+
+# -- encoding ---------------------------------------------------------------------------
+
+
+def _encode_policy(policy: Policy, path: str, arrays: dict[str, np.ndarray]) -> dict:
+    if policy.reads_gold:
+        raise ArtifactError(f"{policy.label} reads the gold outcomes of the prompts it is "
+                            "asked about: an upper bound to compare against, not a policy to "
+                            "save and serve")
+    kind = registry.kind_of(policy)
+    params = {k: _encode(v, f"{path}.{k}", arrays) for k, v in policy.params().items()}
+    state = {k: _encode(v, f"{path}.{k}", arrays) for k, v in vars(policy).items()
+             if k.endswith("_") and k not in TRANSIENT}
+    # Learned state a class declares with a default (an embedder) lives on the class too.
+    embedder = getattr(policy, "embedder_", None)
+    if embedder is not None and "embedder_" not in state:
+        state["embedder_"] = _encode(embedder, f"{path}.embedder_", arrays)
+    return {"kind": kind, "params": params, "state": state}
+
+
+def _encode(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
+    from llmtriage.signals.embedder import Embedder
+
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return value if np.isfinite(value) else {"$float": repr(float(value))}
+    if isinstance(value, np.generic):
+        return _encode(value.item(), path, arrays)
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            value = value.astype(str)
+        arrays[path] = value
+        return {"$array": path}
+    if isinstance(value, tuple):
+        return {"$tuple": [_encode(v, f"{path}.{i}", arrays) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{path}.{i}", arrays) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {"$pairs": [[_encode(k, f"{path}.k{i}", arrays),
+                            _encode(v, f"{path}.{i}", arrays)]
+                           for i, (k, v) in enumerate(value.items())]}
+    if isinstance(value, Calibrator):
+        return {"$calibrator": {"method": value.method, "base_rate": value.base_rate,
+                                "x": _encode(value.x, f"{path}.x", arrays),
+                                "y": _encode(value.y, f"{path}.y", arrays)}}
+    if isinstance(value, Policy):
+        return {"$policy": _encode_policy(value, path, arrays)}
+    if isinstance(value, Embedder):
+        return {"$embedder": value.name}
+    raise ArtifactError(f"cannot save {path} of type {type(value).__name__}")
+
+
+def _decode_policy(node: dict, arrays: dict[str, np.ndarray]) -> Policy:
+    kind = registry.get(str(node["kind"]))
+    params = {k: _decode(v, arrays) for k, v in node["params"].items()}
+    policy = kind.cls(**params)
+    for key, value in node["state"].items():
+        if not key.endswith("_") or key in TRANSIENT:
+            raise ArtifactError(f"{key!r} is not learned state")
+        setattr(policy, key, _decode(value, arrays))
+    for cache in TRANSIENT - {"frozen_"}:  # empty per-batch caches, as fit leaves them
+        setattr(policy, cache, {})
+    policy.frozen_ = True  # fitted already: evaluation must not refit it
+    return policy
+
+
+def _decode(node: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(node, list):
+        return [_decode(v, arrays) for v in node]
+    if not isinstance(node, dict):
+        return node
+    (tag, body), = node.items()
+    if tag == "$float":
+        return float(body)
+    if tag == "$array":
+        return arrays[body]
+    if tag == "$tuple":
+        return tuple(_decode(v, arrays) for v in body)
+    if tag == "$pairs":
+        return {_decode(k, arrays): _decode(v, arrays) for k, v in body}
+    if tag == "$calibrator":
+        return Calibrator(str(body["method"]), _decode(body["x"], arrays),
+                          _decode(body["y"], arrays), float(body["base_rate"]))
+    if tag == "$policy":
+        return _decode_policy(body, arrays)
+    if tag == "$embedder":
+        from llmtriage.signals.embedder import embedder_named
+
+        return embedder_named(str(body))
+    raise ArtifactError(f"unknown value tag {tag!r}")

@@ -1,0 +1,102 @@
+"""The two OpenAI response shapes (chat and text completion), whole and as server-sent
+events, and the stream that sends the first model's answer while the policy judges it.
+
+With ``stream = "first"`` (or the ``x-triage-stream: first`` header) the first model's answer
+streams as it is generated; if the policy then escalates, a chunk carrying
+``triage.retract`` (the number of characters to drop) precedes the accepted answer. Only
+clients that read that field should ask for it. An upstream failure after the stream has
+started arrives as an error event inside the 200 stream (the status line is gone by then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from llmtriage.serving.requests import Failure, Job, RequestPath
+
+
+def error_body(failure: Failure) -> dict[str, Any]:
+    return {"error": {"message": failure.message, "type": failure.kind, "code": failure.code}}
+
+
+class Shape:
+    """Chat or text completion: the same answer in the two OpenAI response shapes."""
+
+    def __init__(self, job: Job, chat: bool) -> None:
+        self.job, self.chat = job, chat
+        self.created = int(time.time())
+
+    def whole(self) -> dict:
+        job = self.job
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": job.answer}
+        else:
+            choice.update(text=job.answer, logprobs=None)
+        return {"id": job.ident, "object": "chat.completion" if self.chat else
+                "text_completion", "created": self.created, "model": job.info["answered_by"],
+                "choices": [choice], "usage": job.usage, "triage": job.info}
+
+    def chunk(self, delta: str | dict, finish: str | None = None,
+              extra: dict | None = None) -> bytes:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        if self.chat:
+            choice["delta"] = delta if isinstance(delta, dict) else (
+                {"content": delta} if delta else {})
+        else:
+            choice["text"] = delta
+        event = {"id": self.job.ident, "created": self.created,
+                 "object": "chat.completion.chunk" if self.chat else "text_completion",
+                 "model": self.job.info.get("answered_by", self.job.policy_name),
+                 "choices": [choice]}
+        if extra:
+            event.update(extra)
+        return f"data: {json.dumps(event)}\n\n".encode()
+
+    async def events(self, answer: str) -> AsyncIterator[bytes]:
+        """The accepted answer as chunks, word by word, then [DONE]."""
+        yield self.chunk({"role": "assistant", "content": ""} if self.chat else "")
+        for i, word in enumerate(answer.split(" ")):
+            yield self.chunk(word if i == 0 else " " + word)
+        yield self.chunk("", finish="stop", extra={"triage": self.job.info})
+        yield b"data: [DONE]\n\n"
+
+
+async def first_stream(path: RequestPath, job: Job, shape: Shape) -> AsyncIterator[bytes]:
+    """The first model's answer as it is generated, corrected if the policy escalates."""
+    deltas: asyncio.Queue[str | None] = asyncio.Queue()
+    task = asyncio.create_task(path.attempt(job, deltas.put_nowait))
+    yield shape.chunk({"role": "assistant", "content": ""} if shape.chat else "")
+    sent: list[str] = []
+    finished = False
+    while not finished:
+        getter = asyncio.ensure_future(deltas.get())
+        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        batch = [getter.result()] if getter.done() else []
+        if not getter.done():  # the policy is done: it will put nothing more
+            getter.cancel()
+            finished = True
+            while not deltas.empty():
+                batch.append(deltas.get_nowait())
+        for delta in batch:
+            if delta is None:  # that call failed; what was sent is void
+                yield shape.chunk("", extra={"triage": {"retract": len("".join(sent))}})
+                sent = []
+            else:
+                sent.append(delta)
+                yield shape.chunk(delta)
+    failed = task.result()
+    if failed is not None:
+        yield f"data: {json.dumps(error_body(failed))}\n\n".encode()
+        return
+    streamed = "".join(sent)
+    if streamed != job.answer:  # the policy escalated: the accepted answer replaces it
+        if streamed:
+            yield shape.chunk("", extra={"triage": {"retract": len(streamed)}})
+        yield shape.chunk(job.answer)
+    yield shape.chunk("", finish="stop", extra={"triage": job.info})
+    yield b"data: [DONE]\n\n"

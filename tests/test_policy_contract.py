@@ -1,0 +1,158 @@
+"""The contract every registered policy kind keeps, checked on each of them by name.
+
+A kind registered anywhere (the toy below shows a new one needs nothing but its class and a
+registration) is built through the registry, fitted on real recorded outcomes (ZeroEval's
+GSM8K answers, with a cross-model agreement confidence), and must:
+
+- decide the same for a query alone as in a batch (the live gateway runs batches of one);
+- save and load (arrays + JSON) and then decide exactly as before, learned state included;
+- refuse to save if it reads gold outcomes (an upper bound is not a servable policy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmtriage.backends.base import Queries
+from llmtriage.backends.replay import ReplayBackend
+from llmtriage.data import DataError, load_table
+from llmtriage.data.table import OutcomeTable
+from llmtriage.policies import registry
+from llmtriage.policies.artifacts import ArtifactError, load, save
+from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
+from llmtriage.policies.loop import run_policy
+from llmtriage.signals.agreement import with_agreement
+
+FIRST, VOTER, TOP = "deepseek-chat", "gemini-1.5-flash", "Llama-3.1-405B-Inst@sambanova"
+ONE_BY_ONE = 24  # queries replayed one at a time against the batch
+
+
+class CheapestFirst(Policy):
+    """The toy: always the model that was cheapest on the training split."""
+
+    name = "cheapest"
+    requires_fit = True
+
+    def fit(self, table: OutcomeTable) -> CheapestFirst:
+        self.models_ = table.models
+        self.cost_ = np.nanmean(table.cost_usd, axis=0)
+        return self
+
+    def step(self, state: State) -> Decision:
+        calls = np.full(len(state.n_steps), STOP, dtype=np.int64)
+        cheapest = resolve(state.models, self.models_[int(np.argmin(self.cost_))])[0]
+        calls[state.n_steps == 0] = cheapest
+        return Decision(calls)
+
+
+registry.register("cheapest", CheapestFirst, "the cheapest model on train (a test's toy)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_the_toy():
+    yield
+    registry.unregister("cheapest")
+
+
+@pytest.fixture(scope="module")
+def table(data_dir) -> OutcomeTable:
+    gsm = load_table(f"zeroeval:{data_dir / 'zeroeval'}", task="gsm")
+    gsm = with_agreement(gsm, FIRST, [VOTER])
+    keep = [m for m in gsm.models if m.startswith(FIRST + "+")] + [VOTER, TOP]
+    rows = np.flatnonzero(np.arange(gsm.n_prompts) % 3 == 0)  # 440 prompts: quick fits
+    return gsm.select_models(keep).take(rows)
+
+
+def built(kind: str, table: OutcomeTable) -> Policy:
+    params = {"embedder": "hashing"} if "embedder" in registry.parameters(kind) else {}
+    if kind == "single":
+        params["model"] = TOP
+    policy = registry.build_one(kind, registry.Context.of(table), params)
+    train, test = table.split("train"), table.split("test")
+    policy.fit(test if policy.reads_gold else train)
+    if policy.tradeoff:  # somewhere in the middle of its curve, where choices are mixed
+        grid = policy.grid(train)
+        policy = policy.with_params(**{policy.tradeoff: grid[len(grid) // 2]})
+    return policy
+
+
+def decisions(policy: Policy, backend: ReplayBackend, queries: Queries
+              ) -> tuple[np.ndarray, np.ndarray]:
+    trace = run_policy(policy, backend, queries)
+    return trace.called, trace.accepted_model
+
+
+def same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> None:
+    width = max(a[0].shape[1], b[0].shape[1])
+    pad = [np.pad(x[0], ((0, 0), (0, width - x[0].shape[1])), constant_values=STOP)
+           for x in (a, b)]
+    np.testing.assert_array_equal(pad[0], pad[1])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("kind", registry.kinds())
+def test_the_contract(kind, table, tmp_path):
+    policy = built(kind, table)
+    test = table.split("test")
+    backend = ReplayBackend(test)
+    queries = backend.queries()
+    batch = decisions(policy, backend, queries)
+    assert batch[0].shape[0] == test.n_prompts and (batch[1] >= 0).all()
+    # One query at a time, as the gateway runs them: the same decisions.
+    alone = [decisions(policy, backend, Queries(queries.prompt_ids[i:i + 1],
+                                                queries.prompts[i:i + 1],
+                                                queries.tasks[i:i + 1], queries.rows[i:i + 1]))
+             for i in range(ONE_BY_ONE)]
+    width = max(a[0].shape[1] for a in alone)
+    stacked = (np.vstack([np.pad(a[0], ((0, 0), (0, width - a[0].shape[1])),
+                                 constant_values=STOP) for a in alone]),
+               np.concatenate([a[1] for a in alone]))
+    same((batch[0][:ONE_BY_ONE], batch[1][:ONE_BY_ONE]), stacked)
+    # Saved and loaded: the very same decisions, with no refit.
+    if policy.reads_gold:
+        with pytest.raises(ArtifactError, match="not a policy to save"):
+            save(policy, tmp_path / "p.npz")
+        return
+    loaded = load(save(policy, tmp_path / "p.npz", note="contract"))
+    assert type(loaded) is type(policy) and loaded.name == kind
+    assert getattr(loaded, "frozen_", False)
+    same(batch, decisions(loaded, backend, queries))
+
+
+def test_the_toy_runs_everywhere_a_kind_does(table, tmp_path):
+    """Registered once, a kind is a -p name for bench, a config kind and an artifact kind."""
+    from llmtriage.evaluation.compare import compare
+
+    policy = registry.build_one("cheapest", registry.Context.of(table))
+    result = compare(table, [policy, *registry.build("single", registry.Context.of(table))],
+                     bootstrap=0)
+    cheapest = min(result.singles, key=lambda p: p.cost_per_query)
+    assert result.curve("cheapest").points[0].quality == pytest.approx(cheapest.quality)
+    assert load(save(policy, tmp_path / "toy.npz")).name == "cheapest"
+
+
+def test_a_bandit_saves_what_it_learned(table, tmp_path):
+    """Feedback changes the bandit; the artifact carries the change."""
+    bandit = built("bandit", table)
+    test = table.split("test")
+    backend = ReplayBackend(test)
+    before = decisions(bandit, backend, backend.queries())
+    favourite = test.models[int(np.bincount(before[1]).argmax())]
+    for prompt in test.prompts[:60]:
+        bandit.learn(str(prompt), favourite, 0.0)
+    after = decisions(bandit, backend, backend.queries())
+    assert (after[1] != before[1]).any()
+    same(after, decisions(load(save(bandit, tmp_path / "b.npz")), backend, backend.queries()))
+
+
+def test_unknown_kinds_and_parameters_are_named(table):
+    context = registry.Context.of(table)
+    with pytest.raises(DataError, match="unknown policy kind 'cascade'.*calibrated-cascade"):
+        registry.build("cascade", context)
+    with pytest.raises(DataError, match="unexpected keyword argument 'colour'.*ladder"):
+        registry.build("calibrated-cascade", context, {"colour": "red"})
+    with pytest.raises(DataError, match="unknown confidence signal 'vibes'"):
+        registry.build("threshold-cascade", context, {"signal": "vibes"})
+    with pytest.raises(DataError, match="ladder names"):
+        registry.build("threshold-cascade", context, {"ladder": ["gpt-9"]})
