@@ -75,9 +75,11 @@ def test_learned_scorer_separates_right_from_wrong(scored_mbpp):
 def test_calibrated_cascade_on_scored_answers(scored_mbpp):
     table, ladder = scored_mbpp
     policies = [p for p in default_policies(table) if p.name != "calibrated-cascade"]
-    result = compare(table, [*policies, CalibratedCascade(ladder)], bootstrap=0)
+    coin = next(p for p in policies if p.name == "random")
+    coins = [coin.with_params(seed=s) for s in range(1, 6)]  # random mixing in expectation
+    result = compare(table, [*policies, *coins, CalibratedCascade(ladder)], bootstrap=0)
     curve = result.curve("calibrated-cascade")
-    assert curve.aiq > result.curve("random").aiq
+    assert curve.aiq > np.mean([c.aiq for c in result.curves if c.family == "random"])
     assert {round(p.calls_per_query, 2) for p in curve.points} >= {1.0, 2.0}
     # A threshold above 1 escalates everything: quality and cost of the last rung plus the first.
     last = curve.points[-1]

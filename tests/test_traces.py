@@ -64,11 +64,15 @@ models = ["limited", "limited-too"]
         yield tmp, config
 
 
+def chat(url: str, model: str, content: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+        "model": model, "messages": [{"role": "user", "content": content}]})
+
+
 def test_fallback_is_recorded_as_the_model_that_answered(setup):
     tmp, config = setup
     with gateway(config, tmp) as g:
-        r = httpx.post(f"{g.url}/v1/chat/completions", timeout=60, json={
-            "model": "calibrated", "messages": [{"role": "user", "content": "ping?"}]})
+        r = chat(g.url, "calibrated", "ping?")
         assert r.status_code == 200, r.text
         info = r.json()["triage"]
         # "primary" failed; "backup" answered in its place. The step is backup's, so the
@@ -80,6 +84,7 @@ def test_fallback_is_recorded_as_the_model_that_answered(setup):
         assert r.json()["model"] == "backup"
         assert r.headers["x-triage-models-called"] == "backup"
         ident = r.json()["id"]
+        g.stop()  # SIGTERM: it finishes, flushes and closes the request log
     row = sqlite3.connect(tmp / "requests.sqlite").execute(
         "SELECT answered_by, steps FROM requests WHERE id = ?", (ident,)).fetchone()
     assert row[0] == "backup"
@@ -100,15 +105,13 @@ def test_an_upstream_429_reaches_the_client_as_429_with_retry_after(setup):
     tmp, config = setup
     with gateway(config, tmp) as g:
         # A model named directly has no fallback: its 429 is the client's.
-        r = httpx.post(f"{g.url}/v1/chat/completions", timeout=60, json={
-            "model": "limited", "messages": [{"role": "user", "content": "ping?"}]})
+        r = chat(g.url, "limited", "ping?")
         assert r.status_code == 429, r.text
         assert r.headers["retry-after"] == "7"
         assert r.json()["error"]["code"] == "upstream_rate_limited"
         # Through a policy, the pool falls back past both rate-limited models (and the
         # failing one) to "backup": the client never sees the 429s.
-        r = httpx.post(f"{g.url}/v1/chat/completions", timeout=60, json={
-            "model": "quota", "messages": [{"role": "user", "content": "pong?"}]})
+        r = chat(g.url, "quota", "pong?")
         assert r.status_code == 200, r.text
         assert r.json()["triage"]["answered_by"] == "backup"
         assert r.json()["triage"]["steps"][0]["fallback_from"] == "limited"

@@ -97,6 +97,8 @@ def _policies(table: OutcomeTable, kinds: list[str], params: dict[str, dict[str,
         _fail(f"--param names {stray}, which no -p asks for")
     if not kinds:
         return default_policies(table)
+    if "single" not in kinds:  # the single models are every metric's reference (AIQ's hull)
+        kinds = ["single", *kinds]
     context = registry.Context.of(table)
     out: list[Policy] = []
     for kind in kinds:

@@ -16,8 +16,11 @@ from llmtriage.evaluation.compare import Comparison
 from llmtriage.evaluation.evaluate import OperatingPoint
 
 
-def _reference(c: Comparison) -> dict[str, float]:
-    strong = next(p for p in c.singles if p.policy == c.strong)
+def _reference(c: Comparison) -> dict[str, float] | None:
+    """The strongest single model's resource use, which efficiency is measured against."""
+    strong = next((p for p in c.singles if p.policy == c.strong), None)
+    if strong is None:
+        return None
     ref = {"cost": strong.cost_per_query}
     if strong.latency_ms:
         ref["latency"] = strong.latency_ms
@@ -32,8 +35,10 @@ def _scores(c: Comparison, p: OperatingPoint) -> dict[str, float]:
         resources["latency"] = p.latency_ms
     if p.energy_j is not None:
         resources["energy"] = p.energy_j
+    reference = _reference(c)
     return {
-        "ies": metrics.inference_efficiency(p.quality, resources, _reference(c)),
+        "ies": (metrics.inference_efficiency(p.quality, resources, reference)
+                if reference else None),
         "routerarena_score": metrics.routerarena_score(p.quality, p.cost_per_1k),
     }
 

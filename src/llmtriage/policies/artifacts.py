@@ -11,6 +11,7 @@ from anywhere can at worst fail to load, never run code. What was measured is wh
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ def load(path: str | Path) -> Policy:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["__header__"]))
             arrays = {k: data[k] for k in data.files if k != "__header__"}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, EOFError,
+            zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: not a Triage policy artifact ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT \
             or header.get("version") != VERSION:

@@ -205,7 +205,8 @@ class Policy(ABC):
     """Anything that decides which model answers. Parameters live in ``__init__`` (as in
     scikit-learn), learned state in attributes with a trailing underscore, set by ``fit``."""
 
-    #: Short family name used in reports ("cascade", "random", ...).
+    #: The registered kind (see ``policies.registry``): the ``-p`` name, the config ``kind``,
+    #: the artifact's kind and the family in reports are this one word.
     name: str = "policy"
     #: Name of the trade-off attribute swept to trace a cost-quality curve, if any.
     tradeoff: str | None = None

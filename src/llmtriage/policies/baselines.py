@@ -39,8 +39,8 @@ class SingleModel(Policy):
 class RandomMix(Policy):
     """Call ``strong`` with probability ``p``, else ``weak`` (RouteLLM's random router).
 
-    The coin is a hash of the prompt id and the seed, so a query gets the same model every
-    time it is replayed or served.
+    The coin is a hash of the prompt's text and the seed, so a query gets the same model
+    every time it is replayed or served (a live request has no recorded prompt id).
     """
 
     name = "random"
@@ -57,7 +57,7 @@ class RandomMix(Policy):
 
     def step(self, state: State) -> Decision:
         weak, strong = resolve(state.models, [self.weak, self.strong])
-        u = unit_hash(state.queries.prompt_ids, self.seed, purpose="random")
+        u = unit_hash(state.queries.prompts, self.seed, purpose="random")
         return _once(state, np.where(u < self.p, strong, weak))
 
 

@@ -121,7 +121,9 @@ def build_one(name: str, context: Context, params: Mapping[str, Any] | None = No
 def parameters(name: str) -> list[str]:
     """The parameter names a kind accepts (its constructor's, plus builder extras)."""
     kind = get(name)
-    names = [p for p in inspect.signature(kind.cls.__init__).parameters if p != "self"]
+    fixed = getattr(kind.build, "fixed", ())  # set by the kind itself (logistic vs mlp)
+    names = [p for p in inspect.signature(kind.cls.__init__).parameters
+             if p != "self" and p not in fixed]
     return names + [e for e in getattr(kind.build, "extras", ()) if e not in names]
 
 
@@ -210,6 +212,7 @@ def _with_embedder(cls: type[Policy], **fixed: Any) -> Builder:
         return [policy]
 
     build.extras = ("embedder",)  # type: ignore[attr-defined]
+    build.fixed = tuple(fixed)  # type: ignore[attr-defined]
     return build
 
 

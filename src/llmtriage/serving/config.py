@@ -198,10 +198,20 @@ def _policy(spec: PolicySpec, catalog: Catalog) -> Policy:
                             "'table' (an outcome table) or an 'artifact' from `triage fit`")
         context = registry.Context(tuple(spec.models or names))
         try:
-            return registry.build_one(spec.kind, context, spec.params())
+            return registry.build_one(spec.kind, context, _ladder_from_models(spec))
         except DataError as exc:
             raise DataError(f"policy {spec.name!r}: {exc}") from None
     return _fitted(spec, names)
+
+
+def _ladder_from_models(spec: PolicySpec) -> dict[str, object]:
+    """A cascade's ladder is its ``models``, in the order given, unless it names one."""
+    from llmtriage.policies import registry
+
+    params = spec.params()
+    if spec.models and "ladder" in registry.parameters(str(spec.kind)):
+        params.setdefault("ladder", list(spec.models))
+    return params
 
 
 def _artifact(spec: PolicySpec, names: set[str]) -> Policy:
@@ -236,7 +246,7 @@ def _fitted(spec: PolicySpec, names: list[str]) -> Policy:
             raise DataError(f"the table {spec.table} records no confidence to calibrate "
                             "(collect one with `triage collect`)")
         policy = registry.build_one(spec.kind, registry.Context(table.models, table),
-                                    spec.params())
+                                    _ladder_from_models(spec))
         return policy.fit(table)
     except DataError as exc:
         raise DataError(f"policy {spec.name!r}: {exc}") from None
