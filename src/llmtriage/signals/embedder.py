@@ -185,7 +185,7 @@ class HashingEmbedder:
 _MINILM_NAME = re.compile(r"all-MiniLM-L6-v2/left(\d+)")
 _HASHING_NAME = re.compile(r"hashing-(\d+)/tail(\d+)")
 
-#: The embedders a user can pick by short name (``triage train --embedder``).
+#: The embedders a user can pick by short name (``triage fit --param embedder=...``).
 EMBEDDERS = ("minilm", "hashing")
 
 

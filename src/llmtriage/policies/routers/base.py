@@ -10,7 +10,7 @@ Every router here is a :class:`QualityRouter`: it learns ``predict_quality(queri
   predicted model when none does).
 
 Expected cost per model is its mean cost on the training split. Learned state ends in ``_``
-and is saved as arrays plus JSON (see :mod:`llmtriage.policies.routers.artifacts`).
+and is saved as arrays plus JSON (see :mod:`llmtriage.policies.artifacts`).
 """
 
 from __future__ import annotations
