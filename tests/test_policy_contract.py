@@ -156,3 +156,23 @@ def test_unknown_kinds_and_parameters_are_named(table):
         registry.build("threshold-cascade", context, {"signal": "vibes"})
     with pytest.raises(DataError, match="ladder names"):
         registry.build("threshold-cascade", context, {"ladder": ["gpt-9"]})
+
+
+def test_sticky_sessions_wrap_any_policy(table):
+    """A pinned query calls its model once; the others get the wrapped policy's decisions."""
+    from dataclasses import replace
+
+    from llmtriage.policies.sticky import Sticky
+
+    policy = built("calibrated-cascade", table)
+    test = table.split("test")
+    backend = ReplayBackend(test)
+    queries = backend.queries()
+    free = decisions(policy, backend, queries)
+    pins = [VOTER if i % 3 == 0 else None for i in range(test.n_prompts)]
+    sticky = decisions(Sticky(policy), backend, replace(queries, pinned=pins))
+    pinned = np.array([p is not None for p in pins])
+    assert (sticky[0][pinned, 0] == test.model_index(VOTER)).all()
+    assert (sticky[0][pinned, 1:] == STOP).all() and (sticky[1][pinned] ==
+                                                      test.model_index(VOTER)).all()
+    same((sticky[0][~pinned], sticky[1][~pinned]), (free[0][~pinned], free[1][~pinned]))

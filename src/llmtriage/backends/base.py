@@ -33,6 +33,8 @@ class Queries:
     #: The request each query sends to live models (its messages, token limit,
     #: temperature); without it a live backend builds one from the prompt.
     requests: list[ChatRequest] | None = None
+    #: Per query, the model a sticky session binds it to (None: free to route).
+    pinned: list[str | None] | None = None
 
     @classmethod
     def from_table(cls, table: OutcomeTable) -> Queries:

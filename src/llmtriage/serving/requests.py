@@ -1,9 +1,10 @@
 """The gateway's request path, from an admitted request to a result: no HTTP in here.
 
-A :class:`Job` is one request. :class:`RequestPath` chooses what runs it (a policy, a model
-named directly, or the model a sticky session is bound to), runs it through the same step
-loop as ``triage bench``, and turns the trace into what the response, the headers, the
-metrics, the request log and the key's spend need. Everything it reports about the models
+A :class:`Job` is one request. :class:`RequestPath` runs it through the same step loop as
+``triage bench``: a configured policy (wrapped in :class:`Sticky`, so a conversation's next
+turn goes to the model that answered the last), or a model named directly. It turns the
+trace into what the response, the headers, the metrics, the request log and the key's spend
+need. Everything it reports about the models
 comes from the trace: the model that answered is the one that did, after any fallback.
 """
 
@@ -21,6 +22,7 @@ from llmtriage.backends.pool import ModelPool, TokenSink
 from llmtriage.policies.base import Policy, Trace
 from llmtriage.policies.baselines import SingleModel
 from llmtriage.policies.loop import PolicyError, arun_policy
+from llmtriage.policies.sticky import Sticky
 from llmtriage.serving.config import ClientKey, GatewaySettings
 from llmtriage.serving.guard import Admission, KeyRing, Refused
 from llmtriage.serving.requestlog import RequestLog
@@ -89,13 +91,14 @@ class Job:
         """The last user turn ("" for a request refused for having none)."""
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
-    def queries(self) -> Queries:
-        """The job as a batch of one for the step loop, with the request it sends."""
+    def queries(self, pinned: str | None = None) -> Queries:
+        """The job as a batch of one for the step loop, with the request it sends and the
+        model its sticky session binds it to."""
         request = ChatRequest(tuple(self.messages), max_tokens=self.max_tokens,
                               temperature=self.temperature)
         one = Queries.from_texts([self.prompt])
         return Queries(one.prompt_ids, one.prompts, one.tasks, conversations=[self.messages],
-                       requests=[request])
+                       requests=[request], pinned=[pinned])
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ class RequestPath:
                  keys: list[ClientKey]) -> None:
         self.pool = pool
         self.policies = policies
+        #: What runs each policy: itself, within sticky sessions when they are on.
+        self.runners: dict[str, Policy] = {
+            name: Sticky(p) if settings.sticky_sessions else p for name, p in policies.items()}
         self.settings = settings
         self.log = (RequestLog(settings.request_log, settings.log_text)
                     if settings.request_log else None)
@@ -155,26 +161,24 @@ class RequestPath:
             text = text.replace(secret, "***")
         return text
 
-    def choose(self, job: Job) -> tuple[Policy, bool]:
-        """The policy to run, or the model a sticky session is bound to."""
-        if job.policy_name in self.policies:
-            if self.settings.sticky_sessions:
-                model = self.sessions.lookup(job.policy_name, job.session, job.messages)
-                if model is not None and model in self.pool.models:
-                    return SingleModel(model), True
-            return self.policies[job.policy_name], False
-        return SingleModel(job.policy_name), False
+    def pinned(self, job: Job) -> str | None:
+        """The model this request's sticky session is bound to, if any."""
+        if job.policy_name not in self.policies or not self.settings.sticky_sessions:
+            return None
+        model = self.sessions.lookup(job.policy_name, job.session, job.messages)
+        return model if model in self.pool.models else None
 
     async def run(self, job: Job, sink: TokenSink | None = None) -> None:
         """Run one request; fills job.info, job.answer and job.usage from the trace."""
-        policy, sticky = self.choose(job)
         is_policy = job.policy_name in self.policies
+        policy = self.runners[job.policy_name] if is_policy else SingleModel(job.policy_name)
+        pinned = self.pinned(job)
         options = LiveOptions(sink=sink, fallback=is_policy)
         async with self.admission.slot():
-            trace = await arun_policy(policy, self.pool, job.queries(), options)
+            trace = await arun_policy(policy, self.pool, job.queries(pinned), options)
         job.info = explain(trace, job.policy_name)
         job.info["id"] = job.ident
-        if sticky:
+        if pinned is not None:
             job.info["sticky"] = True
         job.answer = trace.accepted_answer(0)
         job.usage = usage(trace)
