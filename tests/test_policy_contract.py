@@ -176,3 +176,44 @@ def test_sticky_sessions_wrap_any_policy(table):
     assert (sticky[0][pinned, 1:] == STOP).all() and (sticky[1][pinned] ==
                                                       test.model_index(VOTER)).all()
     same((sticky[0][~pinned], sticky[1][~pinned]), (free[0][~pinned], free[1][~pinned]))
+
+
+def test_a_cascade_with_a_learned_scorer_keeps_the_contract(table, tmp_path):
+    """The scorer is the cascade's own: fitted with it, saved with it, applied by it to each
+    answer's text, so a recorded answer and the same answer live score the same."""
+    import asyncio
+
+    from llmtriage.backends.live import ChatRequest, Completion
+
+    ladder = [VOTER, TOP]
+    policy = registry.build_one("calibrated-cascade", registry.Context.of(table), {
+        "ladder": ladder, "signal": "learned-scorer", "embedder": "hashing", "threshold": 0.9})
+    policy.fit(table.split("train"))
+    test = table.split("test")
+    backend = ReplayBackend(test, with_answers=True)
+    queries = backend.queries()
+    batch = decisions(policy, backend, queries)
+    assert 1 < batch[0].shape[1] and (batch[0][:, 1] != STOP).any()  # it does escalate
+    assert (batch[0][:, 1] == STOP).any()  # and it does stop early
+    loaded = load(save(policy, tmp_path / "scored.npz"))
+    same(batch, decisions(loaded, backend, queries))
+    alone = decisions(loaded, backend, Queries(queries.prompt_ids[:1], queries.prompts[:1],
+                                               queries.tasks[:1], queries.rows[:1]))
+    same((batch[0][:1], batch[1][:1]), alone)
+    # The live face: a completion carrying a recorded answer scores as that answer did.
+    j = test.model_index(VOTER)
+    offline = loaded.scorer_.scores(VOTER, test.prompts[:5], test.responses[:5, j])
+    live = [asyncio.run(loaded.live_signal()(
+        None, VOTER, ChatRequest.ask(str(test.prompts[i])),
+        Completion(VOTER, str(test.responses[i, j]), 1, 1, 1.0, 0.0))).confidence
+        for i in range(5)]
+    np.testing.assert_allclose(live, offline, rtol=1e-9)
+    with pytest.raises(ValueError, match="needs its responses"):
+        decisions(loaded, ReplayBackend(test), queries)
+    # Wrapped for sticky sessions (as every served policy is), it is still itself.
+    from llmtriage.policies.sticky import Sticky
+
+    wrapped = Sticky(loaded)
+    assert wrapped.live_signal() is loaded.scorer_ and wrapped.reads_answers
+    same(batch, decisions(wrapped, backend, queries))
+

@@ -86,7 +86,7 @@ EVALUATED_FIELDS = ("confidence", "cost_usd", "latency_ms", "energy_j")
 
 
 def replay(policy: Policy, table: OutcomeTable) -> Trace:
-    backend = ReplayBackend(table, fields=EVALUATED_FIELDS)
+    backend = ReplayBackend(table, with_answers=policy.reads_answers, fields=EVALUATED_FIELDS)
     return run_policy(policy, backend, backend.queries())
 
 

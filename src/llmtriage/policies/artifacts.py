@@ -22,6 +22,7 @@ from llmtriage.data.files import write_atomic
 from llmtriage.policies import registry
 from llmtriage.policies.base import Policy
 from llmtriage.signals.calibration import Calibrator
+from llmtriage.signals.scorer import FittedScorer
 
 FORMAT, VERSION = "llmtriage-policy", 2
 #: Learned attributes that are caches of a batch, not state.
@@ -124,6 +125,10 @@ def _encode(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
                                 "y": _encode(value.y, f"{path}.y", arrays)}}
     if isinstance(value, Policy):
         return {"$policy": _encode_policy(value, path, arrays)}
+    if isinstance(value, FittedScorer):
+        return {"$scorer": {"models": list(value.models), "embedder": value.embedder.name,
+                            "weights": _encode(value.weights, f"{path}.weights", arrays),
+                            "bias": _encode(value.bias, f"{path}.bias", arrays)}}
     if isinstance(value, Embedder):
         return {"$embedder": value.name}
     raise ArtifactError(f"cannot save {path} of type {type(value).__name__}")
@@ -162,6 +167,12 @@ def _decode(node: Any, arrays: dict[str, np.ndarray]) -> Any:
                           _decode(body["y"], arrays), float(body["base_rate"]))
     if tag == "$policy":
         return _decode_policy(body, arrays)
+    if tag == "$scorer":
+        from llmtriage.signals.embedder import embedder_named
+
+        return FittedScorer(tuple(str(m) for m in body["models"]),
+                            _decode(body["weights"], arrays), _decode(body["bias"], arrays),
+                            embedder_named(str(body["embedder"])))
     if tag == "$embedder":
         from llmtriage.signals.embedder import embedder_named
 

@@ -222,10 +222,22 @@ class Policy(ABC):
     #: Whether it must be fitted on outcomes before it can decide anything (a baseline's
     #: ``fit`` at most prepares a sweep).
     requires_fit: bool = False
+    #: Whether it reads the answers' texts (a replay must then hand out recorded answers).
+    reads_answers: bool = False
+    #: Signals it learns itself when fitted (and saves), beside the named live ones.
+    learned_signals: tuple[str, ...] = ()
 
     def fit(self, table: OutcomeTable) -> Self:
         """Learn from the training split. Baselines with nothing to learn return self."""
         return self
+
+    def live_signal(self):  # noqa: ANN201 - a live signal (see signals.live), or None
+        """What scores each live answer for this policy: the signal it names."""
+        if self.signal is None:
+            return None
+        from llmtriage.signals.live import signal_named
+
+        return signal_named(self.signal)
 
     def learn(self, prompt: str, model: str, reward: float) -> bool:
         """One piece of live feedback: ``model`` answered ``prompt`` with quality

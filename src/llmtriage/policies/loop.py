@@ -104,10 +104,8 @@ async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries,
     answers are scored by the signal the policy holds, so it sees live the statistic it
     was fitted on."""
     options = options or LiveOptions()
-    if options.signal is None and policy.signal is not None:
-        from llmtriage.signals.live import signal_named
-
-        options = replace(options, signal=signal_named(policy.signal))
+    if options.signal is None:
+        options = replace(options, signal=policy.live_signal())
     later = replace(options, sink=None)  # only the first answer streams
     episode = Episode(policy, backend.models, queries)
     while groups := episode.pending():

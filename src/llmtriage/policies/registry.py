@@ -103,7 +103,7 @@ def build(name: str, context: Context, params: Mapping[str, Any] | None = None
     except ValueError as exc:
         raise DataError(f"policy {name}: {exc}") from None
     for policy in built:
-        if policy.signal is not None:
+        if policy.signal is not None and policy.signal not in policy.learned_signals:
             from llmtriage.signals.live import signal_named
 
             signal_named(policy.signal)  # a clear error now, not at the first request

@@ -31,8 +31,15 @@ class Sticky(Policy):
         return self.policy.learns
 
     @property
+    def reads_answers(self) -> bool:  # type: ignore[override]
+        return self.policy.reads_answers
+
+    @property
     def label(self) -> str:
         return self.policy.label
+
+    def live_signal(self):  # noqa: ANN201 - the wrapped policy's
+        return self.policy.live_signal()
 
     def learn(self, prompt: str, model: str, reward: float) -> bool:
         return self.policy.learn(prompt, model, reward)

@@ -14,13 +14,15 @@ that reads the scorer pays for it in every report, as a pool with a live signal 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from llmtriage.backends.live import ChatRequest, Completion
 from llmtriage.data.table import TRAIN, OutcomeTable
 from llmtriage.signals.embedder import Embedder, MiniLMEmbedder, default_embedder, text_features
+from llmtriage.signals.live import Signal
 
 #: The price of one CPU core-hour used to charge local signals: AWS c7i on-demand, us-east-1,
 #: $0.08925 an hour for 2 vCPUs (2024 list price).
@@ -49,6 +51,77 @@ class AnswerScorer:
         if isinstance(fitted, float):
             return np.full(len(prompts), fitted)
         return fitted.predict_proba(self.features(prompts, answers))[:, 1]
+
+
+@dataclass
+class FittedScorer:
+    """A learned (query, answer) scorer per model, as plain arrays: the state a policy keeps
+    and saves, and applies to each answer it judges, recorded or live alike (the same
+    features, the same weights: the same number for the same answer)."""
+
+    models: tuple[str, ...]
+    #: (models, features) logistic weights and (models,) biases; a model whose training
+    #: answers were all right (or all wrong) has zero weights and its rate as the bias.
+    weights: np.ndarray
+    bias: np.ndarray
+    embedder: Embedder
+
+    @classmethod
+    def fit(cls, table: OutcomeTable, models: list[str], embedder: Embedder,
+            c: float = 0.1) -> FittedScorer:
+        if table.responses is None:
+            raise ValueError(f"table {table.name!r} has no responses to learn a scorer from")
+        scorer = AnswerScorer(embedder, c)
+        weights, bias = [], []
+        for name in models:
+            j = table.model_index(name)
+            correct = (table.quality[:, j] >= 0.5).astype(int)
+            fitted = scorer.fit_model(table.prompts, table.responses[:, j], correct)
+            if isinstance(fitted, float):
+                d = scorer.features(table.prompts[:1], table.responses[:1, j]).shape[1]
+                p = min(max(fitted, 1e-3), 1 - 1e-3)
+                weights.append(np.zeros(d))
+                bias.append(float(np.log(p / (1 - p))))
+            else:
+                weights.append(fitted.coef_[0].astype(np.float64))
+                bias.append(float(fitted.intercept_[0]))
+        return cls(tuple(models), np.stack(weights), np.array(bias), embedder)
+
+    name = "learned-scorer"
+
+    async def __call__(self, pool: object, model: str, request: ChatRequest,
+                       answer: Completion) -> Signal:
+        """The live face: the score of a fresh answer to the request's last user turn."""
+        prompt = next((m["content"] for m in reversed(request.messages)
+                       if m["role"] == "user"), "")
+        if model not in self.models:
+            return Signal(float("nan"), [])
+        value = self.scores(model, np.array([prompt], dtype=object),
+                            np.array([answer.text], dtype=object))
+        return Signal(float(value[0]), [])
+
+    def scores(self, model: str, prompts: np.ndarray, answers: np.ndarray) -> np.ndarray:
+        """P(right) of each answer of ``model`` to its prompt, as the scorer sees it."""
+        if len(prompts) == 0:
+            return np.empty(0)
+        j = self.models.index(model)
+        x = AnswerScorer(self.embedder).features(prompts, answers)
+        return 1.0 / (1.0 + np.exp(-(x @ self.weights[j] + self.bias[j])))
+
+
+def out_of_fold_scores(table: OutcomeTable, models: list[str], embedder: Embedder,
+                       folds: int = 5, c: float = 0.1, seed: int = 0) -> np.ndarray:
+    """(prompts, models) scores of each answer by a scorer fitted without its fold: what a
+    calibrator must be fitted on (a scorer grading its own training answers looks sure)."""
+    out = np.full((table.n_prompts, len(models)), np.nan)
+    fold = np.random.default_rng(seed).permutation(table.n_prompts) % folds
+    for f in range(folds):
+        held = np.flatnonzero(fold == f)
+        fitted = FittedScorer.fit(table.take(np.flatnonzero(fold != f)), models, embedder, c)
+        for k, name in enumerate(models):
+            out[held, k] = fitted.scores(name, table.prompts[held],
+                                         table.responses[held, table.model_index(name)])
+    return out
 
 
 def scoring_cost(scorer: AnswerScorer, prompts: np.ndarray, answers: np.ndarray
