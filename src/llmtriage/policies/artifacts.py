@@ -71,13 +71,6 @@ def load(path: str | Path) -> Policy:
         raise ArtifactError(f"{path}: damaged artifact ({type(exc).__name__}: {exc})") from None
 
 
-def info(path: str | Path) -> dict[str, Any]:
-    """The header's ``info`` and the policy's kind, without building the policy."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        header = json.loads(str(data["__header__"]))
-    return {"kind": header["policy"]["kind"], **header.get("info", {})}
-
-
 # -- encoding ---------------------------------------------------------------------------
 
 
@@ -90,10 +83,6 @@ def _encode_policy(policy: Policy, path: str, arrays: dict[str, np.ndarray]) -> 
     params = {k: _encode(v, f"{path}.{k}", arrays) for k, v in policy.params().items()}
     state = {k: _encode(v, f"{path}.{k}", arrays) for k, v in vars(policy).items()
              if k.endswith("_") and k not in TRANSIENT}
-    # Learned state a class declares with a default (an embedder) lives on the class too.
-    embedder = getattr(policy, "embedder_", None)
-    if embedder is not None and "embedder_" not in state:
-        state["embedder_"] = _encode(embedder, f"{path}.embedder_", arrays)
     return {"kind": kind, "params": params, "state": state}
 
 

@@ -93,8 +93,9 @@ def build(name: str, context: Context, params: Mapping[str, Any] | None = None
         params["signal"] = recorded  # read live what the table recorded
     if kind.needs_confidence and context.train is not None \
             and not context.train.has("confidence"):
-        raise DataError(f"{context.train.name} records no confidence, so a {name} policy "
-                        "cannot be fitted on it")
+        raise DataError(f"{context.train.name} records no confidence to calibrate (collect "
+                        f"one with `triage collect`), so a {name} policy cannot be fitted "
+                        "on it")
     try:
         built = kind.build(context, params)
     except TypeError as exc:  # an unknown or missing constructor argument

@@ -46,7 +46,6 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, problems, read_toml
@@ -241,10 +240,6 @@ def _fitted(spec: PolicySpec, names: list[str]) -> Policy:
                         f"{absent or 'any catalog model'}; it has {list(table.models)}")
     table = table.select_models(wanted)
     try:
-        kind = registry.get(spec.kind)
-        if kind.needs_confidence and not np.isfinite(table.confidence).any():
-            raise DataError(f"the table {spec.table} records no confidence to calibrate "
-                            "(collect one with `triage collect`)")
         policy = registry.build_one(spec.kind, registry.Context(table.models, table),
                                     _ladder_from_models(spec))
         return policy.fit(table)

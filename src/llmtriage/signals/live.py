@@ -29,7 +29,7 @@ from typing import Protocol
 from llmtriage.backends.live import ChatRequest, Completion
 from llmtriage.data.errors import DataError
 from llmtriage.probes.graders import first_line, normalize
-from llmtriage.signals.logprob import cut_off, logprob_stats
+from llmtriage.signals.logprob import statistic
 
 
 class Completer(Protocol):
@@ -50,9 +50,7 @@ class LogprobSignal:
         self.name = {"mean": "mean_logprob", "min": "min_logprob"}.get(stat, stat)
 
     def score(self, answer: Completion) -> float:
-        if cut_off(answer):  # a loop's tokens are all likely: never trust an unfinished one
-            return float("-inf")
-        return getattr(logprob_stats(answer.logprobs), self.stat)
+        return statistic(answer, self.stat)
 
     async def __call__(self, pool: Completer, model: str, request: ChatRequest,
                        answer: Completion) -> Signal:

@@ -40,18 +40,22 @@ def cut_off(completion: Completion) -> bool:
     return completion.finish_reason == "length"
 
 
-def mean_logprob(completion: Completion) -> float:
-    """A live answer's tokens' mean logprob: the ``confidence`` `triage collect` records, so
-    what policies fitted on a collected table must be fed live. An answer cut off by the
-    token limit scores -inf: known untrustworthy (NaN would mean "unknown")."""
+def statistic(completion: Completion, stat: str) -> float:
+    """One statistic (``mean``, ``min``, ``first_margin``) of an answer's token logprobs. An
+    answer cut off by the token limit scores -inf: known untrustworthy (NaN would mean
+    "unknown"); a loop's tokens are all likely, so its statistics look confident."""
     if cut_off(completion):
         return float("-inf")
-    return logprob_stats(completion.logprobs).mean
+    return getattr(logprob_stats(completion.logprobs), stat)
+
+
+def mean_logprob(completion: Completion) -> float:
+    """A live answer's tokens' mean logprob: the ``confidence`` `triage collect` records, so
+    what policies fitted on a collected table must be fed live (-inf when cut off)."""
+    return statistic(completion, "mean")
 
 
 def min_logprob(completion: Completion) -> float:
     """A live answer's least likely token's logprob: what the default cascade thresholds
-    (-inf for an answer cut off by the token limit)."""
-    if cut_off(completion):
-        return float("-inf")
-    return logprob_stats(completion.logprobs).min
+    (-inf when cut off)."""
+    return statistic(completion, "min")
