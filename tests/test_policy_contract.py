@@ -68,6 +68,8 @@ def built(kind: str, table: OutcomeTable) -> Policy:
     params = {"embedder": "hashing"} if "embedder" in registry.parameters(kind) else {}
     if kind == "single":
         params["model"] = TOP
+    if kind == "agreement-cascade":
+        params.update(answerer=table.models[0], voters=[VOTER], fallback=TOP)
     policy = registry.build_one(kind, registry.Context.of(table), params)
     train, test = table.split("train"), table.split("test")
     policy.fit(test if policy.reads_gold else train)
@@ -95,7 +97,7 @@ def same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> 
 def test_the_contract(kind, table, tmp_path):
     policy = built(kind, table)
     test = table.split("test")
-    backend = ReplayBackend(test)
+    backend = ReplayBackend(test, with_answers=policy.reads_answers)
     queries = backend.queries()
     batch = decisions(policy, backend, queries)
     assert batch[0].shape[0] == test.n_prompts and (batch[1] >= 0).all()

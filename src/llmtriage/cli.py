@@ -187,29 +187,44 @@ def policies() -> None:
 @app.command()
 def fit(
     source: SourceArg,
-    policy: Annotated[str, typer.Option("--policy", "-p", help="The policy kind (`triage "
-                                        "policies` lists them).")],
     out: Annotated[Path, typer.Option("--out", help="Artifact to write (.npz).")],
+    policy: Annotated[str | None, typer.Option(
+        "--policy", "-p", help="The policy kind (`triage policies` lists them).")] = None,
+    objective: Annotated[str | None, typer.Option(
+        "--objective", help="Search every family for this objective instead of fitting one "
+        "kind: lam=X, budget=USD, latency=MS or quality=Q[,delta=D][,minimize=latency] "
+        "(docs/policies.md).")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="A parameter, key=value (e.g. embedder=hashing, threshold=0.9, "
                         "ladder=a,b); repeatable.")] = None,
+    families: Annotated[str | None, typer.Option(
+        "--families", help="With --objective: the families searched, comma-separated "
+        "(default: all the table supports).")] = None,
     task: TaskOpt = None,
     prices: PricesOpt = None,
 ) -> None:
     """Fit a policy on a data set's train split and save it (arrays + JSON, no pickle): the
-    object `bench --policy-file` replays and `serve` runs."""
+    object `bench --policy-file` replays and `serve` runs. With --objective, the policy is
+    chosen by cross-validated search on the train split."""
     from llmtriage.policies import registry
     from llmtriage.policies.artifacts import save
 
+    if (policy is None) == (objective is None):
+        _fail("give either --policy KIND or --objective (e.g. budget=0.001)")
     with _user_errors():
         table = _load(source, task, prices)
         context = registry.Context.of(table)
-        chosen = registry.build_one(policy, context, _params(param, [policy]).get(policy))
         assert context.train is not None
-        with err.status(f"fitting {policy} on {context.train.n_prompts} train prompts"):
-            chosen.fit(context.train)
+        if objective is not None:
+            chosen, info = _search(context.train, objective, families)
+        else:
+            assert policy is not None
+            chosen = registry.build_one(policy, context, _params(param, [policy]).get(policy))
+            with err.status(f"fitting {policy} on {context.train.n_prompts} train prompts"):
+                chosen.fit(context.train)
+            info = {}
         path = save(chosen, out, source=source, task=task,
-                    train_prompts=context.train.n_prompts)
+                    train_prompts=context.train.n_prompts, **info)
     scores = getattr(chosen, "cv_scores_", {})
     if scores:
         tried = ", ".join(f"{k}: {v:.4f}" for k, v in scores.items())
@@ -217,6 +232,42 @@ def fit(
                       f"{chosen.chosen_}")
     console.print(f"wrote {path}: {escape(chosen.label)} fitted on {context.train.n_prompts} "
                   "train prompts")
+
+
+def _search(train: OutcomeTable, objective: str, families: str | None
+            ) -> tuple[object, dict]:
+    """Run the policy search with a progress bar; print the choice and what it beat."""
+    from llmtriage.policies import search as policy_search
+
+    goal = policy_search.Objective.parse(objective)
+    wanted = (policy_search.FAMILIES if families is None
+              else tuple(f.strip() for f in families.split(",") if f.strip()))
+    goal.check(train)
+    candidates = policy_search.candidates(train, wanted)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(f"cross-validating {len(candidates)} candidates",
+                            total=len(candidates))
+        outcomes = policy_search.cross_validate(
+            train, candidates, progress=lambda _label: bar.advance(task))
+    result = policy_search.choose(train, goal, outcomes)
+    t = Table(title=f"policy search for {goal} ({result.folds}-fold cross-validation on "
+                    f"{train.n_prompts} train prompts)")
+    for col in ("policy", "meets", "quality", "cost/query", "latency ms"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for row in result.alternatives():
+        latency = row.get("latency_ms")
+        t.add_row(("[bold]* " if row["chosen"] else "  ") + escape(row["policy"]),
+                  "yes" if row["meets"] else "no", f"{row['quality']:.3f}",
+                  f"${row['cost_usd']:.3g}",
+                  "n/a" if latency is None or np.isnan(latency) else f"{latency:.0f}")
+    console.print(t)
+    if not result.met:
+        console.print(f"[yellow]no candidate meets {goal} on cross-validation; saved the "
+                      "closest[/]")
+    estimate = result.estimate()
+    return result.policy, {"objective": str(goal), "met_on_cv": result.met,
+                           "cv_estimate": estimate,
+                           "seconds": dict(outcomes.seconds)}
 
 
 @app.command()

@@ -43,6 +43,8 @@ class OperatingPoint:
     #: Share of queries that called the strong model (two-model tables only).
     strong_share: float | None = None
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Per-query quality and cost (in memory only), for intervals of curve-level metrics.
+    outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def cost_per_1k(self) -> float:
@@ -50,6 +52,7 @@ class OperatingPoint:
 
     def record(self) -> dict:
         out = asdict(self)
+        del out["outcomes"]
         out["cost_per_1k"] = self.cost_per_1k
         out["ci"] = {k: list(v) for k, v in self.ci.items()}
         return out
@@ -132,6 +135,8 @@ def summarize(
         answer_share=dict(zip(trace.models, (answers / len(accepted)).tolist(), strict=True)),
         strong_share=strong_share,
         ci=bootstrap_means(per_query, bootstrap, seed) if bootstrap else {},
+        outcomes={"quality": quality.astype(np.float32),
+                  "cost": per_query["cost_per_query"].astype(np.float32)},
     )
 
 

@@ -14,6 +14,7 @@ from llmtriage import metrics
 from llmtriage.data.files import write_atomic
 from llmtriage.evaluation.compare import Comparison
 from llmtriage.evaluation.evaluate import OperatingPoint
+from llmtriage.evaluation.headline import describe, headlines
 
 
 def _reference(c: Comparison) -> dict[str, float] | None:
@@ -46,6 +47,7 @@ def _scores(c: Comparison, p: OperatingPoint) -> dict[str, float]:
 def records(c: Comparison) -> list[dict]:
     """One record per policy and operating point; policy-level metrics repeated on each."""
     on_front = {id(p) for _, p in c.frontier}
+    headline = {h.policy: h.record() for h in headlines(c)}
     out = []
     for curve in c.curves:
         for p in curve.points:
@@ -57,6 +59,7 @@ def records(c: Comparison) -> list[dict]:
                 "apgr": curve.apgr,
                 "cpt": curve.cpt or None,
                 "on_frontier": id(p) in on_front,
+                "headline": headline.get(curve.name),
                 **_scores(c, p),
             }
             rec["policy_name"] = curve.name
@@ -141,6 +144,8 @@ def render(c: Comparison, console: Console) -> None:
                   "" if curve.aiq is None else f"{curve.aiq:.4f}",
                   "" if curve.apgr is None else f"{curve.apgr:.3f}", *cpt)
     console.print(m)
+    for h in headlines(c):
+        console.print(escape(describe(h)))
     verdict = c.oracle_verdict()
     if verdict:
         console.print(escape(verdict))

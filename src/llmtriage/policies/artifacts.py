@@ -49,7 +49,27 @@ def save(policy: Policy, path: str | Path, **info: Any) -> Path:
 
 def load(path: str | Path) -> Policy:
     """The policy saved at ``path``, ready to run (it is not refitted by evaluation)."""
-    path = Path(path)
+    header, arrays = _read(Path(path))
+    try:
+        return _decode_policy(header["policy"], arrays)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: damaged artifact ({type(exc).__name__}: {exc})") from None
+
+
+def info(path: str | Path) -> dict[str, Any]:
+    """What ``save`` recorded beside the policy: where it was fitted, and the search's
+    objective and cross-validated estimate when a search chose it."""
+    header, arrays = _read(Path(path))
+    try:
+        decoded = _decode(header.get("info", {}), arrays)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: damaged artifact ({type(exc).__name__}: {exc})") from None
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["__header__"]))
@@ -63,12 +83,7 @@ def load(path: str | Path) -> Policy:
         version = header.get("version") if isinstance(header, dict) else None
         raise ArtifactError(f"{path}: unsupported artifact {found} v{version} (this Triage "
                             f"reads {FORMAT} v{VERSION}; refit with `triage fit`)")
-    try:
-        return _decode_policy(header["policy"], arrays)
-    except ArtifactError as exc:
-        raise ArtifactError(f"{path}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ArtifactError(f"{path}: damaged artifact ({type(exc).__name__}: {exc})") from None
+    return header, arrays
 
 
 # -- encoding ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmtriage import metrics
 from llmtriage.data.table import OutcomeTable
 
 
@@ -15,10 +14,3 @@ def reference_pair(table: OutcomeTable) -> tuple[str, str]:
     strong = int(np.lexsort((cost, -quality))[0])
     weak = int(np.lexsort((-quality, cost))[0])
     return table.models[weak], table.models[strong]
-
-
-def pareto_ladder(table: OutcomeTable) -> list[str]:
-    """The single models on the cost-quality frontier, cheapest first: a natural cascade."""
-    quality = table.quality.mean(axis=0)
-    cost = np.nanmean(table.cost_usd, axis=0) if table.has("cost_usd") else np.arange(len(quality))
-    return [table.models[i] for i in metrics.pareto_front(cost, quality)]

@@ -8,8 +8,8 @@ contract test (``tests/test_policy_contract.py``) then runs on it without furthe
 
 A builder turns user parameters into policies, filling what the user left out from the
 :class:`Context`: the models on offer and, where there is one, the training split (a
-cascade's default ladder is the train split's Pareto frontier; random mixing's pair is its
-cheapest and best model).
+calibrated cascade's default ladder is the one with the best cross-validated AIQ; random
+mixing's pair is its cheapest and best model).
 """
 
 from __future__ import annotations
@@ -180,12 +180,12 @@ def _random(context: Context, params: dict[str, Any]) -> list[Policy]:
     return [RandomMix(**params)]
 
 
-def _ladder(cls: type[Policy], frontier: bool) -> Builder:
+def _ladder(cls: type[Policy], searched: bool) -> Builder:
     def build(context: Context, params: dict[str, Any]) -> list[Policy]:
-        from llmtriage.policies.defaults import pareto_ladder
+        from llmtriage.policies.search import best_ladder
 
         if "ladder" not in params:
-            ladder = (pareto_ladder(context.train) if frontier and context.train is not None
+            ladder = (best_ladder(context.train) if searched and context.train is not None
                       else list(context.models))
             params = {"ladder": ladder, **params}
         if isinstance(params["ladder"], str):
@@ -239,7 +239,7 @@ _cascade_routing.extras = ("embedder",)  # type: ignore[attr-defined]
 
 def _register_builtin() -> None:
     from llmtriage.policies.baselines import Oracle, RandomMix, SingleModel, ThresholdCascade
-    from llmtriage.policies.cascades import CalibratedCascade, CascadeRouter
+    from llmtriage.policies.cascades import AgreementCascade, CalibratedCascade, CascadeRouter
     from llmtriage.policies.routers import (
         ClassifierRouter,
         EloRouter,
@@ -247,6 +247,7 @@ def _register_builtin() -> None:
         LinUCBRouter,
         MFRouter,
     )
+    from llmtriage.policies.search import PolicySearch
 
     register("single", SingleModel, "always one model (one per model unless model= is given)",
              _single, default=True)
@@ -256,10 +257,12 @@ def _register_builtin() -> None:
              _random, default=True)
     register("threshold-cascade", ThresholdCascade,
              "a ladder; accept the first answer whose raw confidence reaches the threshold",
-             _ladder(ThresholdCascade, frontier=False))
+             _ladder(ThresholdCascade, searched=False))
     register("calibrated-cascade", CalibratedCascade,
              "a ladder; accept the first answer right with at least the threshold probability",
-             _ladder(CalibratedCascade, frontier=True), needs_confidence=True, default=True)
+             _ladder(CalibratedCascade, searched=True), needs_confidence=True, default=True)
+    register("agreement-cascade", AgreementCascade,
+             "answer and cheap voters; the fallback model answers when they disagree")
     register("knn", KNNRouter, "route by the outcomes of the k most similar prompts",
              _with_embedder(KNNRouter))
     register("logistic", ClassifierRouter, "route by per-model logistic quality predictors",
@@ -272,6 +275,9 @@ def _register_builtin() -> None:
              _with_embedder(EloRouter))
     register("bandit", LinUCBRouter, "LinUCB: route and learn online from feedback",
              _with_embedder(LinUCBRouter))
+    register("search", PolicySearch,
+             "the cross-validated best policy of every family at each budget (policy search)",
+             default=True)
     register("cascade-routing", CascadeRouter,
              "at each step any model or stop, by expected best belief minus cost",
              _cascade_routing, needs_confidence=True)

@@ -21,12 +21,15 @@ from llmtriage.data.table import OutcomeTable
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _ANSWER_FIELD = re.compile(r'"answer"\s*:\s*("(?:[^"\\]|\\.)*"|[^,}\n]+)')
+#: A bare choice letter in any wrapping: "A", "(b)", "['A)']".
+_CHOICE = re.compile(r"^\W*\(?([A-Ea-e])\)?\W*$")
 
 
 def final_answer(text: str) -> str:
     """The final answer of a worked solution, as a comparable key: the JSON ``"answer"``
     field when the model wrote one (ZeroEval's format), else the whole text; then its last
-    number with separators removed ("1,000.0" -> "1000"), or its stripped lower-case text."""
+    number with separators removed ("1,000.0" -> "1000"), a bare choice letter ("['A)']" ->
+    "a"), or its stripped lower-case text."""
     fields = _ANSWER_FIELD.findall(text)
     value = fields[-1] if fields else text
     if value.startswith('"'):
@@ -40,6 +43,9 @@ def final_answer(text: str) -> str:
             return f"{float(numbers[-1].replace(',', '')):g}"
         except ValueError:
             pass
+    choice = _CHOICE.match(str(value).replace("\\n", " "))  # escaped newlines, as recorded
+    if choice:
+        return choice.group(1).lower()
     return str(value).strip().lower()
 
 

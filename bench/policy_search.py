@@ -1,0 +1,89 @@
+"""Policy search on every shared data set: in distribution and leave-one-task-out.
+
+    python bench/policy_search.py [--data ../shared/data] [--ladder out/ladder-full.csv]
+                                  [--sets routerbench,zeroeval,llmrouter,ladder] [--out DIR]
+
+For each set: the searched policy (kind ``search``, fitted by cross-validation on the train
+split alone) against the single models' hull (zero router) and the oracle, on the test
+split: AIQ, the share of the zero-router-to-oracle gap recovered and the least cost at which
+it reaches the best single model's quality, each with a 95% bootstrap interval; then the
+same fitted on all tasks but one and scored on the held-out task, for every task of sets
+that have several. Also: where the search's time goes (seconds per family).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+from pathlib import Path
+
+from llmtriage.data import load_table
+from llmtriage.data.table import OutcomeTable
+from llmtriage.evaluation.compare import Comparison, compare
+from llmtriage.evaluation.generalisation import leave_one_task_out
+from llmtriage.evaluation.headline import describe, headlines
+from llmtriage.evaluation.plots import plot
+from llmtriage.evaluation.report import write_json
+from llmtriage.policies import registry
+from llmtriage.policies.search import PolicySearch
+
+
+def policies(table: OutcomeTable) -> list:
+    """Fresh, unfitted: the single models, the oracle and the search."""
+    context = registry.Context(table.models)
+    return [*registry.build("single", context), *registry.build("oracle", context),
+            PolicySearch()]
+
+
+def line(result: Comparison, seconds: float) -> str:
+    search = result.curve("search")
+    head = next(h for h in headlines(result) if h.policy == "search")
+    top = max(search.points, key=lambda p: p.quality)
+    return (f"  zero router {result.zero_router_aiq:.4f}, oracle {result.curve('oracle').aiq:.4f}"
+            f", search {search.aiq:.4f} ({seconds:.0f} s)\n  {describe(head)}\n"
+            f"  its best-quality member: {top.policy}")
+
+
+def sets(data: str, ladder: Path, wanted: set[str]):
+    if "routerbench" in wanted:
+        for task in ("arc-challenge", "mbpp", "winogrande"):
+            yield f"routerbench:{task}", load_table(f"routerbench:{data}/routerbench",
+                                                    task=task), False
+        yield "routerbench (3 tasks)", load_table(f"routerbench:{data}/routerbench"), True
+    if "zeroeval" in wanted:
+        yield "zeroeval:gsm", load_table(f"zeroeval:{data}/zeroeval", task="gsm"), False
+    if "llmrouter" in wanted:
+        yield "llmrouter", load_table(f"llmrouter:{data}/llmrouter"), False
+    if "ladder" in wanted and ladder.exists():
+        yield "local ladder", load_table(str(ladder)), True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--ladder", type=Path, default=Path("out/ladder-full.csv"))
+    ap.add_argument("--sets", default="routerbench,zeroeval,llmrouter,ladder")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    for name, table, loto in sets(args.data, args.ladder, set(args.sets.split(","))):
+        print(f"\n{name}: {table.n_prompts} prompts x {table.n_models} models, "
+              f"{table.split_sizes()}", flush=True)
+        if not loto or name == "local ladder":
+            started = time.perf_counter()
+            result = compare(table, policies(table), bootstrap=0)
+            print(line(result, time.perf_counter() - started), flush=True)
+            if args.out:
+                stem = name.replace(":", "-").replace(" ", "_")
+                write_json(result, args.out / f"{stem}.json")
+                plot(result, args.out / f"{stem}.png")
+        if loto:
+            started = time.perf_counter()
+            for task, result in leave_one_task_out(table, partial(policies, table)):
+                print(f" leave-one-task-out, held out {task}:", flush=True)
+                print(line(result, time.perf_counter() - started), flush=True)
+                started = time.perf_counter()
+
+
+if __name__ == "__main__":
+    main()

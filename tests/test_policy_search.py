@@ -1,0 +1,213 @@
+"""Policy search on real recorded outcomes: objectives, cross-validation, the agreement
+cascade it can choose, the searched policy as one servable object, the headline numbers
+and leave-one-task-out evaluation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llmtriage.data import DataError, load_table
+from llmtriage.evaluation.compare import compare
+from llmtriage.evaluation.generalisation import leave_one_task_out
+from llmtriage.evaluation.headline import cost_to_reach, headlines
+from llmtriage.policies import registry
+from llmtriage.policies.artifacts import info, load, save
+from llmtriage.policies.cascades import AgreementCascade
+from llmtriage.policies.search import (
+    Objective,
+    PolicySearch,
+    candidates,
+    cross_validate,
+    ladders,
+    replay_outcomes,
+    search,
+)
+from llmtriage.signals.agreement import final_answer
+
+CLI = [sys.executable, "-m", "llmtriage.cli"]
+QUICK = ("single", "logistic", "agreement-cascade")
+
+
+@pytest.fixture(scope="module")
+def mbpp(data_dir):
+    return load_table(f"routerbench:{data_dir / 'routerbench'}", task="mbpp")
+
+
+@pytest.fixture(scope="module")
+def arc(data_dir):
+    return load_table(f"routerbench:{data_dir / 'routerbench'}", task="arc-challenge")
+
+
+def test_objectives_parse_and_refuse_with_their_reason():
+    assert Objective.parse("budget=0.001") == Objective("budget", 0.001)
+    goal = Objective.parse("quality=0.8, delta=0.1, minimize=latency")
+    assert (goal.kind, goal.value, goal.delta, goal.minimize) == ("quality", 0.8, 0.1, "latency")
+    assert str(goal) == "quality=0.8,minimize=latency,delta=0.1"
+    for bad, reason in [("cheap", "key=value"), ("budget=1,lam=2", "exactly one"),
+                        ("budget=x", "numbers"), ("budget=1,delta=0.1", "quality target"),
+                        ("quality=0.8,minimize=joy", "minimize one of"),
+                        ("budget=-1", ">= 0"), ("budget=1,colour=red", "unknown key")]:
+        with pytest.raises(DataError, match=reason):
+            Objective.parse(bad)
+
+
+def test_the_agreement_cascade_pays_for_its_voters_and_escalates_on_disagreement(arc):
+    test = arc.split("test")
+    answerer, voter, fallback = ("mistralai/mixtral-8x7b-chat", "zero-one-ai/Yi-34B-Chat",
+                                 "gpt-4-1106-preview")
+    policy = AgreementCascade(answerer, [voter], fallback)
+    outcome = replay_outcomes(policy, test)
+    a, v, f = (test.model_index(m) for m in (answerer, voter, fallback))
+    keys = [np.array([final_answer(str(t)) for t in test.responses[:, j]]) for j in (a, v)]
+    agree = (keys[0] == keys[1]) & (keys[0] != "")
+    assert 0.3 < agree.mean() < 0.95  # the parsed letters do agree, and not always
+    np.testing.assert_allclose(outcome["quality"],
+                               np.where(agree, test.quality[:, a], test.quality[:, f]))
+    np.testing.assert_allclose(outcome["cost_usd"], test.cost_usd[:, a] + test.cost_usd[:, v]
+                               + np.where(agree, 0.0, test.cost_usd[:, f]))
+    # Agreement is evidence: agreeing answers are right more often than the answerer is.
+    assert test.quality[agree, a].mean() > test.quality[:, a].mean() + 0.05
+
+
+def test_ladders_are_ordered_by_cost_and_end_strong(arc):
+    train = arc.split("train")
+    cost = dict(zip(train.models, np.nanmean(train.cost_usd, axis=0), strict=True))
+    quality = dict(zip(train.models, train.quality.mean(axis=0), strict=True))
+    tops = sorted(quality, key=quality.get)[-6:]
+    found = ladders(train)
+    assert 10 <= len(found) <= 60
+    for ladder in found:
+        assert 2 <= len(ladder) <= 4
+        assert [cost[m] for m in ladder] == sorted(cost[m] for m in ladder)
+        assert ladder[-1] in tops
+
+
+def test_cross_validation_is_out_of_fold(mbpp):
+    train = mbpp.split("train")
+    protos = candidates(train, ("single", "logistic"), embedder="hashing")
+    outcomes = cross_validate(train, protos, folds=3)
+    n = train.n_prompts
+    assert outcomes.values["quality"].shape[1] == n
+    # A single model's out-of-fold outcomes are its own column, every prompt once.
+    row = outcomes.labels.index(train.models[0])
+    assert sorted(outcomes.values["quality"][row]) == sorted(train.quality[:, 0])
+    # The router scored on prompts it was not fitted on does worse than on its own
+    # training prompts at the same setting (what cross-validation is for).
+    router = next(i for i, f in enumerate(outcomes.families) if f == "logistic")
+    index, value = outcomes.settings[router]
+    fitted = protos[index].fit(train).with_params(lam=value)
+    in_sample = replay_outcomes(fitted, train)["quality"].mean()
+    assert outcomes.mean("quality")[router] < in_sample
+
+
+def test_the_search_meets_its_budget_and_picks_the_best_under_it(mbpp):
+    train = mbpp.split("train")
+    singles = np.nanmean(train.cost_usd, axis=0)
+    budget = float(np.sort(singles)[6])
+    result = search(train, Objective("budget", budget), QUICK + ("mf",), folds=3)
+    cv_cost, cv_quality = result.outcomes.mean("cost_usd"), result.outcomes.mean("quality")
+    assert result.met and cv_cost[result.chosen] <= budget
+    assert cv_quality[result.chosen] == pytest.approx(cv_quality[cv_cost <= budget].max())
+    assert result.policy.name == result.outcomes.families[result.chosen]
+    rejected = result.alternatives()
+    assert rejected[0]["chosen"] and len({r["family"] for r in rejected}) >= 3
+    # A budget nothing meets is said so, and the cheapest is returned.
+    poor = search(train, Objective("budget", float(singles.min()) / 10), ("single",))
+    assert not poor.met and poor.policy.model == train.models[int(np.argmin(singles))]
+
+
+def test_a_quality_target_with_a_guarantee_is_certified_not_just_reached(mbpp):
+    train = mbpp.split("train")
+    target = float(np.sort(train.quality.mean(axis=0))[-3])  # the third-best model
+    plain = search(train, Objective("quality", target), QUICK)
+    sure = search(train, Objective("quality", target, delta=0.1), QUICK)
+    cv_q = sure.outcomes.mean("quality")
+    assert cv_q[plain.chosen] >= target
+    # Certification asks for a margin: never cheaper than the plain choice.
+    cost = sure.outcomes.mean("cost_usd")
+    assert cost[sure.chosen] >= cost[plain.chosen]
+    if sure.met:
+        assert cv_q[sure.chosen] > target
+
+
+def test_the_searched_policy_is_one_object_that_sweeps_saves_and_serves(mbpp, tmp_path):
+    policy = PolicySearch(families=QUICK, embedder="hashing").fit(mbpp.split("train"))
+    assert len(policy.members_) >= 3
+    assert np.all(np.diff(policy.member_cost_) > 0)
+    assert np.all(np.diff(policy.member_quality_) > 0)  # a Pareto front, cheapest first
+    context = registry.Context.of(mbpp)
+    result = compare(mbpp, [*registry.build("single", context), *registry.build("oracle",
+                     context), policy], bootstrap=0)
+    curve = result.curve("search")
+    assert len(curve.points) == len(policy.members_)
+    # The frozen copy at one budget decides exactly as the live member it names.
+    middle = policy.with_params(budget=float(policy.member_cost_[len(policy.members_) // 2]))
+    loaded = load(save(middle, tmp_path / "search.npz"))
+    test = mbpp.split("test")
+    for a, b in zip(replay_outcomes(middle, test).values(), replay_outcomes(loaded, test).values(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.label == middle.label and middle.member().label in loaded.label
+
+
+def test_headlines_bound_their_figures(mbpp):
+    context = registry.Context.of(mbpp)
+    policies = [*registry.build("single", context), *registry.build("oracle", context),
+                *registry.build("random", context),
+                registry.build_one("knn", context, {"embedder": "hashing"})]
+    result = compare(mbpp, policies, bootstrap=0)
+    heads = {h.policy: h for h in headlines(result, resamples=100)}
+    # Random mixing of two models lies on or under the single models' hull: no gap closed.
+    assert heads["random"].gap_recovered <= 1e-9
+    for h in heads.values():
+        assert h.gap_ci[0] <= h.gap_recovered <= h.gap_ci[1]
+    knn = next(c for c in result.curves if c.family == "knn")
+    expected = (knn.aiq - result.zero_router_aiq) / (result.curve("oracle").aiq
+                                                     - result.zero_router_aiq)
+    assert heads[knn.name].gap_recovered == pytest.approx(expected)
+    # The least cost to reach a quality, on a hull read off by hand.
+    assert cost_to_reach(np.array([1.0, 3.0]), np.array([0.5, 0.9]), 0.7) == pytest.approx(2.0)
+    assert cost_to_reach(np.array([1.0, 3.0]), np.array([0.5, 0.9]), 0.95) == np.inf
+
+
+def test_leave_one_task_out_fits_without_the_held_out_task(data_dir):
+    table = load_table(f"routerbench:{data_dir / 'routerbench'}")
+    sizes = {t: int((table.tasks == t).sum()) for t in set(table.tasks)}
+    assert len(sizes) == 3
+    seen = []
+
+    def policies():
+        context = registry.Context(table.models)
+        return [*registry.build("single", context),
+                registry.build_one("knn", context, {"embedder": "hashing"})]
+
+    for task, result in leave_one_task_out(table, policies):
+        seen.append(task)
+        assert result.singles[0].n_queries == sizes[task]
+        assert task in result.dataset
+    assert sorted(seen) == sorted(sizes)
+
+
+def test_fit_with_an_objective_saves_the_choice_and_prints_what_it_beat(mbpp, data_dir,
+                                                                        tmp_path):
+    out = tmp_path / "chosen.npz"
+    run = subprocess.run([*CLI, "fit", f"routerbench:{data_dir / 'routerbench'}", "--task",
+                          "mbpp", "--objective", "lam=300", "--families",
+                          "single,logistic,agreement-cascade", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    text = " ".join(run.stdout.split())
+    assert "policy search for lam=300" in text and f"wrote {out}" in text
+    policy = load(out)
+    assert policy.name in ("single", "logistic", "agreement-cascade")
+    recorded = info(out)
+    assert recorded["objective"] == "lam=300" and recorded["cv_estimate"]["quality"] > 0.3
+    bad = subprocess.run([*CLI, "fit", f"routerbench:{data_dir / 'routerbench'}", "--task",
+                          "mbpp", "--objective", "latency=500", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "records no latency_ms" in bad.stderr
+    assert "Traceback" not in bad.stderr
