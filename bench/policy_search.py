@@ -29,20 +29,28 @@ from llmtriage.policies import registry
 from llmtriage.policies.search import PolicySearch
 
 
-def policies(table: OutcomeTable) -> list:
-    """Fresh, unfitted: the single models, the oracle and the search."""
-    context = registry.Context(table.models)
-    return [*registry.build("single", context), *registry.build("oracle", context),
-            PolicySearch()]
+class Made:
+    """Fresh, unfitted policies for each comparison (the single models, the oracle and the
+    search), remembering the last search made so its timings can be read after fitting."""
+
+    search: PolicySearch | None = None
+
+    def __call__(self, table: OutcomeTable) -> list:
+        context = registry.Context(table.models)
+        self.search = PolicySearch()
+        return [*registry.build("single", context), *registry.build("oracle", context),
+                self.search]
 
 
-def line(result: Comparison, seconds: float) -> str:
-    search = result.curve("search")
+def line(result: Comparison, seconds: float, search: PolicySearch) -> str:
+    curve = result.curve("search")
     head = next(h for h in headlines(result) if h.policy == "search")
-    top = max(search.points, key=lambda p: p.quality)
+    top = max(curve.points, key=lambda p: p.quality)
+    spent = ", ".join(f"{k} {v:.1f}" for k, v in
+                      sorted(search.seconds_.items(), key=lambda kv: -kv[1]))
     return (f"  zero router {result.zero_router_aiq:.4f}, oracle {result.curve('oracle').aiq:.4f}"
-            f", search {search.aiq:.4f} ({seconds:.0f} s)\n  {describe(head)}\n"
-            f"  its best-quality member: {top.policy}")
+            f", search {curve.aiq:.4f} ({seconds:.0f} s)\n  {describe(head)}\n"
+            f"  its best-quality member: {top.policy}\n  cross-validation seconds: {spent}")
 
 
 def sets(data: str, ladder: Path, wanted: set[str]):
@@ -69,19 +77,20 @@ def main() -> None:
     for name, table, loto in sets(args.data, args.ladder, set(args.sets.split(","))):
         print(f"\n{name}: {table.n_prompts} prompts x {table.n_models} models, "
               f"{table.split_sizes()}", flush=True)
+        made = Made()
         if not loto or name == "local ladder":
             started = time.perf_counter()
-            result = compare(table, policies(table), bootstrap=0)
-            print(line(result, time.perf_counter() - started), flush=True)
+            result = compare(table, made(table), bootstrap=0)
+            print(line(result, time.perf_counter() - started, made.search), flush=True)
             if args.out:
                 stem = name.replace(":", "-").replace(" ", "_")
                 write_json(result, args.out / f"{stem}.json")
                 plot(result, args.out / f"{stem}.png")
         if loto:
             started = time.perf_counter()
-            for task, result in leave_one_task_out(table, partial(policies, table)):
+            for task, result in leave_one_task_out(table, partial(made, table)):
                 print(f" leave-one-task-out, held out {task}:", flush=True)
-                print(line(result, time.perf_counter() - started), flush=True)
+                print(line(result, time.perf_counter() - started, made.search), flush=True)
                 started = time.perf_counter()
 
 

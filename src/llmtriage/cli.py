@@ -270,6 +270,64 @@ def _search(train: OutcomeTable, objective: str, families: str | None
                            "seconds": dict(outcomes.seconds)}
 
 
+def _default_sources() -> list[str]:
+    """The shared data sets (``$TRIAGE_DATA``, else ../shared/data) and the ladder's
+    recording (out/ladder-full.csv), where they exist."""
+    import os
+
+    root = Path(os.environ.get("TRIAGE_DATA", "../shared/data"))
+    found = [f"{fmt}:{root / fmt}{suffix}" for fmt, suffix in
+             (("routerbench", ""), ("zeroeval", "#gsm"), ("llmrouter", ""))
+             if (root / fmt).is_dir()]
+    ladder = Path("out/ladder-full.csv")
+    return found + ([str(ladder)] if ladder.is_file() else [])
+
+
+@app.command()
+def report(
+    sources: Annotated[list[str] | None, typer.Argument(
+        help="Data sets, as for bench; SOURCE#TASK keeps one task. Default: every shared "
+        "set found ($TRIAGE_DATA or ../shared/data) and out/ladder-full.csv.",
+        show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md and "
+                                      "the plots.")] = Path("out/report"),
+    held_out: Annotated[bool, typer.Option(
+        help="Also fit on all tasks but one and score the held-out task.")] = True,
+    embedder: Annotated[str | None, typer.Option(
+        help="The routers' query features: minilm (default) or hashing (instant).")] = None,
+    prices: PricesOpt = None,
+) -> None:
+    """The characterization study: every technique family searched on each data set's train
+    split, scored on its test split (and leave-one-task-out), written as HTML and Markdown
+    with plots, tables and the measured reasons each technique wins where it does."""
+    from llmtriage.evaluation.study import count_candidates, study
+    from llmtriage.evaluation.study_report import write
+
+    names = list(sources or _default_sources())
+    if not names:
+        _fail("no data sets given and none found; name them (e.g. routerbench:DIR)")
+    with _user_errors():
+        sets = []
+        for name in names:
+            source, _, task = name.partition("#")
+            sets.append((name.rsplit("/", 1)[-1] if not task else
+                         f"{source.rsplit('/', 1)[-1]}#{task}",
+                         _load(source, task or None, prices)))
+        total = sum(count_candidates(table, held_out) for _, table in sets)
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total} candidates"),
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
+            job = bar.add_task("cross-validating", total=total)
+            studies = study(sets, lambda label: bar.update(
+                job, advance=1, description=f"cross-validating {label[:40]}"),
+                held_out=held_out, embedder=embedder)
+        html_path, md_path = write(studies, out)
+    for s in studies:
+        console.print(f"{escape(s.name)}: best technique {escape(s.winner)} "
+                      f"({s.seconds:.0f} s)")
+    console.print(f"wrote {html_path} and {md_path}")
+
+
 @app.command()
 def data(source: SourceArg, task: TaskOpt = None, prices: PricesOpt = None) -> None:
     """Describe a data set: its models, their mean quality and cost, and the prices used."""

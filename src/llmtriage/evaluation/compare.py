@@ -115,8 +115,13 @@ def compare(
     bootstrap: int = BOOTSTRAP,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    fitted: Sequence[Policy] = (),
 ) -> Comparison:
-    """Fit each policy on the training split, sweep its trade-off, replay it on ``split``."""
+    """Fit each policy on the training split, sweep its trade-off, replay it on ``split``.
+
+    Policies in ``fitted`` were fitted on that training split already (a study fits its
+    searches from one shared cross-validation): they are swept, not fitted again."""
+    prefitted = {id(p) for p in fitted}
     has_train = (table.splits == TRAIN).any() and split != "all"
     train = table.split(TRAIN) if has_train else table
     evaluated = table.split(split)
@@ -125,7 +130,7 @@ def compare(
         # A loaded artifact is replayed as it was saved: not refitted, not re-swept, so the
         # point reported is the one it serves.
         frozen = getattr(policy, "frozen_", False)
-        if not frozen:
+        if not frozen and id(policy) not in prefitted:
             policy.fit(evaluated if policy.reads_gold else train)
         values = policy.grid(train) if policy.tradeoff and not frozen else []
         if values:

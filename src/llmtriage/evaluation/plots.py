@@ -74,3 +74,55 @@ def plot(c: Comparison, path: str | Path) -> Path:
         return write_atomic(path, save)
     finally:
         plt.close(fig)
+
+
+#: The resource axes a plot can take: (OperatingPoint attribute, axis label).
+AXES = {"cost": ("cost_per_query", "cost per query (USD)"),
+        "latency": ("latency_ms", "latency per query (ms)"),
+        "energy": ("energy_j", "energy per query (J)")}
+
+
+def plot_axis(c: Comparison, path: str | Path, axis: str) -> Path:
+    """Quality against latency or energy (or cost): for local models, where a dollar axis
+    of 1e-7 says nothing, the resource that matters. Each policy's points are joined in the
+    order of that resource; the frontier is over that resource."""
+    attr, label = AXES[axis]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    singles = c.singles
+    ax.scatter([getattr(p, attr) for p in singles], [p.quality for p in singles], color="0.35",
+               s=22, zorder=3, label="single models")
+    for p in singles:
+        ax.annotate(p.policy.rsplit("/", 1)[-1], (getattr(p, attr), p.quality), fontsize=6,
+                    xytext=(3, 2), textcoords="offset points", color="0.3")
+    everything = []
+    for curve in c.curves:
+        points = [p for p in curve.points if getattr(p, attr) is not None]
+        everything += points
+        if curve.family == "single" or not points:
+            continue
+        points.sort(key=lambda p: getattr(p, attr))
+        ax.plot([getattr(p, attr) for p in points], [p.quality for p in points],
+                "*" if curve.family == "oracle" else "o-",
+                ms=9 if curve.family == "oracle" else 3, label=curve.name)
+    if everything:
+        from llmtriage.metrics import pareto_front
+
+        xs = np.array([getattr(p, attr) for p in everything])
+        ys = np.array([p.quality for p in everything])
+        front = pareto_front(xs, ys)
+        ax.step(xs[front], ys[front], where="post", ls="--", color="k", lw=0.8,
+                label="Pareto frontier")
+    ax.set_xlabel(label)
+    ax.set_ylabel("quality")
+    ax.set_title(f"{c.dataset} [{c.split}]: {axis} vs quality")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+
+    def save(tmp: str) -> None:
+        fig.savefig(tmp, dpi=120, format="png")
+
+    try:
+        return write_atomic(path, save)
+    finally:
+        plt.close(fig)

@@ -44,6 +44,9 @@ from llmtriage.policies.loop import run_policy
 ROUTERS = ("knn", "logistic", "mlp", "mf", "sw-ranking")
 #: Every family the search knows, in the order reports list them.
 FAMILIES = ("single", *ROUTERS, "calibrated-cascade", "agreement-cascade", "cascade-routing")
+#: The technique groups a study compares, by the name reports give them.
+GROUPS = {"routers": ROUTERS, "cascades": ("calibrated-cascade", "agreement-cascade"),
+          "cascade-routing": ("cascade-routing",)}
 #: What a quality objective may minimise.
 RESOURCES = {"cost": "cost_usd", "latency": "latency_ms", "energy": "energy_j"}
 OUTCOMES = ("quality", "cost_usd", "latency_ms", "energy_j")
@@ -429,18 +432,37 @@ class PolicySearch(Policy):
     def fit(self, table: OutcomeTable) -> PolicySearch:
         outcomes = cross_validate(table, candidates(table, self.families, self.embedder),
                                   self.folds)
-        front = outcomes.frontier()
+        return self.fit_outcomes(table, outcomes)
+
+    def fit_outcomes(self, table: OutcomeTable, outcomes: CrossValidated) -> PolicySearch:
+        """Fit from a cross-validation already run on ``table`` (of these families or
+        more): a study compares several family groups from one run."""
+        rows = [r for r, f in enumerate(outcomes.families) if f in self.families]
+        if not rows:
+            raise DataError(f"{table.name} supports none of the searched families "
+                            f"{', '.join(self.families)}")
+        mine = _subset(outcomes, rows)
+        front = mine.frontier()
         fitted: dict[int, Policy] = {}
         members = []
         for row in front.tolist():
-            index, value = outcomes.settings[row]
+            index, value = mine.settings[row]
             if index not in fitted:
-                fitted[index] = _clone(outcomes.prototypes[index]).fit(table)
+                fitted[index] = _clone(mine.prototypes[index]).fit(table)
             members.append(_at(fitted[index], value))
         self.members_ = members
-        self.member_cost_ = outcomes.mean("cost_usd")[front].astype(np.float64)
-        self.member_quality_ = outcomes.mean("quality")[front].astype(np.float64)
+        self.member_cost_ = mine.mean("cost_usd")[front].astype(np.float64)
+        self.member_quality_ = mine.mean("quality")[front].astype(np.float64)
+        #: Where the search's time went: seconds of cross-validation per family.
+        self.seconds_ = {k: v for k, v in outcomes.seconds.items() if k in self.families}
         return self
+
+    @property
+    def curve_name(self) -> str:
+        if set(self.families) >= set(FAMILIES):
+            return self.name
+        group = next((g for g, f in GROUPS.items() if set(f) == set(self.families)), None)
+        return f"{self.name}({group or '+'.join(self.families)})"
 
     def member(self) -> Policy:
         if self.budget is None:
@@ -467,7 +489,7 @@ class PolicySearch(Policy):
     @property
     def label(self) -> str:
         chosen = self.member().label if hasattr(self, "members_") else "?"
-        return f"{self.name}[{chosen}]"
+        return f"{self.curve_name}[{chosen}]"
 
     def step(self, state: State) -> Decision:
         return self.member().step(state)

@@ -1,0 +1,75 @@
+"""`triage report`: the characterization study written as HTML and Markdown, opened in a
+real headless Chromium to check that its plots decode and its tables are there."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmtriage.data import load_table
+from llmtriage.data.loaders.generic import write as write_long
+from llmtriage.data.loaders.generic import write_frame
+
+CLI = [sys.executable, "-m", "llmtriage.cli"]
+
+
+@pytest.fixture(scope="module")
+def two_tasks(data_dir, tmp_path_factory):
+    """RouterBench's MBPP and a third of its Winogrande, as one long-format file: two tasks,
+    so the report also holds each task out."""
+    source = f"routerbench:{data_dir / 'routerbench'}"
+    mbpp = load_table(source, task="mbpp")
+    wino = load_table(source, task="winogrande")
+    wino = wino.take(np.flatnonzero(np.arange(wino.n_prompts) % 3 == 0))
+    folder = tmp_path_factory.mktemp("report")
+    parts = [pd.read_csv(write_long(t, folder / f"{i}.csv")) for i, t in enumerate((mbpp, wino))]
+    return write_frame(pd.concat(parts), folder / "two-tasks.csv")
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("headless Chromium is needed (apt-get install chromium; .ci/run does)")
+    return found
+
+
+def test_the_report_renders_its_plots_and_tables(two_tasks, tmp_path):
+    out = tmp_path / "report"
+    run = subprocess.run([*CLI, "report", f"long:{two_tasks}", "--out", str(out),
+                          "--embedder", "hashing"], capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr
+    assert "best technique" in run.stdout and "wrote" in run.stdout
+    md = (out / "report.md").read_text()
+    # The cross-data-set summary, the techniques table, and each held-out task.
+    assert "Which technique wins where" in md and "oracle headroom" in md
+    for technique in ("oracle", "search(routers)", "search(cascades)", "search |"):
+        assert technique in md, technique
+    assert "Held-out task mbpp" in md and "Held-out task winogrande" in md
+    gaps = re.findall(r"\| search \| [0-9.]+ \| (-?[0-9.]+)%", md)
+    assert len(gaps) == 3  # in distribution, and each of the two held-out tasks
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                          "--dump-dom", (out / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r"<body[^>]*>", dom)
+    assert body, dom[:500]
+    images = re.search(r'data-images="(\d+)"', body.group(0))
+    rendered = re.search(r'data-rendered="(\d+)"', body.group(0))
+    assert images and rendered, body.group(0)
+    assert int(images.group(1)) >= 1 and rendered.group(1) == images.group(1)
+    assert dom.count("<table>") >= 4  # summary, techniques, two held-out tasks
+
+
+def test_report_refuses_a_bad_source_in_one_line(tmp_path):
+    run = subprocess.run([*CLI, "report", str(tmp_path / "missing.csv"), "--out",
+                          str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "error" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "r" / "report.html").exists()
