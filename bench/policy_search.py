@@ -22,7 +22,7 @@ from llmtriage.data import load_table
 from llmtriage.data.table import OutcomeTable
 from llmtriage.evaluation.compare import Comparison, compare
 from llmtriage.evaluation.generalisation import leave_one_task_out
-from llmtriage.evaluation.headline import describe, headlines
+from llmtriage.evaluation.headline import describe, headlines, resource_aiq
 from llmtriage.evaluation.plots import plot
 from llmtriage.evaluation.report import write_json
 from llmtriage.policies import registry
@@ -39,7 +39,19 @@ class Made:
         context = registry.Context(table.models)
         self.search = PolicySearch()
         return [*registry.build("single", context), *registry.build("oracle", context),
-                self.search]
+                *registry.build("random", registry.Context.of(table)), self.search]
+
+
+def on_resources(result: Comparison) -> str:
+    """AIQ over latency and energy (where recorded), search against the hull and random."""
+    parts = []
+    for axis in ("latency_ms", "energy_j"):
+        scores = resource_aiq(result, axis)
+        if scores:
+            parts.append(f"AIQ over {axis}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in scores.items() if k in ("zero router", "random",
+                                                                   "search", "oracle")))
+    return "\n  ".join(parts)
 
 
 def line(result: Comparison, seconds: float, search: PolicySearch) -> str:
@@ -50,7 +62,8 @@ def line(result: Comparison, seconds: float, search: PolicySearch) -> str:
                       sorted(search.seconds_.items(), key=lambda kv: -kv[1]))
     return (f"  zero router {result.zero_router_aiq:.4f}, oracle {result.curve('oracle').aiq:.4f}"
             f", search {curve.aiq:.4f} ({seconds:.0f} s)\n  {describe(head)}\n"
-            f"  its best-quality member: {top.policy}\n  cross-validation seconds: {spent}")
+            f"  its best-quality member: {top.policy}\n  cross-validation seconds: {spent}"
+            + (f"\n  {on_resources(result)}" if on_resources(result) else ""))
 
 
 def sets(data: str, ladder: Path, wanted: set[str]):

@@ -131,18 +131,22 @@ def bench(
     prices: PricesOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write records here.")] = None,
     plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
+    axis: Annotated[str, typer.Option(help="The plot's resource axis: cost, latency or energy "
+                                      "(local models: latency or energy).")] = "cost",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")]
     = 1000,
     seed: Annotated[int, typer.Option(help="Seed for splits and bootstrap.")] = 0,
 ) -> None:
     """Replay policies on recorded outcomes: quality, cost, latency, AIQ, APGR, CPT."""
     from llmtriage.evaluation.compare import compare
-    from llmtriage.evaluation.plots import plot
+    from llmtriage.evaluation.plots import AXES, plot, plot_axis
     from llmtriage.evaluation.report import render, write_json
     from llmtriage.policies.artifacts import load as load_policy
 
     if split not in ("test", "train", "all"):
         _fail(f"--split must be test, train or all, not {split!r}")
+    if axis not in ("cost", "latency", "energy"):
+        _fail(f"--axis must be cost, latency or energy, not {axis!r}")
     with _user_errors():
         table = _load(source, task, prices, seed)
         kinds = list(policy or [])
@@ -166,7 +170,10 @@ def bench(
     if json_out:
         console.print(f"wrote {write_json(result, json_out)}")
     if plot_out:
-        console.print(f"wrote {plot(result, plot_out)}")
+        if axis != "cost" and any(getattr(p, AXES[axis][0]) is None for p in result.singles):
+            _fail(f"{table.name} records no {axis}: plot --axis cost")
+        drawn = plot(result, plot_out) if axis == "cost" else plot_axis(result, plot_out, axis)
+        console.print(f"wrote {drawn}")
 
 
 @app.command()
@@ -460,8 +467,8 @@ def ask(
     catalog: CatalogOpt = None,
     models: ModelsOpt = None,
     threshold: Annotated[float | None, typer.Option(
-        help="Accept an answer when its least likely token has at least this logprob "
-             "(default -0.5).")] = None,
+        help="Answer through a threshold cascade over the catalog instead: accept an answer "
+             "when its least likely token has at least this logprob.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit (tokens).")] = 128,
     config: Annotated[Path | None, typer.Option(
         help="Gateway config (TOML, as for serve): answer through one of its policies.")]
@@ -469,14 +476,15 @@ def ask(
     policy: Annotated[str | None, typer.Option(
         help="With --config: the policy to answer through (default: its first).")] = None,
 ) -> None:
-    """Answer one question through a cascade over the ladder (or a configured policy),
-    showing every step."""
+    """Answer one question through the policy fitted on the embedded ladder's recording (or
+    a threshold cascade, or a configured policy), showing every step."""
     import asyncio
 
     from llmtriage.backends.base import Queries
     from llmtriage.backends.live import ChatRequest
     from llmtriage.backends.pool import ModelPool
     from llmtriage.policies.baselines import ThresholdCascade
+    from llmtriage.policies.defaults import FITTED_OBJECTIVE, fitted_default
     from llmtriage.policies.loop import arun_policy
     from llmtriage.serving.config import build_policies, load_gateway_config
     from llmtriage.signals.logprob import mean_logprob
@@ -487,7 +495,12 @@ def ask(
             cat = _catalog(catalog, models)
         else:
             cat = cfg.catalog()
-        if config is None:
+        fitted = fitted_default(cat.names()) if config is None and threshold is None else None
+        if fitted is not None:
+            name, chosen = "triage", fitted
+            err.print(f"[dim]policy triage: fitted by policy search ({FITTED_OBJECTIVE}) on a "
+                      "recording of the embedded ladder (docs/policies.md)[/]")
+        elif config is None:
             name = "threshold-cascade"
             chosen: Policy = ThresholdCascade(cat.names()) if threshold is None else \
                 ThresholdCascade(cat.names(), threshold=threshold)

@@ -61,7 +61,10 @@ def headlines(c: Comparison, resamples: int = RESAMPLES, seed: int = 0) -> list[
     """Gap recovered and cost to match for every curve other than the singles and oracle."""
     singles = [cv for cv in c.curves if cv.family == "single"]
     oracle = next((cv for cv in c.curves if cv.family == "oracle"), None)
-    others = [cv for cv in c.curves if cv.family not in ("single", "oracle")]
+    # A curve, not one operating point: AIQ of a lone point over the whole cost range
+    # (nothing below its cost) says nothing about it.
+    others = [cv for cv in c.curves
+              if cv.family not in ("single", "oracle") and len(cv.points) > 1]
     if not singles or oracle is None or not others \
             or any(not p.outcomes for cv in c.curves for p in cv.points):
         return []
@@ -118,3 +121,19 @@ def describe(h: Headline) -> str:
         match = (f"reaches {h.best_single}'s quality at {h.cost_to_match:.0%} of its cost "
                  f"[{h.cost_ci[0]:.0%}, {hi}]")
     return f"{h.policy}: {gap}; {match}"
+
+
+def resource_aiq(c: Comparison, axis: str) -> dict[str, float]:
+    """AIQ with ``axis`` ("latency_ms" or "energy_j") in place of cost, over the single
+    models' range of it, per curve plus "zero router"; empty where it is not recorded."""
+    singles = c.singles
+    if not singles or any(getattr(p, axis) is None for p in singles):
+        return {}
+    x = np.array([getattr(p, axis) for p in singles])
+    span = (float(x.min()), float(x.max()))
+    out = {"zero router": metrics.aiq(x, np.array([p.quality for p in singles]), span)}
+    for curve in c.curves:
+        if curve.family != "single" and all(getattr(p, axis) is not None for p in curve.points):
+            out[curve.name] = metrics.aiq(np.array([getattr(p, axis) for p in curve.points]),
+                                          np.array([p.quality for p in curve.points]), span)
+    return out

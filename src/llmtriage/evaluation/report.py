@@ -146,7 +146,39 @@ def render(c: Comparison, console: Console) -> None:
     console.print(m)
     for h in headlines(c):
         console.print(escape(describe(h)))
+    for line in versus_best(c):
+        console.print(escape(line))
     verdict = c.oracle_verdict()
     if verdict:
         console.print(escape(verdict))
     console.print("* = on the Pareto frontier over all policies")
+
+
+def versus_best(c: Comparison, within: float = 0.01) -> list[str]:
+    """Per policy (other than single models and the oracle): its cheapest point within
+    ``within`` of the best single model's quality, in shares of that model's cost, latency
+    and energy; or, when no point gets there, that it does not, and its best point."""
+    best = max(c.singles, key=lambda p: (p.quality, -p.cost_per_query), default=None)
+    if best is None:
+        return []
+    out = []
+    for curve in c.curves:
+        if curve.family in ("single", "oracle"):
+            continue
+        close = [p for p in curve.points if p.quality >= best.quality - within]
+        if len(curve.points) == 1:  # one operating point (a saved policy): say where it is
+            close = curve.points
+        if not close:
+            top = max(curve.points, key=lambda p: p.quality)
+            out.append(f"{curve.name}: no point within {within:.2f} of {best.policy}'s quality "
+                       f"({best.quality:.3f}); its best is {top.quality:.3f}")
+            continue
+        p = min(close, key=lambda p: p.cost_per_query)
+        shares = [f"{p.cost_per_query / best.cost_per_query:.0%} of its cost"]
+        if p.latency_ms is not None and best.latency_ms:
+            shares.append(f"{p.latency_ms / best.latency_ms:.0%} of its latency")
+        if p.energy_j is not None and best.energy_j:
+            shares.append(f"{p.energy_j / best.energy_j:.0%} of its energy")
+        out.append(f"{p.policy}: quality {p.quality:.3f} against {best.policy}'s "
+                   f"{best.quality:.3f}, at {', '.join(shares)}")
+    return out

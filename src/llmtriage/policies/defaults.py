@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from llmtriage import metrics
 from llmtriage.data.table import OutcomeTable
+from llmtriage.policies.base import Policy
+
+#: What `triage ask` and `triage serve` run when no config names a policy: chosen by policy
+#: search (``FITTED_OBJECTIVE``) on a recording of the embedded ladder's answers to the 307
+#: built-in probes (`triage collect`), and refitted by the command in docs/policies.md.
+FITTED_LADDER = Path(__file__).with_name("fitted") / "ladder.npz"
+FITTED_OBJECTIVE = "match=0.03,minimize=latency"
 
 
 def reference_pair(table: OutcomeTable) -> tuple[str, str]:
@@ -14,3 +24,26 @@ def reference_pair(table: OutcomeTable) -> tuple[str, str]:
     strong = int(np.lexsort((cost, -quality))[0])
     weak = int(np.lexsort((-quality, cost))[0])
     return table.models[weak], table.models[strong]
+
+
+def pareto_ladder(table: OutcomeTable) -> list[str]:
+    """The single models on the cost-quality frontier, cheapest first: a natural cascade."""
+    quality = table.quality.mean(axis=0)
+    cost = np.nanmean(table.cost_usd, axis=0) if table.has("cost_usd") else np.arange(len(quality))
+    return [table.models[i] for i in metrics.pareto_front(cost, quality)]
+
+
+def models_used(policy: Policy) -> set[str]:
+    """The model names a fitted policy may call."""
+    used = set(getattr(policy, "models_", ()) or ()) | set(getattr(policy, "ladder", ()) or ())
+    for member in getattr(policy, "members_", ()):
+        used |= models_used(member)
+    return used
+
+
+def fitted_default(models: tuple[str, ...] | list[str]) -> Policy | None:
+    """The shipped fitted policy, if every model it calls is among ``models``."""
+    from llmtriage.policies.artifacts import load
+
+    policy = load(FITTED_LADDER)
+    return policy if models_used(policy) <= set(models) else None

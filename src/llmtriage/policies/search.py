@@ -60,7 +60,9 @@ class Objective:
     - ``budget=X``: the most quality at a mean cost per query of at most X USD;
     - ``latency=X``: the most quality at a mean latency of at most X ms;
     - ``quality=X``: the least mean cost (``minimize=latency`` or ``energy``: that) at a
-      mean quality of at least X; with ``delta=D``, certified so with probability 1 - D.
+      mean quality of at least X; with ``delta=D``, certified so with probability 1 - D;
+    - ``match=X``: as ``quality``, with the target the best single model's quality minus X
+      (``match=0`` asks for its quality; ``match=0.01`` allows one point less).
     """
 
     kind: str
@@ -68,7 +70,7 @@ class Objective:
     minimize: str = "cost"
     delta: float | None = None
 
-    KINDS = ("lam", "budget", "latency", "quality")
+    KINDS = ("lam", "budget", "latency", "quality", "match")
 
     @classmethod
     def parse(cls, text: str) -> Objective:
@@ -94,7 +96,7 @@ class Objective:
         minimize = pairs.get("minimize", "cost")
         if minimize not in RESOURCES:
             raise DataError(f"objective {text!r}: minimize one of {', '.join(RESOURCES)}")
-        if delta is not None and not (0.0 < delta < 1.0 and kinds[0] == "quality"):
+        if delta is not None and not (0.0 < delta < 1.0 and kinds[0] in ("quality", "match")):
             raise DataError(f"objective {text!r}: delta is a probability in (0, 1) that "
                             "goes with a quality target")
         if not np.isfinite(value) or value < 0:
@@ -108,8 +110,8 @@ class Objective:
 
     def check(self, table: OutcomeTable) -> None:
         """Refuse a table that lacks the measurement this objective is about."""
-        needed = {"latency": "latency_ms", "quality": RESOURCES[self.minimize]}.get(
-            self.kind, "cost_usd")
+        needed = {"latency": "latency_ms", "quality": RESOURCES[self.minimize],
+                  "match": RESOURCES[self.minimize]}.get(self.kind, "cost_usd")
         if not table.has(needed):
             raise DataError(f"{table.name} records no {needed}, which objective {self} needs")
 
@@ -125,12 +127,22 @@ class Objective:
                 return int(np.argmin(spent)), False
             return _best(np.where(ok, q, -np.inf), -spent), True
         resource = outcomes.mean(RESOURCES[self.minimize])
-        ok = q >= self.value if self.delta is None else self.certified(outcomes)
+        target = self.target(outcomes)
+        ok = q >= target - 1e-12 if self.delta is None else self.certified(outcomes, target)
         if not ok.any():
             return int(np.argmax(q)), False
         return _best(np.where(ok, -resource, -np.inf), q), True
 
-    def certified(self, outcomes: CrossValidated) -> np.ndarray:
+    def target(self, outcomes: CrossValidated) -> float:
+        """The quality a ``quality`` or ``match`` objective asks for."""
+        if self.kind != "match":
+            return self.value
+        singles = [r for r, f in enumerate(outcomes.families) if f == "single"]
+        if not singles:
+            raise DataError("match=X is relative to the best single model: search 'single'")
+        return float(outcomes.mean("quality")[singles].max()) - self.value
+
+    def certified(self, outcomes: CrossValidated, target: float) -> np.ndarray:
         """Settings whose quality is at least the target with probability ``1 - delta``,
         each tested at ``delta`` over the number of settings (Bonferroni): an exact
         binomial test on right/wrong outcomes, Hoeffding's bound on graded ones."""
@@ -139,8 +151,8 @@ class Objective:
         level = float(self.delta) / len(q)
         if np.isin(q, (0.0, 1.0)).all():
             errors = (q < 0.5).sum(axis=1)
-            return binom.cdf(errors, n, 1.0 - self.value) <= level
-        return q.mean(axis=1) - np.sqrt(np.log(1.0 / level) / (2 * n)) >= self.value
+            return binom.cdf(errors, n, 1.0 - target) <= level
+        return q.mean(axis=1) - np.sqrt(np.log(1.0 / level) / (2 * n)) >= target
 
 
 def _best(primary: np.ndarray, tiebreak: np.ndarray) -> int:
@@ -191,10 +203,15 @@ class SearchResult:
         """The best setting of each other candidate under the objective, best first, with
         its cross-validated outcomes: what the search rejected and by how much."""
         rows = []
+        goal = self.objective
+        if goal.kind == "match":  # the target is fixed by every single model, not one
+            goal = Objective("quality", goal.target(self.outcomes), goal.minimize, goal.delta)
         for index, proto in enumerate(self.outcomes.prototypes):
             mine = [r for r, (i, _) in enumerate(self.outcomes.settings) if i == index]
+            if not mine:
+                continue
             sub = _subset(self.outcomes, mine)
-            pick, met = self.objective.choose(sub)
+            pick, met = goal.choose(sub)
             row = mine[pick]
             rows.append({"policy": self.outcomes.labels[row], "family": proto.name,
                          "meets": met, "chosen": row == self.chosen,
@@ -202,6 +219,7 @@ class SearchResult:
         key = {"lam": lambda r: -(r["quality"] - self.objective.value * r["cost_usd"]),
                "quality": lambda r: (not r["meets"],
                                      r.get(RESOURCES[self.objective.minimize], 0.0))}
+        key["match"] = key["quality"]
         rows.sort(key=key.get(self.objective.kind,
                               lambda r: (not r["meets"], -r["quality"])))
         return rows[:top]
@@ -330,7 +348,7 @@ def cross_validate(
         rows = _candidate_outcomes(proto, train, parts, order)
         seconds[proto.name] = seconds.get(proto.name, 0.0) + time.perf_counter() - started
         for value, outcome in rows:
-            labels.append(_at(proto, value).label)
+            labels.append(_describe(_at(proto, value)))
             families.append(proto.name)
             settings.append((index, value))
             for k, v in outcome.items():
@@ -359,6 +377,14 @@ def _candidate_outcomes(proto: Policy, train: OutcomeTable,
     assert grid is not None
     return [(v, {k: np.concatenate([fold[i][k] for fold in per_fold])
                  for k in per_fold[0][i]}) for i, v in enumerate(grid)]
+
+
+def _describe(policy: Policy) -> str:
+    """A label that tells candidates of one kind apart (a cascade by its ladder)."""
+    ladder = getattr(policy, "ladder", None)
+    if ladder and policy.name == "calibrated-cascade":
+        return f"{policy.label}({'>'.join(ladder)})"
+    return policy.label
 
 
 def _at(policy: Policy, value: float | None) -> Policy:

@@ -19,7 +19,7 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     requests_per_minute = 600
     budget_usd = 20.0
 
-    [[policies]]                # none: one threshold cascade, "triage-cascade"
+    [[policies]]                # none: "triage" (fitted) and "triage-cascade"
     name = "cheap-first"
     kind = "threshold-cascade"  # any kind `triage policies` lists
     ladder = ["small", "large"] # any other key is a parameter of that kind
@@ -175,8 +175,16 @@ def load_gateway_config(path: str | Path | None) -> GatewayConfig:
 
 def build_policies(config: GatewayConfig, catalog: Catalog) -> dict[str, Policy]:
     """The configured policies, loaded or built through the registry (and fitted on their
-    table); by default one threshold cascade over the catalog."""
-    specs = config.policies or [PolicySpec(name="triage-cascade", kind="threshold-cascade")]
+    table). By default: "triage", the policy fitted on the embedded ladder's recording
+    (where the catalog has its models), and "triage-cascade", a threshold cascade over the
+    catalog."""
+    from llmtriage.policies.defaults import FITTED_LADDER, fitted_default
+
+    specs = config.policies
+    if not specs:
+        specs = [PolicySpec(name="triage-cascade", kind="threshold-cascade")]
+        if fitted_default(catalog.names()) is not None:
+            specs.insert(0, PolicySpec(name="triage", artifact=FITTED_LADDER))
     return {spec.name: _policy(spec, catalog) for spec in specs}
 
 
@@ -215,11 +223,11 @@ def _ladder_from_models(spec: PolicySpec) -> dict[str, object]:
 
 def _artifact(spec: PolicySpec, names: set[str]) -> Policy:
     from llmtriage.policies.artifacts import load
+    from llmtriage.policies.defaults import models_used
 
     assert spec.artifact is not None
     policy = load(spec.artifact)
-    used = set(getattr(policy, "models_", ()) or ()) | set(getattr(policy, "ladder", ()) or ())
-    missing = sorted(used - names)
+    missing = sorted(models_used(policy) - names)
     if missing:
         raise DataError(f"policy {spec.name!r}: {spec.artifact} uses {missing}, which the "
                         "catalog lacks")
