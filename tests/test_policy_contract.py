@@ -68,6 +68,8 @@ def built(kind: str, table: OutcomeTable) -> Policy:
     params = {"embedder": "hashing"} if "embedder" in registry.parameters(kind) else {}
     if kind == "single":
         params["model"] = TOP
+    if kind == "search":  # a few families keep it quick; every one is searched elsewhere
+        params["families"] = ["single", "knn", "calibrated-cascade", "agreement-cascade"]
     if kind == "agreement-cascade":
         params.update(answerer=table.models[0], voters=[VOTER], fallback=TOP)
     policy = registry.build_one(kind, registry.Context.of(table), params)

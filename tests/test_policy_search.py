@@ -142,7 +142,7 @@ def test_the_searched_policy_is_one_object_that_sweeps_saves_and_serves(mbpp, tm
     context = registry.Context.of(mbpp)
     result = compare(mbpp, [*registry.build("single", context), *registry.build("oracle",
                      context), policy], bootstrap=0)
-    curve = result.curve("search")
+    curve = next(c for c in result.curves if c.family == "search")
     assert len(curve.points) == len(policy.members_)
     # The frozen copy at one budget decides exactly as the live member it names.
     middle = policy.with_params(budget=float(policy.member_cost_[len(policy.members_) // 2]))

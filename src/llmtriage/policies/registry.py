@@ -276,8 +276,7 @@ def _register_builtin() -> None:
     register("bandit", LinUCBRouter, "LinUCB: route and learn online from feedback",
              _with_embedder(LinUCBRouter))
     register("search", PolicySearch,
-             "the cross-validated best policy of every family at each budget (policy search)",
-             default=True)
+             "the cross-validated best policy of every family at each budget (policy search)")
     register("cascade-routing", CascadeRouter,
              "at each step any model or stop, by expected best belief minus cost",
              _cascade_routing, needs_confidence=True)

@@ -117,21 +117,32 @@ class Objective:
 
     def choose(self, outcomes: CrossValidated) -> tuple[int, bool]:
         """(index of the chosen setting, whether it meets the objective)."""
+        return self.pick(outcomes, self.qualifies(outcomes))
+
+    def qualifies(self, outcomes: CrossValidated) -> np.ndarray:
+        """Which settings meet the objective's constraint (all, for ``lam``)."""
+        q = outcomes.mean("quality")
+        if self.kind == "lam":
+            return np.ones(len(q), dtype=bool)
+        if self.kind in ("budget", "latency"):
+            return outcomes.mean("cost_usd" if self.kind == "budget" else "latency_ms") \
+                <= self.value
+        target = self.target(outcomes)
+        return q >= target - 1e-12 if self.delta is None else self.certified(outcomes, target)
+
+    def pick(self, outcomes: CrossValidated, ok: np.ndarray) -> tuple[int, bool]:
+        """The best of the qualifying settings; without any, the closest to qualifying."""
         q = outcomes.mean("quality")
         if self.kind == "lam":
             return int(np.argmax(q - self.value * outcomes.mean("cost_usd"))), True
         if self.kind in ("budget", "latency"):
             spent = outcomes.mean("cost_usd" if self.kind == "budget" else "latency_ms")
-            ok = spent <= self.value
             if not ok.any():
                 return int(np.argmin(spent)), False
             return _best(np.where(ok, q, -np.inf), -spent), True
-        resource = outcomes.mean(RESOURCES[self.minimize])
-        target = self.target(outcomes)
-        ok = q >= target - 1e-12 if self.delta is None else self.certified(outcomes, target)
         if not ok.any():
             return int(np.argmax(q)), False
-        return _best(np.where(ok, -resource, -np.inf), q), True
+        return _best(np.where(ok, -outcomes.mean(RESOURCES[self.minimize]), -np.inf), q), True
 
     def target(self, outcomes: CrossValidated) -> float:
         """The quality a ``quality`` or ``match`` objective asks for."""
@@ -143,16 +154,32 @@ class Objective:
         return float(outcomes.mean("quality")[singles].max()) - self.value
 
     def certified(self, outcomes: CrossValidated, target: float) -> np.ndarray:
-        """Settings whose quality is at least the target with probability ``1 - delta``,
-        each tested at ``delta`` over the number of settings (Bonferroni): an exact
-        binomial test on right/wrong outcomes, Hoeffding's bound on graded ones."""
+        """Settings whose quality is at least ``target`` with probability ``1 - delta``.
+
+        Learn-Then-Test with fixed-sequence testing: each candidate's settings are tested
+        from the dearest (the most cautious) to the cheapest and certified until the first
+        that fails, so a candidate's whole sweep costs one test's error budget; the budget
+        is split evenly over the candidates (Bonferroni). The test is an exact binomial one
+        on right/wrong outcomes, Hoeffding's bound on graded ones."""
         q = outcomes.values["quality"]
         n = q.shape[1]
-        level = float(self.delta) / len(q)
+        groups: dict[int, list[int]] = {}
+        for row, (index, _) in enumerate(outcomes.settings):
+            groups.setdefault(index, []).append(row)
+        level = float(self.delta) / len(groups)
         if np.isin(q, (0.0, 1.0)).all():
             errors = (q < 0.5).sum(axis=1)
-            return binom.cdf(errors, n, 1.0 - target) <= level
-        return q.mean(axis=1) - np.sqrt(np.log(1.0 / level) / (2 * n)) >= target
+            passes = binom.cdf(errors, n, 1.0 - target) <= level
+        else:
+            passes = q.mean(axis=1) - np.sqrt(np.log(1.0 / level) / (2 * n)) >= target
+        spent = outcomes.mean(RESOURCES[self.minimize])
+        ok = np.zeros(len(q), dtype=bool)
+        for rows in groups.values():
+            for row in sorted(rows, key=lambda r: -spent[r]):
+                if not passes[row]:
+                    break
+                ok[row] = True
+        return ok
 
 
 def _best(primary: np.ndarray, tiebreak: np.ndarray) -> int:
@@ -203,15 +230,14 @@ class SearchResult:
         """The best setting of each other candidate under the objective, best first, with
         its cross-validated outcomes: what the search rejected and by how much."""
         rows = []
-        goal = self.objective
-        if goal.kind == "match":  # the target is fixed by every single model, not one
-            goal = Objective("quality", goal.target(self.outcomes), goal.minimize, goal.delta)
+        # Qualified among all candidates (a match target and a guarantee's error budget are
+        # set by the whole search, not by one candidate).
+        qualified = self.objective.qualifies(self.outcomes)
         for index, proto in enumerate(self.outcomes.prototypes):
             mine = [r for r, (i, _) in enumerate(self.outcomes.settings) if i == index]
             if not mine:
                 continue
-            sub = _subset(self.outcomes, mine)
-            pick, met = goal.choose(sub)
+            pick, met = self.objective.pick(_subset(self.outcomes, mine), qualified[mine])
             row = mine[pick]
             rows.append({"policy": self.outcomes.labels[row], "family": proto.name,
                          "meets": met, "chosen": row == self.chosen,
