@@ -21,12 +21,13 @@ CLI = [sys.executable, "-m", "llmtriage.cli"]
 
 @pytest.fixture(scope="module")
 def two_tasks(data_dir, tmp_path_factory):
-    """RouterBench's MBPP and a third of its Winogrande, as one long-format file: two tasks,
-    so the report also holds each task out."""
+    """Half of RouterBench's MBPP and a sixth of its Winogrande (about 200 prompts each), as
+    one long-format file: two tasks, so the report also holds each task out."""
     source = f"routerbench:{data_dir / 'routerbench'}"
     mbpp = load_table(source, task="mbpp")
     wino = load_table(source, task="winogrande")
-    wino = wino.take(np.flatnonzero(np.arange(wino.n_prompts) % 3 == 0))
+    mbpp = mbpp.take(np.flatnonzero(np.arange(mbpp.n_prompts) % 2 == 0))
+    wino = wino.take(np.flatnonzero(np.arange(wino.n_prompts) % 6 == 0))
     folder = tmp_path_factory.mktemp("report")
     parts = [pd.read_csv(write_long(t, folder / f"{i}.csv")) for i, t in enumerate((mbpp, wino))]
     return write_frame(pd.concat(parts), folder / "two-tasks.csv")
