@@ -68,9 +68,15 @@ def cpt(
     :func:`apgr`. NaN only for targets above 100% that no point reaches.
     """
     x, y = _anchored_curve(strong_share, quality, weak, strong)
+    return first_reach(x, y, target, unreached=float("nan"))
+
+
+def first_reach(x: np.ndarray, y: np.ndarray, target: float, unreached: float) -> float:
+    """The least x at which the piecewise-linear curve through (x, y), sorted by x, first
+    reaches ``target``; ``unreached`` when it never does."""
     reached = np.flatnonzero(y >= target - 1e-12)
     if reached.size == 0:
-        return float("nan")
+        return unreached
     i = int(reached[0])
     if i == 0:
         return float(x[0])

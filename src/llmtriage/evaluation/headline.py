@@ -43,14 +43,7 @@ class Headline:
 def cost_to_reach(cost: np.ndarray, quality: np.ndarray, target: float) -> float:
     """The least cost at which the non-decreasing hull of the points reaches ``target``."""
     hx, hy = metrics.upper_hull(cost, quality)
-    reached = np.flatnonzero(hy >= target - 1e-12)
-    if reached.size == 0:
-        return float("inf")
-    i = int(reached[0])
-    if i == 0:
-        return float(hx[0])
-    x0, x1, y0, y1 = hx[i - 1], hx[i], hy[i - 1], hy[i]
-    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+    return metrics.first_reach(hx, hy, target, unreached=float("inf"))
 
 
 def _stack(curve: PolicyCurve, key: str) -> np.ndarray:

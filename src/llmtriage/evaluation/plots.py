@@ -65,15 +65,7 @@ def plot(c: Comparison, path: str | Path) -> Path:
         ax2.set_title("quality vs strong-model calls")
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-
-    def save(tmp: str) -> None:
-        fig.savefig(tmp, dpi=120, format="png")
-
-    try:
-        return write_atomic(path, save)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 #: The resource axes a plot can take: (OperatingPoint attribute, axis label).
@@ -117,6 +109,11 @@ def plot_axis(c: Comparison, path: str | Path, axis: str) -> Path:
     ax.set_title(f"{c.dataset} [{c.split}]: {axis} vs quality")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Write the figure as PNG, whole or not at all, and free it."""
     fig.tight_layout()
 
     def save(tmp: str) -> None:
