@@ -1,7 +1,8 @@
 """Policy search on every shared data set: in distribution and leave-one-task-out.
 
     python bench/policy_search.py [--data ../shared/data] [--ladder out/ladder-full.csv]
-                                  [--sets routerbench,zeroeval,llmrouter,ladder] [--out DIR]
+                                  [--sets routerbench,zeroeval,zeroeval-tasks,llmrouter,ladder]
+                                  [--out DIR]
 
 For each set: the searched policy (kind ``search``, fitted by cross-validation on the train
 split alone) against the single models' hull (zero router) and the oracle, on the test
@@ -14,11 +15,16 @@ that have several. Also: where the search's time goes (seconds per family).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
+
 from llmtriage.data import load_table
+from llmtriage.data.loaders.generic import write as write_long
+from llmtriage.data.loaders.generic import write_frame
 from llmtriage.data.table import OutcomeTable
 from llmtriage.evaluation.compare import Comparison, compare
 from llmtriage.evaluation.generalisation import leave_one_task_out
@@ -74,17 +80,32 @@ def sets(data: str, ladder: Path, wanted: set[str]):
         yield "routerbench (3 tasks)", load_table(f"routerbench:{data}/routerbench"), True
     if "zeroeval" in wanted:
         yield "zeroeval:gsm", load_table(f"zeroeval:{data}/zeroeval", task="gsm"), False
+    if "zeroeval-tasks" in wanted:
+        yield "zeroeval (3 tasks)", zeroeval_tasks(data), True
     if "llmrouter" in wanted:
         yield "llmrouter", load_table(f"llmrouter:{data}/llmrouter"), False
     if "ladder" in wanted and ladder.exists():
         yield "local ladder", load_table(str(ladder)), True
 
 
+def zeroeval_tasks(data: str) -> OutcomeTable:
+    """ZeroEval's GSM8K, CRUXEval and MATH level 5 as one table over the models all three
+    record (answer texts dropped: only GSM8K publishes them), through the long format."""
+    parts = [load_table(f"zeroeval:{data}/zeroeval", task=t) for t in ("gsm", "crux", "math-l5")]
+    common = [m for m in parts[0].models if all(m in p.models for p in parts[1:])]
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = []
+        for i, part in enumerate(parts):
+            frame = pd.read_csv(write_long(part.select_models(common), Path(tmp) / f"{i}.csv"))
+            frames.append(frame.drop(columns=["response"], errors="ignore"))
+        return load_table(str(write_frame(pd.concat(frames), Path(tmp) / "zeroeval.csv")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--ladder", type=Path, default=Path("out/ladder-full.csv"))
-    ap.add_argument("--sets", default="routerbench,zeroeval,llmrouter,ladder")
+    ap.add_argument("--sets", default="routerbench,zeroeval,zeroeval-tasks,llmrouter,ladder")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     for name, table, loto in sets(args.data, args.ladder, set(args.sets.split(","))):

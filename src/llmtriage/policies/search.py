@@ -198,6 +198,15 @@ class CrossValidated:
     prototypes: list[Policy]
     values: dict[str, np.ndarray]
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Each prototype fitted on the whole split (what a chosen setting serves), by index.
+    fitted: dict[int, Policy] = field(default_factory=dict)
+
+    def fitted_policy(self, row: int, table: OutcomeTable) -> Policy:
+        """The row's candidate fitted on the whole split, at its setting."""
+        index, value = self.settings[row]
+        if index not in self.fitted:
+            self.fitted[index] = _clone(self.prototypes[index]).fit(table)
+        return _at(self.fitted[index], value)
 
     def mean(self, outcome: str) -> np.ndarray:
         return self.values[outcome].mean(axis=1)
@@ -254,7 +263,7 @@ class SearchResult:
 def _subset(cv: CrossValidated, rows: list[int]) -> CrossValidated:
     return CrossValidated([cv.labels[r] for r in rows], [cv.families[r] for r in rows],
                           [cv.settings[r] for r in rows], cv.prototypes,
-                          {k: v[rows] for k, v in cv.values.items()})
+                          {k: v[rows] for k, v in cv.values.items()}, cv.seconds, cv.fitted)
 
 
 # -- candidates ---------------------------------------------------------------------------
@@ -369,9 +378,10 @@ def cross_validate(
     labels, families, settings = [], [], []
     values: dict[str, list[np.ndarray]] = {}
     seconds: dict[str, float] = {}
+    fitted: dict[int, Policy] = {}
     for index, proto in enumerate(policies):
         started = time.perf_counter()
-        rows = _candidate_outcomes(proto, train, parts, order)
+        rows, fitted[index] = _candidate_outcomes(proto, train, parts, order)
         seconds[proto.name] = seconds.get(proto.name, 0.0) + time.perf_counter() - started
         for value, outcome in rows:
             labels.append(_describe(_at(proto, value)))
@@ -382,27 +392,30 @@ def cross_validate(
         if progress:
             progress(proto.curve_name)
     stacked = {k: np.vstack(v) for k, v in values.items() if len(v) == len(labels)}
-    return CrossValidated(labels, families, settings, list(policies), stacked, seconds)
+    return CrossValidated(labels, families, settings, list(policies), stacked, seconds,
+                          fitted)
 
 
 def _candidate_outcomes(proto: Policy, train: OutcomeTable,
                         parts: list[tuple[OutcomeTable, OutcomeTable]], order: np.ndarray
-                        ) -> list[tuple[float | None, dict[str, np.ndarray]]]:
+                        ) -> tuple[list[tuple[float | None, dict[str, np.ndarray]]], Policy]:
+    """Per setting, the out-of-fold outcomes; and the candidate fitted on all of ``train``.
+
+    The whole-split fit comes first: it is what a chosen setting serves, its trade-off grid
+    is swept in every fold, and the hyperparameter it picked by its own inner
+    cross-validation (a router's ``"auto"``) is reused in the folds instead of being
+    re-searched three times over."""
+    full = proto.fit(train) if not proto.requires_fit else _clone(proto).fit(train)
+    grid = list(full.grid(train)) if full.tradeoff else [None]
     if not proto.requires_fit:  # nothing learned: the whole split is out of fold
-        proto.fit(train)
-        grid = proto.grid(train) if proto.tradeoff else [None]
-        return [(v, {k: a[order] for k, a in replay_outcomes(_at(proto, v), train).items()})
-                for v in grid]
-    grid: list[float | None] | None = None
-    per_fold: list[list[dict[str, np.ndarray]]] = []
+        return [(v, {k: a[order] for k, a in replay_outcomes(_at(full, v), train).items()})
+                for v in grid], full
+    per_fold = []
     for kept, held in parts:
-        fitted = _clone(proto).fit(kept)
-        if grid is None:
-            grid = list(fitted.grid(kept)) if fitted.tradeoff else [None]
+        fitted = _clone(proto, like=full).fit(kept)
         per_fold.append([replay_outcomes(_at(fitted, v), held) for v in grid])
-    assert grid is not None
     return [(v, {k: np.concatenate([fold[i][k] for fold in per_fold])
-                 for k in per_fold[0][i]}) for i, v in enumerate(grid)]
+                 for k in per_fold[0][i]}) for i, v in enumerate(grid)], full
 
 
 def _describe(policy: Policy) -> str:
@@ -417,15 +430,19 @@ def _at(policy: Policy, value: float | None) -> Policy:
     return policy if value is None else policy.with_params(**{policy.tradeoff: value})
 
 
-def _clone(policy: Policy) -> Policy:
-    """A fresh unfitted copy with the same parameters (and features, for routers)."""
+def _clone(policy: Policy, like: Policy | None = None) -> Policy:
+    """A fresh unfitted copy with the same parameters (and features, for routers); with
+    ``like`` (the same candidate, fitted), an ``"auto"`` hyperparameter set to its choice."""
     clone = type(policy).__new__(type(policy))
     clone.__dict__.update(policy.params())
     embedder = getattr(policy, "embedder_", None)
     if embedder is not None:
         clone.embedder_ = embedder
+    auto = getattr(policy, "auto_param", "")
+    if like is not None and auto and getattr(policy, auto) == "auto":
+        setattr(clone, auto, like.chosen_)
     if hasattr(policy, "router"):  # cascade routing: a fresh router inside
-        clone.router = _clone(policy.router)
+        clone.router = _clone(policy.router, like.router if like is not None else None)
     return clone
 
 
@@ -453,8 +470,8 @@ def choose(train: OutcomeTable, objective: Objective, outcomes: CrossValidated,
            folds: int = 3) -> SearchResult:
     """The objective's pick among cross-validated outcomes, refitted on all of ``train``."""
     chosen, met = objective.choose(outcomes)
-    policy = _clone(outcomes.policy(chosen)).fit(train)
-    return SearchResult(objective, chosen, met, policy, outcomes, folds)
+    return SearchResult(objective, chosen, met, outcomes.fitted_policy(chosen, train),
+                        outcomes, folds)
 
 
 # -- the searched policy as one object ----------------------------------------------------
@@ -495,14 +512,7 @@ class PolicySearch(Policy):
                             f"{', '.join(self.families)}")
         mine = _subset(outcomes, rows)
         front = mine.frontier()
-        fitted: dict[int, Policy] = {}
-        members = []
-        for row in front.tolist():
-            index, value = mine.settings[row]
-            if index not in fitted:
-                fitted[index] = _clone(mine.prototypes[index]).fit(table)
-            members.append(_at(fitted[index], value))
-        self.members_ = members
+        self.members_ = [outcomes.fitted_policy(rows[row], table) for row in front.tolist()]
         self.member_cost_ = mine.mean("cost_usd")[front].astype(np.float64)
         self.member_quality_ = mine.mean("quality")[front].astype(np.float64)
         #: Where the search's time went: seconds of cross-validation per family.
