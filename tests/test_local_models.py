@@ -119,3 +119,18 @@ def test_gguf_path_models_load_from_anywhere(tmp_path):
                                                         path=tmp_path / "mine.gguf")]))
     c = ask(backend, "mine", "Say hello.", max_tokens=4)
     assert c.tokens_out > 0
+
+
+def test_ask_runs_the_fitted_default_and_keeps_an_easy_question_small():
+    """With no config, `triage ask` runs the policy the search fitted on the ladder's
+    recording, not a raw logprob threshold: an easy question stays on a small model."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask",
+                          "What is the capital of Australia?"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "policy triage: fitted by policy search" in " ".join(run.stderr.split())
+    out = " ".join(run.stdout.split())
+    assert "Canberra" in out
+    assert "qwen2.5-coder-1.5b" not in out  # answered without the largest model

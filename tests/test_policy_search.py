@@ -211,3 +211,30 @@ def test_fit_with_an_objective_saves_the_choice_and_prints_what_it_beat(mbpp, da
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "records no latency_ms" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_shipped_default_is_a_searched_policy_over_the_embedded_ladder():
+    from llmtriage.backends.catalog import default_catalog
+    from llmtriage.policies.defaults import (
+        FITTED_LADDER,
+        FITTED_OBJECTIVE,
+        fitted_default,
+        models_used,
+    )
+
+    policy = fitted_default(default_catalog().names())
+    assert policy is not None and getattr(policy, "frozen_", False)
+    assert models_used(policy) <= set(default_catalog().names())
+    assert info(FITTED_LADDER)["objective"] == FITTED_OBJECTIVE
+    assert info(FITTED_LADDER)["met_on_cv"] is True
+    assert fitted_default(["some-other-model"]) is None
+
+
+def test_match_asks_for_the_best_single_models_quality_less_a_margin(mbpp):
+    train = mbpp.split("train")
+    result = search(train, Objective.parse("match=0.02"), ("single", "agreement-cascade"))
+    q, cost = result.outcomes.mean("quality"), result.outcomes.mean("cost_usd")
+    singles = [r for r, f in enumerate(result.outcomes.families) if f == "single"]
+    target = q[singles].max() - 0.02
+    assert result.met and q[result.chosen] >= target - 1e-9
+    assert cost[result.chosen] == pytest.approx(cost[q >= target - 1e-9].min())
