@@ -125,6 +125,7 @@ def test_ask_runs_the_fitted_default_and_keeps_an_easy_question_small():
     """With no config, `triage ask` runs the policy the search fitted on the ladder's
     recording, not a raw logprob threshold: an easy question stays on a small model."""
     import subprocess
+    import sys
 
     run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask",
                           "What is the capital of Australia?"],
