@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -89,7 +90,7 @@ class ClassifierRouter(QualityRouter):
             z = np.einsum("mnh,mh->nm", hidden, self.w2_) + self.bias_
         else:
             z = x @ self.weights_.T + self.bias_
-        return 1.0 / (1.0 + np.exp(-z)) if self.binary_ else z
+        return expit(z) if self.binary_ else z
 
     def add_model(self, name: str, texts: np.ndarray, quality: np.ndarray, cost: float
                   ) -> ClassifierRouter:
