@@ -223,8 +223,9 @@ def test_live_policy_matches_its_replay_on_the_collected_table(collected, kind):
 
 
 def test_ask_shows_every_step():
-    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "What is 17 * 23?"],
-                         capture_output=True, text=True, timeout=300)
+    """A threshold cascade starts at the smallest model; every call it makes is shown."""
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--threshold", "-0.5",
+                          "What is 17 * 23?"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "smollm2-135m" in run.stdout and "answer" in run.stdout
     assert "391" in run.stdout.split("answer", 1)[-1]
