@@ -41,9 +41,14 @@ class Made:
 
     search: PolicySearch | None = None
 
+    def __init__(self, folds: str) -> None:
+        self.folds = folds
+
     def __call__(self, table: OutcomeTable) -> list:
         context = registry.Context(table.models)
-        self.search = PolicySearch()
+        several = len(set(table.tasks.tolist())) > 2  # two or more left to fit on
+        self.search = PolicySearch(folds=self.folds if several and self.folds == "task"
+                                   else 3)
         return [*registry.build("single", context), *registry.build("oracle", context),
                 *registry.build("random", registry.Context.of(table)), self.search]
 
@@ -107,11 +112,13 @@ def main() -> None:
     ap.add_argument("--ladder", type=Path, default=Path("out/ladder-full.csv"))
     ap.add_argument("--sets", default="routerbench,zeroeval,zeroeval-tasks,llmrouter,ladder")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--folds", default="3", help="3, or 'task' to search with each task "
+                    "held out in turn where there are several")
     args = ap.parse_args()
     for name, table, loto in sets(args.data, args.ladder, set(args.sets.split(","))):
         print(f"\n{name}: {table.n_prompts} prompts x {table.n_models} models, "
               f"{table.split_sizes()}", flush=True)
-        made = Made()
+        made = Made(args.folds)
         if not loto or name == "local ladder":
             started = time.perf_counter()
             result = compare(table, made(table), bootstrap=0)

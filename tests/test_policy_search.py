@@ -238,3 +238,21 @@ def test_match_asks_for_the_best_single_models_quality_less_a_margin(mbpp):
     target = q[singles].max() - 0.02
     assert result.met and q[result.chosen] >= target - 1e-9
     assert cost[result.chosen] == pytest.approx(cost[q >= target - 1e-9].min())
+
+
+def test_task_folds_hold_each_task_out(data_dir):
+    from llmtriage.policies.search.crossval import split_folds
+
+    table = load_table(f"routerbench:{data_dir / 'routerbench'}").split("train")
+    folds = split_folds(table, "task")
+    assert len(folds) == 3
+    for kept, held in folds:
+        assert len(set(table.tasks[held])) == 1
+        assert set(table.tasks[held]).isdisjoint(set(table.tasks[kept]))
+    result = search(table, Objective("lam", 100.0), ("single", "logistic"), folds="task",
+                    embedder="hashing")
+    assert result.outcomes.values["quality"].shape[1] == table.n_prompts
+    with pytest.raises(DataError, match="one task"):
+        split_folds(table.filter_task("mbpp"), "task")
+    with pytest.raises(DataError, match="folds must be"):
+        split_folds(table, 1)

@@ -207,6 +207,9 @@ def fit(
     families: Annotated[str | None, typer.Option(
         "--families", help="With --objective: the families searched, comma-separated "
         "(default: all the table supports).")] = None,
+    folds: Annotated[str, typer.Option(
+        help="With --objective: cross-validation folds, a number or 'task' (each task held "
+        "out in turn: prefer what travels to unseen tasks).")] = "3",
     task: TaskOpt = None,
     prices: PricesOpt = None,
 ) -> None:
@@ -223,7 +226,8 @@ def fit(
         context = registry.Context.of(table)
         assert context.train is not None
         if objective is not None:
-            chosen, info = _search(context.train, objective, families)
+            chosen, info = _search(context.train, objective, families,
+                                   int(folds) if folds.isdigit() else folds)
         else:
             assert policy is not None
             chosen = registry.build_one(policy, context, _params(param, [policy]).get(policy))
@@ -241,7 +245,7 @@ def fit(
                   "train prompts")
 
 
-def _search(train: OutcomeTable, objective: str, families: str | None
+def _search(train: OutcomeTable, objective: str, families: str | None, folds: int | str
             ) -> tuple[object, dict]:
     """Run the policy search with a progress bar; print the choice and what it beat."""
     from llmtriage.policies import search as policy_search
@@ -255,9 +259,10 @@ def _search(train: OutcomeTable, objective: str, families: str | None
         task = bar.add_task(f"cross-validating {len(candidates)} candidates",
                             total=len(candidates))
         outcomes = policy_search.cross_validate(
-            train, candidates, progress=lambda _label: bar.advance(task))
-    result = policy_search.choose(train, goal, outcomes)
-    t = Table(title=f"policy search for {goal} ({result.folds}-fold cross-validation on "
+            train, candidates, folds, progress=lambda _label: bar.advance(task))
+    result = policy_search.choose(train, goal, outcomes, folds)
+    how = "task-held-out" if folds == "task" else f"{folds}-fold"
+    t = Table(title=f"policy search for {goal} ({how} cross-validation on "
                     f"{train.n_prompts} train prompts)")
     for col in ("policy", "meets", "quality", "cost/query", "latency ms"):
         t.add_column(col, justify="left" if col == "policy" else "right")

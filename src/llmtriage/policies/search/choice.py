@@ -19,7 +19,7 @@ class SearchResult:
     met: bool
     policy: Policy
     outcomes: CrossValidated
-    folds: int
+    folds: int | str
 
     def estimate(self) -> dict[str, float]:
         return {k: float(v.mean()) for k, v in
@@ -54,18 +54,20 @@ def search(
     train: OutcomeTable,
     objective: Objective,
     families: Sequence[str] = FAMILIES,
-    folds: int = 3,
+    folds: int | str = 3,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    embedder: str | None = None,
 ) -> SearchResult:
     """Cross-validate every candidate on ``train``, choose by ``objective``, refit it."""
     objective.check(train)
-    outcomes = cross_validate(train, candidates(train, families), folds, seed, progress)
+    outcomes = cross_validate(train, candidates(train, families, embedder), folds, seed,
+                              progress)
     return choose(train, objective, outcomes, folds)
 
 
 def choose(train: OutcomeTable, objective: Objective, outcomes: CrossValidated,
-           folds: int = 3) -> SearchResult:
+           folds: int | str = 3) -> SearchResult:
     """The objective's pick among cross-validated outcomes, refitted on all of ``train``."""
     chosen, met = objective.choose(outcomes)
     return SearchResult(objective, chosen, met, outcomes.fitted_policy(chosen, train),

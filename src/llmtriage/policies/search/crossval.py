@@ -10,6 +10,7 @@ import numpy as np
 
 from llmtriage import metrics
 from llmtriage.backends.replay import ReplayBackend
+from llmtriage.data.errors import DataError
 from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
@@ -81,12 +82,16 @@ def replay_outcomes(policy: Policy, table: OutcomeTable) -> dict[str, np.ndarray
 def cross_validate(
     train: OutcomeTable,
     policies: Sequence[Policy],
-    folds: int = 3,
+    folds: int | str = 3,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> CrossValidated:
-    """Out-of-fold outcomes of every policy at every setting of its trade-off."""
-    splits = list(kfold(train.n_prompts, folds, seed))
+    """Out-of-fold outcomes of every policy at every setting of its trade-off.
+
+    ``folds``: a number of random folds, or "task": each task held out in turn (fitted on
+    the others), so that the outcomes measure how a candidate does on a task it has not
+    seen, and the choice favours what travels across tasks over what wins on the mix."""
+    splits = split_folds(train, folds, seed)
     order = np.concatenate([held for _, held in splits])
     parts = [(train.take(kept), train.take(held)) for kept, held in splits]
     labels, families, settings = [], [], []
@@ -108,6 +113,20 @@ def cross_validate(
     stacked = {k: np.vstack(v) for k, v in values.items() if len(v) == len(labels)}
     return CrossValidated(labels, families, settings, list(policies), stacked, seconds,
                           fitted)
+
+
+def split_folds(train: OutcomeTable, folds: int | str, seed: int = 0
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(kept, held) rows of each fold: random, or one task held out per fold."""
+    if folds == "task":
+        tasks = sorted(set(train.tasks.tolist()))
+        if len(tasks) < 2:
+            raise DataError(f"{train.name} has one task; task folds need two or more")
+        return [(np.flatnonzero(train.tasks != t), np.flatnonzero(train.tasks == t))
+                for t in tasks]
+    if not isinstance(folds, int) or folds < 2:
+        raise DataError(f"folds must be a number >= 2 or 'task', not {folds!r}")
+    return list(kfold(train.n_prompts, folds, seed))
 
 
 def _candidate_outcomes(proto: Policy, train: OutcomeTable,

@@ -27,9 +27,10 @@ class PolicySearch(Policy):
     tradeoff = "budget"
 
     def __init__(self, budget: float | None = None, families: Sequence[str] = FAMILIES,
-                 folds: int = 3, embedder: str | None = None) -> None:
-        """``families``: what is searched (:data:`FAMILIES`); ``embedder``: the routers'
-        query features by name (default MiniLM; ``hashing`` is instant)."""
+                 folds: int | str = 3, embedder: str | None = None) -> None:
+        """``families``: what is searched (:data:`FAMILIES`); ``folds``: random folds, or
+        "task" to hold each task out in turn (see ``cross_validate``); ``embedder``: the
+        routers' query features by name (default MiniLM; ``hashing`` is instant)."""
         self.budget = budget
         self.families = (families,) if isinstance(families, str) else tuple(families)
         self.folds = folds
