@@ -71,10 +71,11 @@ def line(result: Comparison, seconds: float, search: PolicySearch) -> str:
     top = max(curve.points, key=lambda p: p.quality)
     spent = ", ".join(f"{k} {v:.1f}" for k, v in
                       sorted(search.seconds_.items(), key=lambda kv: -kv[1]))
+    resources = on_resources(result)
     return (f"  zero router {result.zero_router_aiq:.4f}, oracle {result.curve('oracle').aiq:.4f}"
             f", search {curve.aiq:.4f} ({seconds:.0f} s)\n  {describe(head)}\n"
             f"  its best-quality member: {top.policy}\n  cross-validation seconds: {spent}"
-            + (f"\n  {on_resources(result)}" if on_resources(result) else ""))
+            + (f"\n  {resources}" if resources else ""))
 
 
 def sets(data: str, ladder: Path, wanted: set[str]):

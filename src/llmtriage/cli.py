@@ -139,6 +139,7 @@ def bench(
 ) -> None:
     """Replay policies on recorded outcomes: quality, cost, latency, AIQ, APGR, CPT."""
     from llmtriage.evaluation.compare import compare
+    from llmtriage.evaluation.headline import headlines
     from llmtriage.evaluation.plots import AXES, plot, plot_axis
     from llmtriage.evaluation.report import render, write_json
     from llmtriage.policies.artifacts import load as load_policy
@@ -164,11 +165,12 @@ def bench(
 
             result = compare(table, policies, split=split, bootstrap=bootstrap, seed=seed,
                              progress=tick)
-    render(result, console)
+    heads = headlines(result)
+    render(result, console, heads)
     for note in result.notes:
         console.print(f"[dim]{escape(note)}[/]")
     if json_out:
-        console.print(f"wrote {write_json(result, json_out)}")
+        console.print(f"wrote {write_json(result, json_out, heads)}")
     if plot_out:
         if axis != "cost" and any(getattr(p, AXES[axis][0]) is None for p in result.singles):
             _fail(f"{table.name} records no {axis}: plot --axis cost")

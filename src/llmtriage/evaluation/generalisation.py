@@ -17,6 +17,17 @@ from llmtriage.evaluation.compare import Comparison, compare
 from llmtriage.policies.base import Policy
 
 
+def held_out_tasks(table: OutcomeTable) -> Iterator[tuple[str, OutcomeTable]]:
+    """Per task: the table re-split so that every prompt of the other tasks is train and
+    every prompt of this one is test."""
+    tasks = sorted(set(table.tasks.tolist()))
+    if len(tasks) < 2:
+        raise DataError(f"{table.name} has one task ({tasks}); leave-one-task-out needs two")
+    for task in tasks:
+        held = table.tasks == task
+        yield task, table.with_splits(np.where(held, TEST, TRAIN).astype(object))
+
+
 def leave_one_task_out(
     table: OutcomeTable,
     policies: Callable[[], Sequence[Policy]],
@@ -25,12 +36,7 @@ def leave_one_task_out(
 ) -> Iterator[tuple[str, Comparison]]:
     """Per task: fit fresh ``policies()`` on every prompt of the other tasks, compare them
     on every prompt of this one."""
-    tasks = sorted(set(table.tasks.tolist()))
-    if len(tasks) < 2:
-        raise DataError(f"{table.name} has one task ({tasks}); leave-one-task-out needs two")
-    for task in tasks:
-        held = table.tasks == task
-        split = table.with_splits(np.where(held, TEST, TRAIN).astype(object))
+    for task, split in held_out_tasks(table):
         result = compare(split, list(policies()), split=TEST, bootstrap=bootstrap)
         result.dataset = f"{table.name} (held-out task {task})"
         yield task, result

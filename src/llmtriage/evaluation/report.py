@@ -14,7 +14,7 @@ from llmtriage import metrics
 from llmtriage.data.files import write_atomic
 from llmtriage.evaluation.compare import Comparison
 from llmtriage.evaluation.evaluate import OperatingPoint
-from llmtriage.evaluation.headline import describe, headlines
+from llmtriage.evaluation.headline import Headline, describe, headlines
 
 
 def _reference(c: Comparison) -> dict[str, float] | None:
@@ -44,10 +44,12 @@ def _scores(c: Comparison, p: OperatingPoint) -> dict[str, float]:
     }
 
 
-def records(c: Comparison) -> list[dict]:
-    """One record per policy and operating point; policy-level metrics repeated on each."""
+def records(c: Comparison, heads: list[Headline] | None = None) -> list[dict]:
+    """One record per policy and operating point; policy-level metrics repeated on each.
+    ``heads``: the comparison's headlines where the caller has them already (bootstrapped
+    once, not once per output)."""
     on_front = {id(p) for _, p in c.frontier}
-    headline = {h.policy: h.record() for h in headlines(c)}
+    headline = {h.policy: h.record() for h in (headlines(c) if heads is None else heads)}
     out = []
     for curve in c.curves:
         for p in curve.points:
@@ -78,10 +80,10 @@ def _finite(value):
     return value
 
 
-def write_json(c: Comparison, path: str | Path) -> Path:
+def write_json(c: Comparison, path: str | Path, heads: list[Headline] | None = None) -> Path:
     def dump(tmp: str) -> None:
         with open(tmp, "w") as f:
-            json.dump(records(c), f, indent=1)
+            json.dump(records(c, heads), f, indent=1)
 
     return write_atomic(path, dump)
 
@@ -104,7 +106,7 @@ def _thin(points: list[OperatingPoint], keep: int = 5) -> list[OperatingPoint]:
     return [points[i] for i in idx]
 
 
-def render(c: Comparison, console: Console) -> None:
+def render(c: Comparison, console: Console, heads: list[Headline] | None = None) -> None:
     sizes = ", ".join(f"{k} {v}" for k, v in c.split_sizes.items())
     console.print(f"[bold]{escape(c.dataset)}[/]: {len(c.models)} models; splits: {sizes}; "
                   f"evaluated on [bold]{c.split}[/]")
@@ -144,7 +146,7 @@ def render(c: Comparison, console: Console) -> None:
                   "" if curve.aiq is None else f"{curve.aiq:.4f}",
                   "" if curve.apgr is None else f"{curve.apgr:.3f}", *cpt)
     console.print(m)
-    for h in headlines(c):
+    for h in headlines(c) if heads is None else heads:
         console.print(escape(describe(h)))
     for line in versus_best(c):
         console.print(escape(line))

@@ -18,9 +18,11 @@ import numpy as np
 
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
 from llmtriage.evaluation.compare import Comparison, compare
+from llmtriage.evaluation.generalisation import held_out_tasks
 from llmtriage.evaluation.headline import Headline, headlines
 from llmtriage.policies import registry
 from llmtriage.policies.base import Policy
+from llmtriage.policies.defaults import mean_cost
 from llmtriage.policies.search import (
     FAMILIES,
     GROUPS,
@@ -123,13 +125,10 @@ def reasons(table: OutcomeTable, result: Comparison) -> Reasons:
 
 def _agreement_scores(table: OutcomeTable) -> np.ndarray:
     """Per model column: 1 where its final answer equals the cheapest other model's."""
-    from llmtriage.signals.agreement import final_answer
+    from llmtriage.signals.agreement import answer_keys
 
-    cost = np.nan_to_num(np.nanmean(table.cost_usd, axis=0)) if table.has("cost_usd") \
-        else np.arange(table.n_models, dtype=float)
-    keys = np.array([[final_answer(str(t)) for t in table.responses[:, j]]
-                     for j in range(table.n_models)])
-    order = np.argsort(cost, kind="stable")
+    keys = answer_keys(table)
+    order = np.argsort(mean_cost(table), kind="stable")
     out = np.full(table.quality.shape, np.nan)
     for j in range(table.n_models):
         other = next(k for k in order if k != j)
@@ -153,11 +152,8 @@ def study(
         result, _ = _compare(table, tick, embedder)
         result.dataset = name
         one = SetStudy(name, result, headlines(result), reasons(table, result))
-        tasks = sorted(set(table.tasks.tolist()))
-        if held_out and len(tasks) > 1:
-            for task in tasks:
-                held = table.tasks == task
-                split = table.with_splits(np.where(held, TEST, TRAIN).astype(object))
+        if held_out and len(set(table.tasks.tolist())) > 1:
+            for task, split in held_out_tasks(table):
                 loto, _ = _compare(split, tick, embedder)
                 loto.dataset = f"{name}, held-out task {task}"
                 one.held_out.append((task, loto, headlines(loto)))
@@ -169,8 +165,7 @@ def study(
 def count_candidates(table: OutcomeTable, held_out: bool = True) -> int:
     """How many candidates the study cross-validates on a table (for a progress bar)."""
     n = len(candidates(table.split(TRAIN), FAMILIES))
-    tasks = set(table.tasks.tolist())
-    if held_out and len(tasks) > 1:
-        for task in tasks:
-            n += len(candidates(table.take(table.tasks != task), FAMILIES))
+    if held_out and len(set(table.tasks.tolist())) > 1:
+        n += sum(len(candidates(split.split(TRAIN), FAMILIES))
+                 for _, split in held_out_tasks(table))
     return n

@@ -26,11 +26,18 @@ def reference_pair(table: OutcomeTable) -> tuple[str, str]:
     return table.models[weak], table.models[strong]
 
 
+def mean_cost(table: OutcomeTable) -> np.ndarray:
+    """Each model's mean cost per query; where no cost is recorded, the models' order (so
+    that the first listed counts as the cheapest)."""
+    if not table.has("cost_usd"):
+        return np.arange(table.n_models, dtype=np.float64)
+    return np.nan_to_num(np.nanmean(table.cost_usd, axis=0))
+
+
 def pareto_ladder(table: OutcomeTable) -> list[str]:
     """The single models on the cost-quality frontier, cheapest first: a natural cascade."""
-    quality = table.quality.mean(axis=0)
-    cost = np.nanmean(table.cost_usd, axis=0) if table.has("cost_usd") else np.arange(len(quality))
-    return [table.models[i] for i in metrics.pareto_front(cost, quality)]
+    return [table.models[i]
+            for i in metrics.pareto_front(mean_cost(table), table.quality.mean(axis=0))]
 
 
 def models_used(policy: Policy) -> set[str]:

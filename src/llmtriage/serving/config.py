@@ -178,14 +178,17 @@ def build_policies(config: GatewayConfig, catalog: Catalog) -> dict[str, Policy]
     table). By default: "triage", the policy fitted on the embedded ladder's recording
     (where the catalog has its models), and "triage-cascade", a threshold cascade over the
     catalog."""
-    from llmtriage.policies.defaults import FITTED_LADDER, fitted_default
+    from llmtriage.policies.defaults import fitted_default
 
-    specs = config.policies
-    if not specs:
-        specs = [PolicySpec(name="triage-cascade", kind="threshold-cascade")]
-        if fitted_default(catalog.names()) is not None:
-            specs.insert(0, PolicySpec(name="triage", artifact=FITTED_LADDER))
-    return {spec.name: _policy(spec, catalog) for spec in specs}
+    if config.policies:
+        return {spec.name: _policy(spec, catalog) for spec in config.policies}
+    policies: dict[str, Policy] = {}
+    fitted = fitted_default(catalog.names())  # loaded once, its models checked
+    if fitted is not None:
+        policies["triage"] = fitted
+    cascade = PolicySpec(name="triage-cascade", kind="threshold-cascade")
+    policies[cascade.name] = _policy(cascade, catalog)
+    return policies
 
 
 def _policy(spec: PolicySpec, catalog: Catalog) -> Policy:

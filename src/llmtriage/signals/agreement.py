@@ -49,6 +49,17 @@ def final_answer(text: str) -> str:
     return str(value).strip().lower()
 
 
+def answer_keys(table: OutcomeTable, columns: Sequence[int] | None = None,
+                key: Callable[[str], str] = final_answer) -> np.ndarray:
+    """The comparable final answer of every recorded response, one row per model column
+    (all of them by default)."""
+    if table.responses is None:
+        raise ValueError(f"table {table.name!r} has no responses to compare")
+    columns = range(table.n_models) if columns is None else columns
+    return np.array([[key(str(t)) for t in table.responses[:, j]] for j in columns],
+                    dtype=object)
+
+
 def agreement_name(model: str, voters: Sequence[str]) -> str:
     return f"{model}+agree({','.join(voters)})"
 
@@ -58,10 +69,8 @@ def with_agreement(table: OutcomeTable, model: str, voters: Sequence[str],
     """The table plus the column ``model+agree(voters)``: ``model``'s answers, confidence =
     the share of voters whose final answer equals it (an empty answer agrees with nothing).
     Needs the table's responses."""
-    if table.responses is None:
-        raise ValueError(f"table {table.name!r} has no responses to compare")
     cols = [table.model_index(m) for m in (model, *voters)]
-    keys = np.array([[key(str(t)) for t in table.responses[:, j]] for j in cols], dtype=object)
+    keys = answer_keys(table, cols, key)
     agree = (keys[1:] == keys[0]) & (keys[0] != "")
     outcomes = {c: getattr(table, c)[:, cols].sum(axis=1)
                 for c in ("cost_usd", "tokens_in", "tokens_out", "energy_j")}

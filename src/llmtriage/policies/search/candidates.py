@@ -11,6 +11,7 @@ from llmtriage import metrics
 from llmtriage.data.errors import DataError
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
+from llmtriage.policies.defaults import mean_cost
 
 #: Router families searched when none are named.
 ROUTERS = ("knn", "logistic", "mlp", "mf", "sw-ranking")
@@ -97,9 +98,3 @@ def candidates(train: OutcomeTable, families: Sequence[str] = FAMILIES,
         elif family == "cascade-routing" and confident:
             out.append(registry.build_one(family, context, features))
     return out
-
-
-def mean_cost(table: OutcomeTable) -> np.ndarray:
-    if not table.has("cost_usd"):
-        return np.arange(table.n_models, dtype=np.float64)
-    return np.nan_to_num(np.nanmean(table.cost_usd, axis=0))

@@ -10,7 +10,8 @@ from llmtriage import metrics
 from llmtriage.data.errors import DataError
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Decision, Policy, State
-from llmtriage.policies.search.candidates import FAMILIES, GROUPS, candidates, mean_cost
+from llmtriage.policies.defaults import mean_cost
+from llmtriage.policies.search.candidates import FAMILIES, GROUPS, candidates
 from llmtriage.policies.search.crossval import CrossValidated, cross_validate
 
 
