@@ -82,7 +82,7 @@ def test_every_client_gets_an_answer_and_the_breaker_trips_and_recovers(up, gw, 
     assert tripped > trips and state in ("open", "half-open")  # reset_s is 1 s
     # Asked for by name, the failing model gets a clear error, never a silent drop.
     direct = asyncio.run(burst(gw.url, "primary", n=20))
-    assert {r.status_code for r in direct} <= {502, 503}
+    assert {r.status_code for r in direct} <= {502, 503, 504}  # 504: a hang's deadline
     for r in direct:
         message = r.json()["error"]["message"]
         assert "primary" in message and ("circuit open" in message or "upstream" in message)

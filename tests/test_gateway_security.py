@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 from servers.processes import gateway, upstream, write_config
@@ -9,7 +13,8 @@ from servers.processes import gateway, upstream, write_config
 from llmtriage.serving.guard import key_hash
 
 SECRET = "sk-upstream-SECRET-7f3a9c"
-KEYS = {"fast": "tri-key-fast-0001", "metered": "tri-key-metered-0002", "open": "tri-key-3"}
+KEYS = {"fast": "tri-key-fast-0001", "metered": "tri-key-metered-0002", "open": "tri-key-3",
+        "burst": "tri-key-burst-0004"}
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +43,32 @@ budget_usd = 0.02
 [[keys]]
 name = "open"
 sha256 = "{key_hash(KEYS['open'])}"
+
+[[keys]]
+name = "burst"
+sha256 = "{key_hash(KEYS['burst'])}"
+budget_usd = 0.05
+max_in_flight = 8
 """)
         assert KEYS["fast"] not in config.read_text()  # only hashes are stored
         with gateway(config, tmp) as g:
             yield g, tmp
 
 
-def ask(url: str, key: str | None, model: str = "ok") -> httpx.Response:
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    return httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30,
-                      json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+def auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def ask(url: str, key: str | None, model: str = "ok", max_tokens: int = 1) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", headers=auth(key) if key else {},
+                      timeout=30, json={"model": model, "max_tokens": max_tokens,
+                                        "messages": [{"role": "user", "content": "hi"}]})
+
+
+def spent(tmp, client: str) -> float:
+    with sqlite3.connect(tmp / "requests.sqlite") as db:
+        return db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE client = ?",
+                          (client,)).fetchone()[0]
 
 
 def test_requests_need_a_valid_key(gw):
@@ -74,18 +95,44 @@ def test_rate_limit_per_key(gw):
 
 def test_budget_per_key(gw):
     g, _ = gw
-    # Each answer costs 9 tokens x $1000 per million = $0.009: the third crosses $0.02.
+    # Each answer costs 9 tokens x $1000 per million = $0.009; admission reserves the most a
+    # request may cost ((2 + 8 prompt bytes + 1 max token) x $1000 per million = $0.011), so
+    # the third, which could end above $0.02, is refused before it runs.
     codes = [ask(g.url, KEYS["metered"]).status_code for _ in range(4)]
-    assert codes == [200, 200, 200, 429]
+    assert codes == [200, 200, 429, 429]
     refused = ask(g.url, KEYS["metered"])
     assert refused.json()["error"]["type"] == "insufficient_quota"
+    assert "may cost up to" in refused.json()["error"]["message"]
+    assert ask(g.url, KEYS["metered"], max_tokens=500).status_code == 429
 
 
-def test_the_budget_survives_a_restart(gw):
+def test_concurrent_requests_cannot_overshoot_a_budget(gw):
+    g, tmp = gw
+    with ThreadPoolExecutor(50) as pool:
+        codes = list(pool.map(lambda _: ask(g.url, KEYS["burst"]).status_code, range(50)))
+    assert codes.count(200) >= 4 and set(codes) <= {200, 429}
+    time.sleep(0.5)  # the log writer commits
+    assert spent(tmp, "burst") <= 0.05 + 1e-9  # $0.65 before reservations
+
+
+def test_health_metrics_and_schema_need_a_key(gw):
+    g, _ = gw
+    assert httpx.get(f"{g.url}/health").json() == {"status": "ok"}  # liveness, nothing named
+    assert "models" in httpx.get(f"{g.url}/health", headers=auth(KEYS["open"])).json()
+    for endpoint in ("/metrics", "/openapi.json", "/docs"):
+        assert httpx.get(f"{g.url}{endpoint}").status_code == 401, endpoint
+        assert httpx.get(f"{g.url}{endpoint}", headers=auth(KEYS["open"])).status_code == 200
+
+
+def test_the_budget_and_the_rate_window_survive_a_restart(gw):
     g, tmp = gw
     g.stop()
     with gateway(tmp / "gateway.toml", tmp) as again:
         assert ask(again.url, KEYS["metered"]).status_code == 429
+        # "fast" made 3 requests within the last minute: still over its limit.
+        limited = ask(again.url, KEYS["fast"])
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
         assert ask(again.url, KEYS["open"]).status_code == 200
 
 
@@ -96,8 +143,8 @@ def test_upstream_secrets_never_leak(gw):
         assert r.status_code == 502
         body = r.text
         assert "bad key Bearer ***" in body  # the upstream echoed it; the gateway redacted it
-        metrics = httpx.get(f"{g.url}/metrics").text
-        health = httpx.get(f"{g.url}/health").text
+        metrics = httpx.get(f"{g.url}/metrics", headers=auth(KEYS["open"])).text
+        health = httpx.get(f"{g.url}/health", headers=auth(KEYS["open"])).text
         g.stop()
         output = g.output()
     stored = (tmp / "requests.sqlite").read_bytes() + b"".join(

@@ -22,7 +22,8 @@ def upstream():
 
 def catalog(url: str, **overrides) -> Catalog:
     names = ["ok", "flaky-500", "always-500", "rate-429", "hang", "malformed", "wrong-shape",
-             "stream-drop"]
+             "stream-drop", "trickle", "usage-inf", "usage-negative", "usage-huge",
+             "bad-chunk"]
     base = {"backend": "openai", "endpoint": f"{url}/v1", "timeout_s": 1.0, "max_retries": 3,
             "price_in": 1.0, "price_out": 2.0, "api_key": "sk-secret-do-not-print"}
     return Catalog(models=[ModelSpec(name=n, **{**base, **overrides}) for n in names])
@@ -75,10 +76,50 @@ def test_429_waits_for_retry_after(upstream):
     assert attempts(upstream, "rate-429", "patience") == 2
 
 
-def test_timeout_is_reported(upstream):
+def test_timeout_is_reported_and_not_retried(upstream):
     start = time.perf_counter()
-    with pytest.raises(BackendError, match="timed out after 0.5 s"):
+    with pytest.raises(BackendError, match="timed out .no first byte within 0.5 s"):
         run(_complete(upstream, "hang", "hello?", timeout_s=0.5, max_retries=1))
+    assert time.perf_counter() - start < 2
+    assert attempts(upstream, "hang", "hello?") == 1  # a hang is not waited for twice
+
+
+def test_a_trickling_upstream_hits_the_whole_call_deadline(upstream):
+    # Headers at once, then a byte every half second: each read is quick, the call is not.
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="not done within 2 s") as caught:
+        run(_complete(upstream, "trickle", "slowly", timeout_s=2.0, max_retries=0))
+    assert time.perf_counter() - start < 3.5
+    assert caught.value.status == 504 and caught.value.upstream_fault
+
+
+@pytest.mark.parametrize("model", ["usage-inf", "usage-negative", "usage-huge"])
+def test_nonsense_usage_is_an_upstream_failure(upstream, model):
+    with pytest.raises(BackendError, match="not a token count") as caught:
+        run(_complete(upstream, model, "count"))
+    assert caught.value.upstream_fault  # so the pool falls back and the breaker counts it
+
+
+def test_a_malformed_stream_chunk_is_an_upstream_failure(upstream):
+    with pytest.raises(BackendError, match="malformed stream chunk"):
+        run(_stream(upstream, "bad-chunk"))
+
+
+def test_a_model_at_capacity_fails_fast_without_blaming_the_upstream(upstream):
+    async def burst():
+        backend = OpenAIBackend(catalog(upstream, max_concurrency=2, max_queue=3,
+                                        timeout_s=1.5, max_retries=0))
+        try:
+            return await asyncio.gather(*(backend.complete("hang", ChatRequest.ask(f"q{i}"))
+                                          for i in range(10)), return_exceptions=True)
+        finally:
+            await backend.aclose()
+
+    start = time.perf_counter()
+    results = run(burst())
+    saturated = [r for r in results if isinstance(r, BackendError) and r.saturated]
+    assert len(saturated) == 5  # 2 running + 3 queued; the other 5 refused at once
+    assert all(not r.upstream_fault and r.status == 503 for r in saturated)
     assert time.perf_counter() - start < 5
 
 

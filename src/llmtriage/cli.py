@@ -591,12 +591,11 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the catalog's models and policies behind an OpenAI-compatible API."""
-    import uvicorn
-
     from llmtriage.backends.breaker import CircuitBreaker
     from llmtriage.backends.pool import ModelPool
     from llmtriage.serving.app import create_app
     from llmtriage.serving.config import build_policies, load_gateway_config
+    from llmtriage.serving.server import run
     from llmtriage.signals.logprob import min_logprob
 
     with _user_errors():
@@ -616,8 +615,7 @@ def serve(
     log = settings.request_log or "off"
     console.print(f"serving {', '.join(policies)} and {', '.join(cat.names())} on "
                   f"http://{host}:{port}/v1 (request log: {log})")
-    uvicorn.run(gateway, host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=settings.shutdown_timeout_s)
+    run(gateway, host, port, settings)
 
 
 @app.command()

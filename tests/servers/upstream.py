@@ -10,8 +10,13 @@ ok); ``always-500``; ``rate-429`` (429 with Retry-After: 1 once per prompt, then
 connection is cut); ``unsure`` (answers "pang" with low logprobs); ``slow`` (answers after
 1.5 s); ``echo-auth`` (a 500 whose body repeats the Authorization header, as a careless
 upstream might); ``switch`` (behaves as set by ``POST /switch/MODE``, MODE one of ok, 500,
-hang, drop, malformed: a model that fails and recovers on command). ``GET /attempts``
-returns how many requests each (model, prompt) got.
+hang, drop, malformed: a model that fails and recovers on command); ``trickle`` (a 200
+whose body arrives one byte every half second, for a minute); ``usage-inf``,
+``usage-negative``, ``usage-huge`` (a valid answer whose usage counts are 1e999, -5e6 or
+2**70); ``bad-chunk`` (with stream: a chunk whose ``choices`` is not a list);
+``not-found`` (404, as for a model the upstream does not have). ``GET /attempts`` returns
+how many requests each (model, prompt) got; ``GET /open`` how many requests are being
+answered now.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ATTEMPTS: Counter = Counter()
+OPEN = {"now": 0}
 LOCK = threading.Lock()
 ANSWER = "pong"
 SWITCH = {"mode": "ok"}
@@ -67,12 +73,25 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 data = {f"{m}|{p}": n for (m, p), n in ATTEMPTS.items()}
             self._send(200, json.dumps(data).encode())
+        elif self.path == "/open":
+            self._send(200, json.dumps(OPEN).encode())
         elif self.path in ("/health", "/v1/models"):
             self._send(200, b'{"data": [{"id": "ok"}]}')
         else:
             self._send(404, b'{"error": "not found"}')
 
     def do_POST(self) -> None:
+        with LOCK:
+            OPEN["now"] += 1
+        try:
+            self._post()
+        except OSError:  # the gateway hung up (a cancelled call): nothing to answer
+            pass
+        finally:
+            with LOCK:
+                OPEN["now"] -= 1
+
+    def _post(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         raw = self.rfile.read(length)
         if self.path.startswith("/switch/"):
@@ -89,6 +108,36 @@ class Handler(BaseHTTPRequestHandler):
             model = {"500": "always-500", "drop": "drop"}.get(SWITCH["mode"], SWITCH["mode"])
         if model == "hang":
             time.sleep(HANG_S)
+            return
+        if model == "trickle":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(120):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.5)
+            return
+        if model == "not-found":
+            self._send(404, b'{"error": {"message": "The model does not exist"}}')
+            return
+        if model.startswith("usage-"):
+            value = {"usage-inf": "1e999", "usage-negative": "-5000000",
+                     "usage-huge": str(2**70)}[model]
+            text = json.dumps(completion(model)).replace(
+                '"prompt_tokens": 7', f'"prompt_tokens": {value}').replace(
+                '"completion_tokens": 2', f'"completion_tokens": {value}')
+            self._send(200, text.encode())
+            return
+        if model == "bad-chunk" and body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b'data: {"choices": "oops"}\n\ndata: [DONE]\n\n')
+            self.wfile.flush()
+            self.close_connection = True
             return
         if model == "slow":
             time.sleep(1.5)

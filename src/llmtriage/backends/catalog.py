@@ -59,7 +59,12 @@ class ModelSpec(BaseModel):
     energy_j_per_token: float | None = Field(None, ge=0)
     n_threads: int = Field(2, gt=0)
     max_concurrency: int = Field(1, gt=0)
+    #: Calls that may wait for one of this model's slots; beyond, a call fails at once.
+    max_queue: int = Field(64, ge=0)
+    #: Whole-call deadline of one attempt (HTTP models), not a per-read timeout.
     timeout_s: float = Field(60.0, gt=0)
+    #: Deadline for the reply's first byte (a stream's first chunk); default: timeout_s.
+    first_byte_s: float | None = Field(None, gt=0)
     max_retries: int = Field(3, ge=0)
 
     @model_validator(mode="after")

@@ -1,10 +1,16 @@
 """OpenAI-compatible HTTP backend: OpenAI, vLLM, llama.cpp server, Ollama, most providers.
 
 Retries with exponential backoff (and jitter) on 429 and 5xx and on connection failures,
-honouring ``Retry-After``; per-model timeouts; streaming over server-sent events. API keys
-come from the catalog (an environment variable or a secret) and are sent only in the
-Authorization header: error messages carry the status and a short excerpt of the body,
-never the request headers.
+honouring ``Retry-After``; streaming over server-sent events. Every attempt has a
+whole-call deadline (``timeout_s``: an upstream trickling a byte a second still ends) and
+a time-to-first-byte one (``first_byte_s``); a call that hits its deadline is not retried
+(another model is tried instead, and the circuit breaker counts it). Each model has its own
+concurrency limit and a bounded queue before it (``max_concurrency``, ``max_queue``): a
+hanging model fills its own queue, then fails fast, and never starves the others. Replies
+are untrusted: bodies are capped in size and every field is checked. API keys come from the
+catalog (an environment variable or a secret) and are sent only in the Authorization
+header: error messages carry the status and a short excerpt of the body, never the
+request headers.
 """
 
 from __future__ import annotations
@@ -21,17 +27,21 @@ import httpx
 
 from llmtriage.backends.catalog import Catalog, ModelSpec
 from llmtriage.backends.live import (
+    MALFORMED,
     BackendError,
     ChatRequest,
     Completion,
     TokenLogprob,
     parse_chat_response,
     parse_logprobs,
+    parse_usage,
 )
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: Backoff: first wait, growth factor, and cap (seconds); Retry-After overrides, capped too.
 BACKOFF_BASE, BACKOFF_FACTOR, BACKOFF_CAP = 0.25, 2.0, 8.0
+#: The largest reply body (or stream line) read from an upstream.
+MAX_REPLY_BYTES = 16 << 20
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
@@ -51,24 +61,85 @@ def retry_after(response: httpx.Response) -> float | None:
     return min(3600.0, max(0.0, seconds)) if math.isfinite(seconds) else None
 
 
+class Deadline:
+    """The time left of one attempt, and the error its expiry is."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.started = time.monotonic()
+        self.first_byte_s = min(spec.first_byte_s or spec.timeout_s, spec.timeout_s)
+
+    def left(self, first_byte: bool = False) -> float:
+        limit = self.first_byte_s if first_byte else self.spec.timeout_s
+        return max(0.0, limit - (time.monotonic() - self.started))
+
+    async def run(self, awaitable: Any, first_byte: bool = False) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, self.left(first_byte))
+        except TimeoutError:
+            what = (f"no first byte within {self.first_byte_s:g} s" if first_byte
+                    else f"not done within {self.spec.timeout_s:g} s")
+            raise BackendError(f"{self.spec.name}: timed out ({what})", status=504) from None
+
+
+class ModelGate:
+    """One model's concurrency limit and the bounded queue before it."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.slots = asyncio.Semaphore(spec.max_concurrency)
+        self.waiting = 0
+
+    async def __aenter__(self) -> None:
+        if self.slots.locked() and self.waiting >= self.spec.max_queue:
+            raise BackendError(
+                f"{self.spec.name}: at capacity ({self.spec.max_concurrency} calls running, "
+                f"{self.waiting} waiting)", status=503, saturated=True)
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self.slots.release()
+
+
+async def read_capped(response: httpx.Response, name: str, deadline: Deadline) -> bytes:
+    """The whole body, within the deadline and MAX_REPLY_BYTES."""
+    async def read() -> bytes:
+        body = bytearray()
+        async for part in response.aiter_bytes():
+            body += part
+            if len(body) > MAX_REPLY_BYTES:
+                raise BackendError(f"{name}: upstream reply over {MAX_REPLY_BYTES} bytes")
+        return bytes(body)
+    try:
+        return await deadline.run(read())
+    except httpx.HTTPError as exc:
+        raise BackendError(f"{name}: reply broke off: {type(exc).__name__}",
+                           retryable=True) from None
+
+
 class OpenAIBackend:
     def __init__(self, catalog: Catalog, client: httpx.AsyncClient | None = None) -> None:
         self.catalog = catalog
         self._client = client
-        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._gates: dict[str, ModelGate] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _http(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
-            self._limits, self._loop = {}, loop
+            self._gates, self._loop = {}, loop
         return self._client
 
-    def _limit(self, spec: ModelSpec) -> asyncio.Semaphore:
-        if spec.name not in self._limits:
-            self._limits[spec.name] = asyncio.Semaphore(spec.max_concurrency)
-        return self._limits[spec.name]
+    def _limit(self, spec: ModelSpec) -> ModelGate:
+        self._http()  # gates belong to the running loop
+        if spec.name not in self._gates:
+            self._gates[spec.name] = ModelGate(spec)
+        return self._gates[spec.name]
 
     @staticmethod
     def _url(spec: ModelSpec) -> str:
@@ -80,31 +151,41 @@ class OpenAIBackend:
         key = spec.secret()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    async def _post(self, spec: ModelSpec, body: dict[str, Any], stream: bool
-                    ) -> httpx.Response:
-        """POST with retries; returns an open response with a 2xx status."""
+    async def _post(self, spec: ModelSpec, body: dict[str, Any]
+                    ) -> tuple[httpx.Response, Deadline]:
+        """POST with retries; returns an open (streaming) response with a 2xx status and
+        the deadline of the attempt that got it."""
         client = self._http()
         attempt = 0
         while True:
             attempt += 1
             wait: float | None = None
+            deadline = Deadline(spec)
             try:
                 request = client.build_request(
                     "POST", self._url(spec), json=body, headers=self._headers(spec),
                     timeout=httpx.Timeout(spec.timeout_s),
                 )
-                response = await client.send(request, stream=stream)
+                response = await deadline.run(client.send(request, stream=True),
+                                              first_byte=True)
             except httpx.TimeoutException:
                 error = BackendError(f"{spec.name}: timed out after {spec.timeout_s:g} s",
-                                     retryable=True)
+                                     status=504)
             except httpx.TransportError as exc:
                 error = BackendError(f"{spec.name}: connection failed: {type(exc).__name__}",
                                      retryable=True)
+            except BackendError as exc:  # the deadline
+                error = exc
             else:
                 if response.status_code < 300:
-                    return response
-                text = (await response.aread()).decode(errors="replace")
-                await response.aclose()
+                    return response, deadline
+                try:
+                    text = (await read_capped(response, spec.name, deadline)).decode(
+                        errors="replace")
+                except BackendError as exc:
+                    text = str(exc)
+                finally:
+                    await response.aclose()
                 retryable = response.status_code in RETRY_STATUSES
                 wait = retry_after(response)
                 error = BackendError(
@@ -134,12 +215,17 @@ class OpenAIBackend:
         body = request.payload(model=spec.remote_name or spec.name)
         async with self._limit(spec):
             start = time.perf_counter()
-            response = await self._post(spec, body, stream=False)
+            response, deadline = await self._post(spec, body)
             try:
-                data = response.json()
+                raw = await read_capped(response, name, deadline)
+            finally:
+                await response.aclose()
+            try:
+                data = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
+                text = raw[:400].decode(errors="replace")
                 raise BackendError(
-                    f"{name}: upstream sent a body that is not JSON: {_excerpt(response.text)}"
+                    f"{name}: upstream sent a body that is not JSON: {_excerpt(text)}"
                 ) from None
             latency_ms = (time.perf_counter() - start) * 1000
         text, tokens_in, tokens_out, logprobs, finish = parse_chat_response(data)
@@ -157,14 +243,21 @@ class OpenAIBackend:
         body["stream_options"] = {"include_usage": True}
         async with self._limit(spec):
             start = time.perf_counter()
-            response = await self._post(spec, body, stream=True)
+            response, deadline = await self._post(spec, body)
             parts: list[str] = []
             logprobs: list[TokenLogprob] = []
-            usage: dict[str, Any] = {}
+            usage: Any = {}
             finish = "stop"
             done = False
+            lines = response.aiter_lines()
             try:
-                async for line in response.aiter_lines():
+                while True:
+                    try:
+                        line = await deadline.run(anext(lines), first_byte=not parts)
+                    except StopAsyncIteration:
+                        break
+                    if len(line) > MAX_REPLY_BYTES:
+                        raise BackendError(f"{name}: stream line over {MAX_REPLY_BYTES} bytes")
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()
@@ -173,17 +266,19 @@ class OpenAIBackend:
                         break
                     try:
                         chunk = json.loads(payload)
-                    except json.JSONDecodeError:
-                        raise BackendError(
-                            f"{name}: malformed stream chunk: {_excerpt(payload)}") from None
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or ():
-                        delta = (choice.get("delta") or {}).get("content") or ""
-                        logprobs.extend(parse_logprobs(choice) or ())
-                        finish = choice.get("finish_reason") or finish
-                        if delta:
-                            parts.append(delta)
-                            yield delta
+                        usage = chunk.get("usage") or usage
+                        for choice in chunk.get("choices") or ():
+                            delta = (choice.get("delta") or {}).get("content") or ""
+                            if not isinstance(delta, str):
+                                raise TypeError(f"delta content is a {type(delta).__name__}")
+                            logprobs.extend(parse_logprobs(choice) or ())
+                            finish = str(choice.get("finish_reason") or finish)[:40]
+                            if delta:
+                                parts.append(delta)
+                                yield delta
+                    except (json.JSONDecodeError, *MALFORMED) as exc:
+                        raise BackendError(f"{name}: malformed stream chunk ({exc}): "
+                                           f"{_excerpt(payload)}") from None
             except httpx.HTTPError as exc:
                 raise BackendError(
                     f"{name}: stream broke off after {len(parts)} chunks: {type(exc).__name__}"
@@ -194,8 +289,10 @@ class OpenAIBackend:
                 raise BackendError(f"{name}: stream ended without [DONE] after "
                                    f"{len(parts)} chunks")
             latency_ms = (time.perf_counter() - start) * 1000
-        tokens_in = int(usage.get("prompt_tokens", 0))
-        tokens_out = int(usage.get("completion_tokens", len(logprobs) or len(parts)))
+        try:
+            tokens_in, tokens_out = parse_usage(usage, len(logprobs) or len(parts))
+        except MALFORMED as exc:
+            raise BackendError(f"{name}: malformed stream usage: {exc}") from None
         yield Completion(
             model=name, text="".join(parts), tokens_in=tokens_in, tokens_out=tokens_out,
             latency_ms=latency_ms, cost_usd=self._cost(spec, tokens_in, tokens_out),

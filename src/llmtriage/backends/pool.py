@@ -130,7 +130,9 @@ class ModelPool:
                     completion = await self._streamed(candidate, request, sink)
             except BackendError as exc:
                 if self.breaker is not None:
-                    if exc.upstream_fault:
+                    if exc.saturated:  # never reached the upstream
+                        self.breaker.abandon(candidate)
+                    elif exc.upstream_fault:
                         self.breaker.failure(candidate)
                     else:  # the upstream works; it refused this request
                         self.breaker.success(candidate)

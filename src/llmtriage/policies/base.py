@@ -239,9 +239,18 @@ class Policy(ABC):
 
         return signal_named(self.signal)
 
-    def learn(self, prompt: str, model: str, reward: float) -> bool:
-        """One piece of live feedback: ``model`` answered ``prompt`` with quality
-        ``reward``. True if it changed what the policy will do; most policies do not learn
+    def remember(self, prompt: str) -> Any:
+        """What :meth:`learn` will need of ``prompt``, computed when it is answered: a
+        server keeps this (a few numbers, bounded) per response awaiting feedback, never
+        the prompt's text. None for policies that do not learn online."""
+        return None
+
+    def learn(self, prompt: Any, model: str, reward: float,
+              previous: float | None = None) -> bool:
+        """One piece of live feedback: ``model`` answered ``prompt`` (its text, or what
+        :meth:`remember` returned for it) with quality ``reward``. ``previous``: the score
+        this same response taught before; the latest score replaces it instead of counting
+        twice. True if it changed what the policy will do; most policies do not learn
         online."""
         return False
 

@@ -9,6 +9,8 @@ object that serves is the configured one, not a stand-in swapped in per request.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from llmtriage.policies.base import STOP, Decision, Policy, State
@@ -41,8 +43,12 @@ class Sticky(Policy):
     def live_signal(self):  # noqa: ANN201 - the wrapped policy's
         return self.policy.live_signal()
 
-    def learn(self, prompt: str, model: str, reward: float) -> bool:
-        return self.policy.learn(prompt, model, reward)
+    def remember(self, prompt: str) -> Any:
+        return self.policy.remember(prompt)
+
+    def learn(self, prompt: Any, model: str, reward: float,
+              previous: float | None = None) -> bool:
+        return self.policy.learn(prompt, model, reward, previous)
 
     def step(self, state: State) -> Decision:
         pinned = state.queries.pinned

@@ -12,18 +12,24 @@ latency); ``stream = "first"`` streams the first model's answer as it is generat
 the streaming module).
 
 Every request gets an answer or an OpenAI-style error (401, 404, 413, 429 with Retry-After
-for the gateway's limits and for upstreams that rate-limit, 400, 502/503 from upstreams,
-500), and is counted in ``/metrics`` and written to the request log.
+for the gateway's limits and for upstreams that rate-limit, 400, 502/503/504 from upstreams,
+500), and is counted in ``/metrics`` and written to the request log. A client that
+disconnects cancels its request, upstream calls included. With keys configured, every
+endpoint but a bare ``/health`` liveness answer needs one (``/metrics`` may be opened to a
+scraper with ``metrics_public``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,9 +38,20 @@ from llmtriage.policies.base import Policy
 from llmtriage.serving.config import ClientKey, GatewaySettings
 from llmtriage.serving.guard import Refused
 from llmtriage.serving.middleware import BodyLimit
-from llmtriage.serving.requests import Failure, Job, RequestPath
-from llmtriage.serving.schemas import ChatBody, CompletionBody, FeedbackBody, error
-from llmtriage.serving.streaming import Shape, first_stream
+from llmtriage.serving.requests import CLIENT_GONE, Failure, Job, RequestPath
+from llmtriage.serving.schemas import ChatBody, CompletionBody, ErrorBody, FeedbackBody, error
+from llmtriage.serving.sessions import MAX_SESSION_ID
+from llmtriage.serving.streaming import Shape, disconnected, first_stream
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses an endpoint returns (OpenAI's error shape)."""
+    meaning = {400: "invalid request", 401: "missing or invalid API key",
+               404: "no such policy, model or response", 405: "method not allowed",
+               413: "request body too large", 429: "rate limit, budget or capacity; see "
+               "Retry-After", 500: "internal error", 502: "upstream failed",
+               503: "upstream unavailable or at capacity", 504: "deadline passed"}
+    return {s: {"model": ErrorBody, "description": meaning[s]} for s in statuses}
 
 
 def create_app(pool: ModelPool, policies: dict[str, Policy],
@@ -50,7 +67,9 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         yield  # uvicorn has finished the in-flight requests when this resumes
         await path.aclose()
 
-    app = FastAPI(title="Triage gateway", version="0.3.0", lifespan=lifespan)
+    app = FastAPI(title="Triage gateway", version="0.3.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    posts = documented(400, 401, 404, 413, 429, 500, 502, 503, 504)
 
     def respond(failure: Failure) -> JSONResponse:
         return error(failure.status, failure.message, failure.kind, failure.code,
@@ -63,39 +82,68 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         """The calling key (None with no keys configured); raises Refused."""
         return path.ring.identify(request.headers.get("authorization"))
 
+    async def until_done(request: Request, work: Awaitable[Failure | None]
+                         ) -> Failure | None:
+        """Run ``work`` unless the client goes away first; then cancel it."""
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(disconnected(request))
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            return Failure(CLIENT_GONE, "client disconnected", "client_closed")
+        return task.result()
+
     async def serve(request: Request, body: ChatBody | CompletionBody,
                     messages: list[dict[str, str]], chat: bool) -> Response:
         max_tokens = (getattr(body, "max_completion_tokens", None) or body.max_tokens
                       or settings.max_tokens)
+        session = request.headers.get("x-triage-session") or None
         job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
                   policy_name=body.model, messages=messages, max_tokens=max_tokens,
                   temperature=body.temperature, client=None,
-                  session=request.headers.get("x-triage-session") or None)
+                  session=session[:MAX_SESSION_ID] if session else None)
         try:
             job.client = client_of(request)
+            if session is not None and len(session) > MAX_SESSION_ID:
+                raise Refused(400, f"invalid request: x-triage-session is {len(session)} "
+                                   f"characters; at most {MAX_SESSION_ID}",
+                              "invalid_request_error", "invalid_session")
             if not path.knows(body.model):
                 raise Refused(404, f"no policy or model {body.model!r}; GET /v1/models lists "
                                    "them", "not_found_error", "model_not_found")
             if not any(m["role"] == "user" for m in messages):
                 raise Refused(400, "invalid request: messages need at least one user turn",
                               "invalid_request_error", "invalid_messages")
-            path.ring.admit(job.client)
+            path.admit(job)
         except Refused as exc:
             return respond(path.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
                                                   exc.retry_after)))
         shape = Shape(job, chat)
         mode = request.headers.get("x-triage-stream") or settings.stream
         if body.stream and mode == "first":
-            return StreamingResponse(first_stream(path, job, shape),
-                                     media_type="text/event-stream",
-                                     headers={"x-triage-id": job.ident})
-        failed = await path.attempt(job)
+            return await first_stream(path, job, shape, request)
+        failed = await until_done(request, path.attempt(job))
         if failed is not None:
             return respond(failed)
         if body.stream:
             return StreamingResponse(shape.events(job.answer), media_type="text/event-stream",
                                      headers=path.headers(job))
         return JSONResponse(shape.whole(), headers=path.headers(job))
+
+    def guarded(request: Request) -> JSONResponse | None:
+        """The refusal for a caller without a valid key (None: let it in)."""
+        try:
+            client_of(request)
+        except Refused as exc:
+            return refusal(exc)
+        return None
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -106,9 +154,11 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """FastAPI's own errors (an unreadable body, a wrong method) in OpenAI's shape."""
+        """FastAPI's own errors (an unreadable body, a wrong method) in OpenAI's shape,
+        with their headers (a 405's Allow)."""
         path.metrics.failed("unknown", exc.status_code)
-        return error(exc.status_code, f"invalid request: {exc.detail}")
+        return error(exc.status_code, f"invalid request: {exc.detail}",
+                     headers=dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
@@ -117,37 +167,52 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        on_refused=lambda: path.metrics.failed("unknown", 413))
 
-    @app.get("/health")
-    async def health() -> dict:
+    @app.get("/health", responses={200: {"description": "liveness; with a valid key (or "
+                                              "none configured) also models, policies, "
+                                              "circuits and load"}})
+    async def health(request: Request) -> dict:
+        if guarded(request) is not None:  # liveness only: it names nothing
+            return {"status": "ok"}
         breaker = pool.breaker
         return {"status": "ok", "models": list(pool.models), "policies": list(policies),
                 "circuits": {m: {"state": state, "trips": breaker.trips(m)}
                              for m, state in breaker.snapshot().items()} if breaker else {},
                 "in_flight": path.admission.running, "queued": path.admission.waiting}
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+              "description": "Prometheus text format"}, **documented(401)})
+    async def prometheus(request: Request) -> Response:
+        if not settings.metrics_public and (refused := guarded(request)) is not None:
+            return refused
         return Response(path.metrics.render(path.admission.running, path.admission.waiting,
                                             pool.breaker),
                         media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models")
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        return guarded(request) or JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        return guarded(request) or get_swagger_ui_html(openapi_url="/openapi.json",
+                                                       title="Triage gateway")
+
+    @app.get("/v1/models", responses=documented(401))
     async def models(request: Request) -> Response:
-        try:
-            client_of(request)
-        except Refused as exc:
-            return refusal(exc)
+        if (refused := guarded(request)) is not None:
+            return refused
         data = [{"id": name, "object": "model", "owned_by": "triage", "kind": "policy"}
                 for name in policies]
         data += [{"id": name, "object": "model", "owned_by": "triage", "kind": "model"}
                  for name in pool.models]
         return JSONResponse({"object": "list", "data": data})
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=posts)
     async def chat(body: ChatBody, request: Request) -> Response:
-        return await serve(request, body, [m.model_dump() for m in body.messages], chat=True)
+        return await serve(request, body, [m.flat() for m in body.messages], chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=posts)
     async def completions(body: CompletionBody, request: Request) -> Response:
         text = body.text()
         if text is None:
@@ -155,14 +220,15 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                               "of one)")
         return await serve(request, body, [{"role": "user", "content": text}], chat=False)
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", responses=documented(400, 401, 404, 413, 429))
     async def feedback(body: FeedbackBody, request: Request) -> Response:
-        """Attach a quality score (0-1) to an earlier response, by its id."""
+        """Attach a quality score (0-1) to an earlier response, by its id. A response
+        teaches a learning policy once; a later score replaces the earlier one."""
         try:
             client = client_of(request)
+            result = await path.feedback(body.id, body.score, client)
         except Refused as exc:
             return refusal(exc)
-        result = await path.feedback(body.id, body.score, client.name if client else None)
         if result is None:
             return error(404, f"no response {body.id!r} to attach feedback to",
                          "not_found_error", "response_not_found")

@@ -12,12 +12,17 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     fallback = true             # a failing model is replaced by the next one
     breaker_failures = 5        # consecutive failures that open a model's circuit
     breaker_reset_s = 10        # how long it stays open before one probe call
+    request_timeout_s = 300     # a request's whole deadline (504 after it)
+    max_connections = 512       # open connections; more are closed on arrival
+    header_timeout_s = 10       # a connection must send its request headers within this
+    metrics_public = false      # /metrics without a key (for a scraper)
 
     [[keys]]                    # no keys: no authentication (keep the gateway on loopback)
     name = "team-a"
     sha256 = "9f86d0..."        # `triage key` makes a key and prints this
     requests_per_minute = 600
     budget_usd = 20.0
+    max_in_flight = 16          # this key's requests running at once
 
     [[policies]]                # none: "triage" (fitted) and "triage-cascade"
     name = "cheap-first"
@@ -75,6 +80,17 @@ class GatewaySettings(BaseModel):
     max_tokens: int = Field(256, gt=0)
     #: On SIGTERM: stop accepting, finish in-flight requests for at most this long.
     shutdown_timeout_s: float = Field(30.0, gt=0)
+    #: A request's whole deadline, every model call of its policy included (then 504).
+    request_timeout_s: float = Field(300.0, gt=0)
+    #: Connections held open at once; more are closed as they arrive.
+    max_connections: int = Field(512, gt=0)
+    #: A connection that has not sent a request's headers this long after opening (or
+    #: after its last response) is closed: half-open connections cannot pile up.
+    header_timeout_s: float = Field(10.0, gt=0)
+    #: Idle keep-alive connections are closed after this long.
+    keep_alive_s: float = Field(5.0, gt=0)
+    #: Serve /metrics without a key (for a scraper) when keys are configured.
+    metrics_public: bool = False
 
     @model_validator(mode="after")
     def _log_off(self) -> GatewaySettings:
@@ -90,6 +106,8 @@ class ClientKey(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     requests_per_minute: float | None = Field(None, gt=0)
     budget_usd: float | None = Field(None, ge=0)
+    #: Requests of this key running at once (None: only the gateway's own limit).
+    max_in_flight: int | None = Field(None, gt=0)
 
 
 class PolicySpec(BaseModel):

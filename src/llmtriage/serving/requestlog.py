@@ -6,6 +6,12 @@ answer text, and the quality feedback attached later (``POST /v1/feedback``). Wr
 through one background thread (SQLite in WAL mode), so a request never waits on the disk;
 reads that must see earlier writes (feedback) queue behind them on that same thread.
 
+A write that fails is never silent and never loses spend: the row is retried without its
+text and steps; if that fails too (a locked or broken database), its spend goes to a
+journal beside the log (``<log>.spend.jsonl``, appended and flushed), which the next start
+folds back into the database. Each failure is counted (``triage_log_errors_total``) and
+reported on stderr, at most once a minute.
+
 :func:`export_frame` turns the rows with feedback into the long outcome format, so a router
 can be retrained on production traffic (``triage export``).
 """
@@ -16,7 +22,9 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,7 +62,7 @@ COLUMNS = ("id", "created", "client", "policy", "session", "status", "answered_b
 def connect(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False)
+        db = sqlite3.connect(path, check_same_thread=False, timeout=2.0)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
@@ -63,17 +71,57 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+#: The columns a row keeps when the whole row cannot be written.
+ESSENTIAL = ("id", "created", "client", "policy", "status", "cost_usd")
+
+
 class RequestLog:
     def __init__(self, path: Path, log_text: bool = False) -> None:
         self.path = path
         self.log_text = log_text
+        self.journal = path.with_name(path.name + ".spend.jsonl")
+        #: Called on every failed write (the gateway counts them).
+        self.on_error: Callable[[], None] | None = None
+        self._reported = 0.0
         self._db = connect(path)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-log")
+        self._fold_journal()
+
+    def _fold_journal(self) -> None:
+        """Rows whose write failed before, from the spend journal into the database."""
+        if not self.journal.is_file():
+            return
+        rows = []
+        for line in self.journal.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                rows.append(tuple(row[c] for c in ESSENTIAL))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut by a crash: nothing to fold
+        try:
+            with self._db:
+                self._db.executemany(
+                    f"INSERT OR IGNORE INTO requests ({', '.join(ESSENTIAL)}, steps, error) "
+                    f"VALUES ({', '.join('?' * len(ESSENTIAL))}, '[]', "
+                    "'recovered from the spend journal')", rows)
+        except sqlite3.Error as exc:
+            raise DataError(f"request log {self.path}: cannot fold in {self.journal}: "
+                            f"{exc}") from None
+        self.journal.unlink()
 
     def spent_by_client(self) -> dict[str, float]:
         rows = self._db.execute("SELECT client, SUM(cost_usd) FROM requests "
                                 "WHERE client IS NOT NULL GROUP BY client").fetchall()
         return {client: float(total or 0.0) for client, total in rows}
+
+    def recent_by_client(self, seconds: float) -> dict[str, list[float]]:
+        """Per key, the wall-clock times of its requests in the last ``seconds``."""
+        rows = self._db.execute("SELECT client, created FROM requests WHERE client IS NOT "
+                                "NULL AND created > ?", (time.time() - seconds,)).fetchall()
+        recent: dict[str, list[float]] = {}
+        for client, created in rows:
+            recent.setdefault(client, []).append(float(created))
+        return recent
 
     def with_feedback(self, policy: str) -> list[tuple[str, str, float]]:
         """(prompt, answering model, score) of a policy's rows with feedback and text."""
@@ -86,13 +134,41 @@ class RequestLog:
         """Queue one row (fire and forget; the writer thread commits it)."""
         if not self.log_text:
             row = {**row, "prompt": None, "answer": None}
-        values = tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)
-        self._writer.submit(self._insert, values)
+        self._writer.submit(self._insert, row)
 
-    def _insert(self, values: tuple) -> None:
-        with self._db:
-            self._db.execute(f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) "
-                             f"VALUES ({', '.join('?' * len(COLUMNS))})", values)
+    def _insert(self, row: dict[str, Any]) -> None:
+        values = tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)
+        try:
+            with self._db:
+                self._db.execute(f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) "
+                                 f"VALUES ({', '.join('?' * len(COLUMNS))})", values)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the spend is kept
+            first = exc
+        self._failed(row, first)
+        essential = tuple(row.get(c) for c in ESSENTIAL)
+        try:
+            with self._db:
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO requests ({', '.join(ESSENTIAL)}, steps, error) "
+                    f"VALUES ({', '.join('?' * len(ESSENTIAL))}, '[]', ?)",
+                    (*essential, f"row trimmed: {type(first).__name__}: {first}"[:500]))
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._failed(row, exc)
+        with open(self.journal, "a") as journal:
+            journal.write(json.dumps({c: row.get(c) for c in ESSENTIAL}) + "\n")
+            journal.flush()
+
+    def _failed(self, row: dict[str, Any], exc: Exception) -> None:
+        if self.on_error is not None:
+            self.on_error()
+        now = time.monotonic()
+        if now - self._reported >= 60.0:
+            self._reported = now
+            print(f"request log {self.path}: writing request {row.get('id')} failed "
+                  f"({type(exc).__name__}: {exc}); its spend is kept", file=sys.stderr,
+                  flush=True)
 
     async def feedback(self, request_id: str, score: float, client: str | None
                        ) -> dict[str, Any] | None:

@@ -6,10 +6,18 @@ turn goes to the model that answered the last), or a model named directly. It tu
 trace into what the response, the headers, the metrics, the request log and the key's spend
 need. Everything it reports about the models
 comes from the trace: the model that answered is the one that did, after any fallback.
+
+A request has one deadline for all its calls (``request_timeout_s``, then 504) and is
+cancelled, upstream calls included, when its client goes away (logged as 499, charged
+nothing: a cancelled call's bill is unknown and an upstream that streams stops billing when
+the connection drops). For feedback the gateway keeps, per response of a learning policy,
+only what the policy's ``remember`` returns (a few numbers), never the prompt; a response
+teaches once, and a later score for it replaces the earlier one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -24,13 +32,16 @@ from llmtriage.policies.baselines import SingleModel
 from llmtriage.policies.loop import PolicyError, arun_policy
 from llmtriage.policies.sticky import Sticky
 from llmtriage.serving.config import ClientKey, GatewaySettings
-from llmtriage.serving.guard import Admission, KeyRing, Refused
+from llmtriage.serving.guard import Admission, KeyRing, Refused, Ticket
 from llmtriage.serving.requestlog import RequestLog
 from llmtriage.serving.sessions import Sessions
 from llmtriage.serving.telemetry import GatewayMetrics
 
-#: How many recent responses of learning policies keep their prompt for feedback.
+#: How many recent responses of learning policies await feedback (each keeps what its
+#: policy's ``remember`` returned: a few numbers).
 RECENT = 10_000
+#: The status a request cancelled by its client is logged with (nginx's convention).
+CLIENT_GONE = 499
 
 
 def explain(trace: Trace, policy_name: str, query: int = 0) -> dict[str, Any]:
@@ -85,6 +96,7 @@ class Job:
     info: dict[str, Any] = field(default_factory=dict)
     answer: str = ""
     usage: dict[str, int] = field(default_factory=dict)
+    ticket: Ticket | None = None
 
     @property
     def prompt(self) -> str:
@@ -112,12 +124,38 @@ class Failure:
     retry_after: float | None = None
 
 
+#: Upstream refusals whose meaning holds for the client: the request itself was refused.
+PASSED_THROUGH = {400: "invalid_request_error", 404: "not_found_error",
+                  413: "invalid_request_error", 422: "invalid_request_error"}
+
+
+@dataclass
+class Pending:
+    """A learning policy's response awaiting feedback."""
+
+    policy: str
+    context: Any
+    model: str
+    client: str | None
+    score: float | None = None
+
+
 def upstream_failure(exc: BackendError) -> Failure:
     """What a client sees of an upstream that failed (after retries and fallbacks): a 429
-    stays a 429 with its Retry-After, an open circuit is a 503, anything else a 502."""
+    stays a 429 with its Retry-After; a refusal of the request itself (400, 404, 413, 422)
+    keeps its status; a deadline is a 504; an open circuit or a model at capacity a 503;
+    anything else (401/403 included: the gateway's own upstream credentials) a 502."""
     if exc.status == 429:
         return Failure(429, f"upstream rate limited: {exc}", "rate_limit_error",
                        "upstream_rate_limited", exc.retry_after)
+    if exc.status in PASSED_THROUGH:
+        return Failure(exc.status, f"upstream refused the request: {exc}",
+                       PASSED_THROUGH[exc.status], "upstream_refused")
+    if exc.status == 504:
+        return Failure(504, f"upstream timed out: {exc}", "upstream_error", "upstream_timeout")
+    if exc.saturated:
+        return Failure(503, f"model at capacity: {exc}", "upstream_error", "model_overloaded",
+                       1.0)
     if exc.retry_after is not None:
         return Failure(503, f"upstream unavailable: {exc}", "upstream_error", "circuit_open",
                        exc.retry_after)
@@ -137,13 +175,15 @@ class RequestPath:
         self.settings = settings
         self.log = (RequestLog(settings.request_log, settings.log_text)
                     if settings.request_log else None)
-        self.ring = KeyRing(keys, self.log.spent_by_client() if self.log else None)
+        self.metrics = GatewayMetrics()
+        if self.log is not None:
+            self.log.on_error = self.metrics.log_errors.inc
+        self.ring = KeyRing(keys, self.log.spent_by_client() if self.log else None,
+                            self.log.recent_by_client(60.0) if self.log else None)
         self.admission = Admission(settings.max_in_flight, settings.max_queue)
         self.sessions = Sessions(settings.session_ttl_s)
-        self.metrics = GatewayMetrics()
-        #: Responses of learning policies awaiting feedback: id -> (policy, prompt, model,
-        #: client). Only policies that learn need it.
-        self.recent: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
+        #: Responses of learning policies awaiting feedback, by id.
+        self.recent: OrderedDict[str, Pending] = OrderedDict()
         secrets = [s for s in (spec.secret() for spec in pool.catalog.models) if s]
         self._secrets = secrets
         if self.log is not None:  # an online learner catches up with the feedback it missed
@@ -165,8 +205,31 @@ class RequestPath:
         """The model this request's sticky session is bound to, if any."""
         if job.policy_name not in self.policies or not self.settings.sticky_sessions:
             return None
-        model = self.sessions.lookup(job.policy_name, job.session, job.messages)
+        model = self.sessions.lookup(self._client(job), job.policy_name, job.session,
+                                     job.messages)
         return model if model in self.pool.models else None
+
+    @staticmethod
+    def _client(job: Job) -> str | None:
+        return job.client.name if job.client else None
+
+    def most_cost(self, job: Job) -> float:
+        """The most a request may spend: each model its policy may call, once, at the
+        request's prompt size (UTF-8 bytes bound its tokens) and its max_tokens."""
+        policy = self.policies.get(job.policy_name)
+        if policy is None:
+            names = [job.policy_name]
+        else:
+            from llmtriage.policies.defaults import models_used
+
+            names = sorted(models_used(policy) & set(self.pool.models)) or list(self.pool.models)
+        prompt = sum(len(m["content"].encode()) + 8 for m in job.messages)
+        specs = [self.pool.catalog.spec(n) for n in names]
+        return sum(s.price_in * prompt + s.price_out * job.max_tokens for s in specs) / 1e6
+
+    def admit(self, job: Job) -> None:
+        """Hold the key's reservation for this job; raises Refused."""
+        job.ticket = self.ring.admit(job.client, self.most_cost(job))
 
     async def run(self, job: Job, sink: TokenSink | None = None) -> None:
         """Run one request; fills job.info, job.answer and job.usage from the trace."""
@@ -184,19 +247,27 @@ class RequestPath:
         job.usage = usage(trace)
         job.info["gateway_ms"] = round((time.perf_counter() - job.started) * 1000, 1)
         if is_policy and self.settings.sticky_sessions:
-            self.sessions.remember(job.policy_name, job.session, job.messages, job.answer,
-                                   job.info["answered_by"])
-        self.ring.charge(job.client, job.info["cost_usd"])
+            self.sessions.remember(self._client(job), job.policy_name, job.session,
+                                   job.messages, job.answer, job.info["answered_by"])
         if is_policy and self.policies[job.policy_name].learns:
-            self.recent[job.ident] = (job.policy_name, job.prompt, job.info["answered_by"],
-                                      job.client.name if job.client else None)
+            context = self.policies[job.policy_name].remember(job.prompt)
+            self.recent[job.ident] = Pending(job.policy_name, context,
+                                             job.info["answered_by"], self._client(job))
             while len(self.recent) > RECENT:
                 self.recent.popitem(last=False)
 
     async def attempt(self, job: Job, sink: TokenSink | None = None) -> Failure | None:
         """Run the job and record it; the failure if it failed, None if it succeeded."""
         try:
-            await self.run(job, sink)
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                await self.run(job, sink)
+        except asyncio.CancelledError:  # the client went away: so does the work
+            self.fail(job, Failure(CLIENT_GONE, "client disconnected", "client_closed"))
+            raise
+        except TimeoutError:
+            return self.fail(job, Failure(
+                504, f"the request did not finish within {self.settings.request_timeout_s:g} "
+                     "s", "upstream_error", "request_timeout"))
         except Refused as exc:
             return self.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
                                           exc.retry_after))
@@ -217,7 +288,11 @@ class RequestPath:
         return failure
 
     def record(self, job: Job, status: int, message: str | None = None) -> None:
+        """Count, log and charge a finished request (once: its ticket settles here)."""
         elapsed = time.perf_counter() - job.started
+        cost = float(job.info.get("cost_usd", 0.0)) if status == 200 else 0.0
+        if job.ticket is not None:
+            self.ring.settle(job.ticket, cost)
         if status == 200:
             self.metrics.observe(job.policy_name, elapsed, job.info["steps"])
         else:
@@ -226,10 +301,10 @@ class RequestPath:
         if self.log is not None:
             self.log.record({
                 "id": job.ident, "created": time.time(),
-                "client": job.client.name if job.client else None,
+                "client": self._client(job),
                 "policy": job.policy_name, "session": job.session, "status": status,
                 "answered_by": job.info.get("answered_by"),
-                "steps": job.info.get("steps", []), "cost_usd": job.info.get("cost_usd", 0.0),
+                "steps": job.info.get("steps", []), "cost_usd": cost,
                 "latency_ms": round(elapsed * 1000, 1),
                 "tokens_in": job.usage.get("prompt_tokens"),
                 "tokens_out": job.usage.get("completion_tokens"),
@@ -237,22 +312,25 @@ class RequestPath:
                 "error": message,
             })
 
-    async def feedback(self, ident: str, score: float, client: str | None
+    async def feedback(self, ident: str, score: float, client: ClientKey | None
                        ) -> dict[str, Any] | None:
-        """Attach a score to an earlier response; None when there is no such response."""
-        logged = await self.log.feedback(ident, score, client) if self.log is not None \
+        """Attach a score to an earlier response; None when there is no such response.
+        Counted against the key's rate limit (raises Refused)."""
+        self.ring.rate(client)
+        name = client.name if client else None
+        logged = await self.log.feedback(ident, score, name) if self.log is not None \
             else None
         known = self.recent.get(ident)
-        if known is not None and known[3] != client:
+        if known is not None and known.client != name:
             known = None
         if logged is None and known is None:
             return None
         learned = False
         if known is not None:
-            policy_name, prompt, model, _ = known
-            policy = self.policies.get(policy_name)
+            policy = self.policies.get(known.policy)
             if policy is not None:
-                learned = bool(policy.learn(prompt, model, score))
+                learned = bool(policy.learn(known.context, known.model, score, known.score))
+                known.score = score
         return {"id": ident, "score": score, "logged": logged is not None, "learned": learned}
 
     def headers(self, job: Job) -> dict[str, str]:

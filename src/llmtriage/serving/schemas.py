@@ -1,24 +1,68 @@
-"""The gateway's request bodies (OpenAI's, restricted to what Triage uses) and its errors.
+"""The gateway's request bodies (OpenAI's, for text models) and its errors.
 
-Unknown OpenAI fields are accepted and ignored, so clients need no change; the fields
-Triage reads are bounded, so a request cannot ask for unbounded work.
+What the OpenAI API accepts for text models is accepted: content as a string, as an array of
+text parts, or null (an assistant turn that only called tools); the ``developer`` role (sent
+upstream as ``system``) and ``tool`` messages. What Triage cannot honour is refused with a
+400 naming it, never silently ignored: ``n`` above 1, ``tools`` / ``functions``, and
+content parts that are not text (images, audio). Other unknown OpenAI fields are accepted
+and ignored, so clients need no change. Every field Triage reads is bounded, so a request
+cannot ask for unbounded work, and text must be valid Unicode (a lone surrogate is a 400,
+not an error deeper in).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_TOKENS = 8192
+MAX_TEXT = 200_000
+
+
+def valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text holds a lone surrogate (not valid Unicode)") from None
+    return text
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(valid_unicode)]
+
+
+class TextPart(BaseModel):
+    """One part of a message's content; only text parts exist for text models."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(max_length=40)
+    text: Text | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> TextPart:
+        if self.type != "text":
+            raise ValueError(f"content part of type {self.type!r} is not supported: the "
+                             "gateway serves text models (give 'text' parts)")
+        if self.text is None:
+            raise ValueError("a text part needs 'text'")
+        return self
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=200_000)
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Text | list[TextPart] | None = Field(None, max_length=100)
+
+    def flat(self) -> dict[str, str]:
+        """The message as the models get it: text only, ``developer`` as ``system``."""
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.text or "" for part in content)
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": content or ""}
 
 
 class _Common(BaseModel):
@@ -28,17 +72,40 @@ class _Common(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     stream: bool = False
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_choice(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("n"), int) and data["n"] > 1:
+            raise ValueError(f"n = {data['n']} is not supported: the gateway returns one "
+                             "choice per request")
+        return data
 
 
 class ChatBody(_Common):
     messages: list[ChatMessage] = Field(min_length=1, max_length=500)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    tools: list[dict[str, Any]] | None = Field(
+        None, max_length=0, description="not supported: the gateway serves text models")
+    functions: list[dict[str, Any]] | None = Field(
+        None, max_length=0, description="not supported: the gateway serves text models")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tools(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in ("tools", "functions"):
+                if data.get(field):
+                    raise ValueError(f"'{field}' is not supported: the gateway serves text "
+                                     "models without tool calling")
+        return data
 
 
 class CompletionBody(_Common):
     """The legacy text completions API: one prompt (or a list holding one)."""
 
-    prompt: str | list[str] = Field(max_length=200_000)
+    prompt: Text | list[Text] = Field(max_length=MAX_TEXT)
 
     def text(self) -> str | None:
         if isinstance(self.prompt, str):
@@ -53,10 +120,24 @@ class FeedbackBody(BaseModel):
     score: float = Field(ge=0.0, le=1.0, description="quality of that response, 0 to 1")
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape (the openai client raises the matching exception)."""
+
+    error: ErrorDetail
+
+
 def error(status: int, message: str, kind: str = "invalid_request_error",
-          code: str | None = None, retry_after: float | None = None) -> JSONResponse:
-    """An error in OpenAI's shape (the openai client raises the matching exception)."""
-    headers = {"retry-after": f"{max(1, round(retry_after))}"} if retry_after is not None \
-        else None
+          code: str | None = None, retry_after: float | None = None,
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error in OpenAI's shape."""
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["retry-after"] = f"{max(1, round(retry_after))}"
     return JSONResponse({"error": {"message": message, "type": kind, "code": code}},
-                        status_code=status, headers=headers)
+                        status_code=status, headers=headers or None)

@@ -2,11 +2,15 @@
 
 A policy may pick a different model on every turn, so a chat's answers would change voice
 (and quality) from turn to turn. A session is named either by the client (an
-``x-triage-session`` header) or by the conversation itself: after answering, the gateway
-remembers a hash of the messages plus its answer; a later request whose earlier messages
-hash to that value is the next turn of the same chat. No client change is needed for the
-second form. Entries expire after ``ttl_s`` and the table is bounded (least recently used
-first out).
+``x-triage-session`` header, at most :data:`MAX_SESSION_ID` characters) or by the
+conversation itself: after answering, the gateway remembers a hash of the messages plus its
+answer; a later request whose earlier messages hash to that value is the next turn of the
+same chat. No client change is needed for the second form.
+
+Sessions belong to the key that made them (another key naming the same session id starts
+its own). The table holds only fixed-size hashes, so its memory is bounded by its entry
+count; entries expire ``ttl_s`` after their last use and expired entries are dropped as new
+ones arrive, not only when looked up again.
 """
 
 from __future__ import annotations
@@ -16,47 +20,67 @@ import json
 import time
 from collections import OrderedDict
 
+MAX_SESSION_ID = 128
 
-def conversation_key(policy: str, messages: list[dict[str, str]]) -> str:
-    text = json.dumps([policy, [[m["role"], m["content"]] for m in messages]],
-                      ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).digest()
+
+
+def conversation_key(client: str | None, policy: str, messages: list[dict[str, str]]
+                     ) -> bytes:
+    return _digest("conversation", client, policy,
+                   [[m["role"], m["content"]] for m in messages])
 
 
 class Sessions:
-    def __init__(self, ttl_s: float = 3600.0, max_size: int = 100_000) -> None:
+    def __init__(self, ttl_s: float = 3600.0, max_size: int = 50_000) -> None:
         self.ttl_s = ttl_s
         self.max_size = max_size
-        self._models: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        #: hash -> (model, last use); oldest use first.
+        self._models: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
 
-    def get(self, key: str) -> str | None:
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def _expire(self, now: float) -> None:
+        while self._models:
+            _, (_, at) = next(iter(self._models.items()))
+            if now - at <= self.ttl_s:
+                break
+            self._models.popitem(last=False)
+
+    def get(self, key: bytes) -> str | None:
+        now = time.monotonic()
+        self._expire(now)
         entry = self._models.get(key)
         if entry is None:
             return None
-        model, at = entry
-        if time.monotonic() - at > self.ttl_s:
-            del self._models[key]
-            return None
+        self._models[key] = (entry[0], now)
         self._models.move_to_end(key)
-        return model
+        return entry[0]
 
-    def put(self, key: str, model: str) -> None:
-        self._models[key] = (model, time.monotonic())
+    def put(self, key: bytes, model: str) -> None:
+        now = time.monotonic()
+        self._expire(now)
+        self._models[key] = (model, now)
         self._models.move_to_end(key)
         while len(self._models) > self.max_size:
             self._models.popitem(last=False)
 
-    def lookup(self, policy: str, header: str | None, messages: list[dict[str, str]]
-               ) -> str | None:
+    def lookup(self, client: str | None, policy: str, header: str | None,
+               messages: list[dict[str, str]]) -> str | None:
         """The model this request's session is stuck to, if any."""
         if header:
-            return self.get(f"{policy}|{header}")
-        return self.get(conversation_key(policy, messages[:-1])) if len(messages) > 1 else None
+            return self.get(_digest("header", client, policy, header))
+        if len(messages) < 2:
+            return None
+        return self.get(conversation_key(client, policy, messages[:-1]))
 
-    def remember(self, policy: str, header: str | None, messages: list[dict[str, str]],
-                 answer: str, model: str) -> None:
+    def remember(self, client: str | None, policy: str, header: str | None,
+                 messages: list[dict[str, str]], answer: str, model: str) -> None:
         if header:
-            self.put(f"{policy}|{header}", model)
+            self.put(_digest("header", client, policy, header), model)
         else:
             turn = [*messages, {"role": "assistant", "content": answer}]
-            self.put(conversation_key(policy, turn), model)
+            self.put(conversation_key(client, policy, turn), model)

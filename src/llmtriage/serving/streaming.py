@@ -4,8 +4,11 @@ events, and the stream that sends the first model's answer while the policy judg
 With ``stream = "first"`` (or the ``x-triage-stream: first`` header) the first model's answer
 streams as it is generated; if the policy then escalates, a chunk carrying
 ``triage.retract`` (the number of characters to drop) precedes the accepted answer. Only
-clients that read that field should ask for it. An upstream failure after the stream has
-started arrives as an error event inside the 200 stream (the status line is gone by then).
+clients that read that field should ask for it. The status line waits for the first
+token: a request that fails before any text gets its error status (429, 502, ...) as a
+non-streamed request would; a failure after the stream has started arrives as an error
+event inside the 200 stream (the status line is gone by then). A client that goes away
+cancels the request, upstream calls included.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from llmtriage.serving.requests import Failure, Job, RequestPath
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from llmtriage.serving.requests import CLIENT_GONE, Failure, Job, RequestPath
+from llmtriage.serving.schemas import error
 
 
 def error_body(failure: Failure) -> dict[str, Any]:
@@ -66,37 +73,77 @@ class Shape:
         yield b"data: [DONE]\n\n"
 
 
-async def first_stream(path: RequestPath, job: Job, shape: Shape) -> AsyncIterator[bytes]:
-    """The first model's answer as it is generated, corrected if the policy escalates."""
+async def disconnected(request: Request) -> None:
+    """Returns when the client has gone away (the body has been read by then)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def first_stream(path: RequestPath, job: Job, shape: Shape, request: Request
+                       ) -> Response:
+    """The first model's answer as it is generated, corrected if the policy escalates;
+    an error response instead if the request fails before its first token."""
     deltas: asyncio.Queue[str | None] = asyncio.Queue()
     task = asyncio.create_task(path.attempt(job, deltas.put_nowait))
-    yield shape.chunk({"role": "assistant", "content": ""} if shape.chat else "")
-    sent: list[str] = []
-    finished = False
-    while not finished:
-        getter = asyncio.ensure_future(deltas.get())
-        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-        batch = [getter.result()] if getter.done() else []
-        if not getter.done():  # the policy is done: it will put nothing more
-            getter.cancel()
-            finished = True
-            while not deltas.empty():
-                batch.append(deltas.get_nowait())
-        for delta in batch:
-            if delta is None:  # that call failed; what was sent is void
-                yield shape.chunk("", extra={"triage": {"retract": len("".join(sent))}})
-                sent = []
+    gone = asyncio.ensure_future(disconnected(request))
+    first = asyncio.ensure_future(deltas.get())
+    await asyncio.wait({first, task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone_now = gone.done()
+    gone.cancel()
+    if gone_now and not task.done():
+        first.cancel()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return error(CLIENT_GONE, "client disconnected", "client_closed")
+    if task.done() and not first.done():
+        first.cancel()
+        failed = task.result()
+        if failed is not None:
+            return error(failed.status, failed.message, failed.kind, failed.code,
+                         failed.retry_after)
+    return StreamingResponse(_first_events(task, first, deltas, job, shape),
+                             media_type="text/event-stream",
+                             headers={"x-triage-id": job.ident})
+
+
+async def _first_events(task: asyncio.Task, first: asyncio.Future, deltas: asyncio.Queue,
+                        job: Job, shape: Shape) -> AsyncIterator[bytes]:
+    try:
+        yield shape.chunk({"role": "assistant", "content": ""} if shape.chat else "")
+        sent: list[str] = []
+        finished = False
+        getter = first
+        while not finished:
+            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            batch = [getter.result()] if getter.done() else []
+            if not getter.done():  # the policy is done: it will put nothing more
+                getter.cancel()
+                finished = True
+                while not deltas.empty():
+                    batch.append(deltas.get_nowait())
             else:
-                sent.append(delta)
-                yield shape.chunk(delta)
-    failed = task.result()
-    if failed is not None:
-        yield f"data: {json.dumps(error_body(failed))}\n\n".encode()
-        return
-    streamed = "".join(sent)
-    if streamed != job.answer:  # the policy escalated: the accepted answer replaces it
-        if streamed:
-            yield shape.chunk("", extra={"triage": {"retract": len(streamed)}})
-        yield shape.chunk(job.answer)
-    yield shape.chunk("", finish="stop", extra={"triage": job.info})
-    yield b"data: [DONE]\n\n"
+                getter = asyncio.ensure_future(deltas.get())
+            for delta in batch:
+                if delta is None:  # that call failed; what was sent is void
+                    yield shape.chunk("", extra={"triage": {"retract": len("".join(sent))}})
+                    sent = []
+                else:
+                    sent.append(delta)
+                    yield shape.chunk(delta)
+        failed = task.result()
+        if failed is not None:
+            yield f"data: {json.dumps(error_body(failed))}\n\n".encode()
+            return
+        streamed = "".join(sent)
+        if streamed != job.answer:  # the policy escalated: the accepted answer replaces it
+            if streamed:
+                yield shape.chunk("", extra={"triage": {"retract": len(streamed)}})
+            yield shape.chunk(job.answer)
+        yield shape.chunk("", finish="stop", extra={"triage": job.info})
+        yield b"data: [DONE]\n\n"
+    finally:  # the client went away (or the stream ended): no work outlives it
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

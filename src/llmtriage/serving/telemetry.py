@@ -36,6 +36,9 @@ class GatewayMetrics:
         self.circuit = Gauge("triage_circuit_state",
                              "Circuit per model: 0 closed, 1 half-open, 2 open", ["model"],
                              registry=self.registry)
+        self.log_errors = Counter("triage_log_errors_total",
+                                  "Request-log writes that failed (their spend is kept)",
+                                  registry=self.registry)
         self.trips = Gauge("triage_circuit_trips", "Times a model's circuit opened",
                            ["model"], registry=self.registry)
 

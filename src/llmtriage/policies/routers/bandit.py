@@ -73,13 +73,24 @@ class LinUCBRouter(Policy):
         self.b_[model] += reward * x
         self.pulls_[model] += 1
 
-    def learn(self, prompt: str, model: str, reward: float) -> bool:
+    def remember(self, prompt: str) -> np.ndarray:
+        """The prompt's context vector (dims + 1 floats): all feedback needs of it."""
+        return self.context(np.array([prompt], dtype=object))[0].astype(np.float32)
+
+    def learn(self, prompt: str | np.ndarray, model: str, reward: float,
+              previous: float | None = None) -> bool:
         """Feedback from live traffic (the gateway calls this); False if ``model`` is not
-        one of the router's arms."""
+        one of the router's arms. A second score for the same response corrects the
+        first (only the reward term moves), so the state is as if only the latest had
+        been given."""
         if model not in self.models_:
             return False
-        x = self.context(np.array([prompt], dtype=object))[0]
-        self.observe(x, list(self.models_).index(model), reward)
+        x = (self.remember(prompt) if isinstance(prompt, str) else prompt).astype(np.float64)
+        arm = list(self.models_).index(model)
+        if previous is None:
+            self.observe(x, arm, reward)
+        else:
+            self.b_[arm] += (reward - previous) * x
         return True
 
     def step(self, state: State) -> Decision:
