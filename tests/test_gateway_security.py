@@ -153,3 +153,30 @@ def test_upstream_secrets_never_leak(gw):
                         ("logs", output), ("request log", stored.decode(errors="replace"))]:
         assert SECRET not in text, f"the upstream key leaked into the {where}"
     assert "bad key Bearer ***" in stored.decode(errors="replace")  # the error was logged
+
+
+def test_a_failed_log_write_loses_no_spend(gw):
+    _, tmp = gw
+    journal = tmp / "requests.sqlite.spend.jsonl"
+    with gateway(tmp / "gateway.toml", tmp) as g:
+        before = spent(tmp, "open")
+        lock = sqlite3.connect(tmp / "requests.sqlite", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # another process holds the database: writes fail
+        try:
+            assert [ask(g.url, KEYS["open"]).status_code for _ in range(2)] == [200, 200]
+            deadline = time.time() + 20
+            while time.time() < deadline and (
+                    not journal.exists() or len(journal.read_text().splitlines()) < 2):
+                time.sleep(0.2)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        assert len(journal.read_text().splitlines()) == 2
+        metrics = httpx.get(f"{g.url}/metrics", headers=auth(KEYS["open"])).text
+        assert "triage_log_errors_total 4.0" in metrics  # each row: whole, then trimmed
+        g.stop()
+        assert "writing request" in g.output()  # surfaced, once
+    with gateway(tmp / "gateway.toml", tmp):
+        pass  # a restart folds the journal back into the log
+    assert not journal.exists()
+    assert spent(tmp, "open") == pytest.approx(before + 2 * 0.009)

@@ -150,6 +150,21 @@ def test_a_bandit_saves_what_it_learned(table, tmp_path):
     same(after, decisions(load(save(bandit, tmp_path / "b.npz")), backend, backend.queries()))
 
 
+def test_a_corrected_score_leaves_the_bandit_as_if_only_it_was_given(table):
+    """A response's second score replaces its first: the gateway keeps the remembered
+    context, not the prompt, and the learned state is the latest score's alone."""
+    corrected, direct = built("bandit", table), built("bandit", table)
+    model = table.models[0]
+    for i, prompt in enumerate(table.prompts[:20]):
+        context = corrected.remember(str(prompt))
+        assert context.nbytes <= 4 * (corrected.dims + 1)  # a few numbers, not the text
+        corrected.learn(context, model, 0.0)
+        corrected.learn(context, model, 1.0 if i % 2 else 0.3, previous=0.0)
+        direct.learn(str(prompt), model, 1.0 if i % 2 else 0.3)
+    np.testing.assert_allclose(corrected.b_, direct.b_, atol=1e-5)
+    np.testing.assert_allclose(corrected.a_inv_, direct.a_inv_, atol=1e-6)
+
+
 def test_unknown_kinds_and_parameters_are_named(table):
     context = registry.Context.of(table)
     with pytest.raises(DataError, match="unknown policy kind 'cascade'.*calibrated-cascade"):

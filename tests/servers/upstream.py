@@ -22,6 +22,8 @@ answered now.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import sys
 import threading
 import time
@@ -107,7 +109,7 @@ class Handler(BaseHTTPRequestHandler):
         if model == "switch":
             model = {"500": "always-500", "drop": "drop"}.get(SWITCH["mode"], SWITCH["mode"])
         if model == "hang":
-            time.sleep(HANG_S)
+            self._wait_unless_gone(HANG_S)
             return
         if model == "trickle":
             self.send_response(200)
@@ -180,6 +182,19 @@ class Handler(BaseHTTPRequestHandler):
             self._stream(model)
             return
         self._send(200, json.dumps(completion(model)).encode())
+
+    def _wait_unless_gone(self, seconds: float) -> None:
+        """Sleep, but stop as soon as the caller hangs up (as a real server's work is
+        cancelled when its client goes), so tests can see abandoned calls end."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            readable, _, _ = select.select([self.connection], [], [], 0.1)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return
+                except OSError:
+                    return
 
     def _stream(self, model: str, text: str = ANSWER, logprob: float = -0.1) -> None:
         self.send_response(200)

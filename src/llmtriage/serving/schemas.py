@@ -54,7 +54,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | list[TextPart] | None = Field(None, max_length=100)
+    content: Text | Annotated[list[TextPart], Field(max_length=100)] | None = None
 
     def flat(self) -> dict[str, str]:
         """The message as the models get it: text only, ``developer`` as ``system``."""

@@ -88,8 +88,11 @@ async def first_stream(path: RequestPath, job: Job, shape: Shape, request: Reque
     deltas: asyncio.Queue[str | None] = asyncio.Queue()
     task = asyncio.create_task(path.attempt(job, deltas.put_nowait))
     gone = asyncio.ensure_future(disconnected(request))
-    first = asyncio.ensure_future(deltas.get())
-    await asyncio.wait({first, task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    while True:
+        first = asyncio.ensure_future(deltas.get())
+        await asyncio.wait({first, task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not (first.done() and first.result() is None):
+            break  # a call that failed before its first token has nothing to retract
     gone_now = gone.done()
     gone.cancel()
     if gone_now and not task.done():

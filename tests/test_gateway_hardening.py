@@ -1,0 +1,357 @@
+"""A hostile client and a broken upstream against a running `triage serve`: each defect an
+attack found, reproduced over real HTTP with real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from servers.processes import gateway, upstream, write_config
+
+from llmtriage.serving.guard import key_hash
+
+KEYS = {"a": "tri-hardening-key-a", "b": "tri-hardening-key-b", "c": "tri-hardening-key-c"}
+BROKEN = ["usage-inf", "usage-negative", "usage-huge"]
+
+
+@pytest.fixture(scope="module")
+def up():
+    with upstream() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gw(up, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hardening")
+    # The bandit's prior: "ok" is right on 80% of 40 prompts, "backup" on 50%.
+    prior = [{"prompt_id": f"p{i}", "prompt": f"Prior question {i} about colour {i % 7}",
+              "model": model, "quality": float(i % 10 < cut), "cost_usd": 0.0}
+             for i in range(40) for model, cut in (("ok", 8), ("backup", 5))]
+    pd.DataFrame(prior).to_csv(tmp / "prior.csv", index=False)
+    fail_fast = {"max_retries": 0, "price_in": 1000.0, "price_out": 1000.0}
+    config = write_config(tmp / "gateway.toml", up, {
+        "ok": {"remote_name": "ok"},
+        **{name: {"remote_name": name, **fail_fast} for name in BROKEN},
+        "bad-chunk": {"remote_name": "bad-chunk", "max_retries": 0},
+        "backup": {"remote_name": "ok"},
+        "not-found": {"remote_name": "not-found", "max_retries": 0},
+        "hang": {"remote_name": "hang", "max_retries": 0, "timeout_s": 20.0,
+                 "max_concurrency": 2, "max_queue": 2},
+        "trickle": {"remote_name": "trickle", "max_retries": 0, "timeout_s": 2.0},
+    }, extra=f"""
+[gateway]
+request_log = "requests.sqlite"
+breaker_failures = 1000
+
+[[keys]]
+name = "a"
+sha256 = "{key_hash(KEYS['a'])}"
+
+[[keys]]
+name = "b"
+sha256 = "{key_hash(KEYS['b'])}"
+
+[[keys]]
+name = "c"
+sha256 = "{key_hash(KEYS['c'])}"
+requests_per_minute = 5
+
+[[policies]]
+name = "learner"
+kind = "bandit"
+table = "prior.csv"
+alpha = 0.0
+
+[[policies]]
+name = "sticky"
+kind = "single"
+model = "ok"
+
+[[policies]]
+name = "first-broken"
+kind = "single"
+model = "usage-inf"
+
+[[policies]]
+name = "first-bad-chunk"
+kind = "single"
+model = "bad-chunk"
+""")
+    with gateway(config, tmp) as g:
+        yield g, tmp
+
+
+def headers(key: str = "a", **extra: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {KEYS[key]}", **extra}
+
+
+def chat(url: str, model: str, content: object = "hi", key: str = "a", timeout: float = 30,
+         **fields: object) -> httpx.Response:
+    extra = fields.pop("headers", {})
+    body = {"model": model, "messages": [{"role": "user", "content": content}], **fields}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=timeout,
+                      headers=headers(key, **extra))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def rows(tmp: Path, where: str = "1") -> list[dict]:
+    time.sleep(0.5)  # the log writer commits in the background
+    with sqlite3.connect(tmp / "requests.sqlite") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute(f"SELECT * FROM requests WHERE {where}")]
+
+
+# 1, 2: memory a client can make the server keep -------------------------------------------
+
+
+def test_session_ids_are_bounded_and_scoped_per_key(gw):
+    g, _ = gw
+    long = chat(g.url, "sticky", headers={"x-triage-session": "s" * 120_000})
+    assert long.status_code in (400, 431)  # refused, by the gateway or the HTTP layer
+    too_long = chat(g.url, "sticky", headers={"x-triage-session": "s" * 129})
+    assert too_long.status_code == 400 and "x-triage-session" in too_long.text
+    session = {"x-triage-session": "shared-name"}
+    assert "sticky" not in chat(g.url, "sticky", headers=session).json()["triage"]
+    assert chat(g.url, "sticky", headers=session).json()["triage"]["sticky"] is True
+    # Another key naming the same session starts its own.
+    assert "sticky" not in chat(g.url, "sticky", key="b", headers=session).json()["triage"]
+
+
+def test_large_prompts_and_many_sessions_do_not_grow_memory(gw):
+    g, _ = gw
+    big = "x" * 190_000  # four of them: a 760 KB prompt, under the 1 MB body limit
+
+    def burst(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            body = {"model": "learner", "messages": [{"role": "user", "content": big}] * 4}
+            r = httpx.post(f"{g.url}/v1/chat/completions", json=body, timeout=30,
+                           headers=headers(**{"x-triage-session": f"{i:0128d}"}))
+            assert r.status_code == 200, r.text
+
+    burst(0, 30)  # warm up allocators and caches
+    before = rss_kib(g.proc.pid)
+    burst(30, 120)
+    grown_mib = (rss_kib(g.proc.pid) - before) / 1024
+    # Before the fix: +1.6 MB per request kept (190 MB here).
+    assert grown_mib < 40, f"RSS grew {grown_mib:.0f} MiB over 120 large requests"
+
+
+# 8: feedback -----------------------------------------------------------------------------
+
+
+def feedback(url: str, ident: str, score: float, key: str = "a") -> httpx.Response:
+    return httpx.post(f"{url}/v1/feedback", json={"id": ident, "score": score}, timeout=30,
+                      headers=headers(key))
+
+
+def test_a_response_teaches_once_and_its_latest_score_wins(gw):
+    g, tmp = gw
+    prompt = "Which model should answer this one?"
+    first = chat(g.url, "learner", prompt).json()
+    assert first["triage"]["answered_by"] == "ok"  # the prior prefers it
+    for _ in range(50):  # before: each post trained the bandit again (10 zeros moved it)
+        assert feedback(g.url, first["id"], 0.0).json()["learned"] is True
+    assert feedback(g.url, first["id"], 0.2).status_code == 200
+    assert chat(g.url, "learner", prompt).json()["triage"]["answered_by"] == "ok"
+    assert rows(tmp, f"id = '{first['id']}'")[0]["feedback"] == pytest.approx(0.2)
+    assert feedback(g.url, first["id"], 1.0, key="b").status_code == 404  # not b's
+
+
+def test_feedback_counts_against_the_keys_rate_limit(gw):
+    g, _ = gw
+    answer = chat(g.url, "learner", key="c").json()
+    codes = [feedback(g.url, answer["id"], 1.0, key="c").status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 200, 429]
+
+
+# 3, 5: deadlines and isolation between models ---------------------------------------------
+
+
+def test_a_trickling_upstream_gets_a_504_at_its_deadline(gw):
+    g, _ = gw
+    start = time.perf_counter()
+    r = chat(g.url, "trickle")
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+    assert time.perf_counter() - start < 5
+    assert httpx.get(f"{g.url}/health", headers=headers()).json()["in_flight"] == 0
+
+
+def test_a_hanging_model_does_not_starve_a_healthy_one(gw):
+    g, _ = gw
+
+    async def both() -> tuple[list[httpx.Response], list[float]]:
+        async with httpx.AsyncClient(timeout=60, headers=headers()) as client:
+            async def call(model: str) -> httpx.Response:
+                return await client.post(f"{g.url}/v1/chat/completions", json={
+                    "model": model, "messages": [{"role": "user", "content": "hi"}]})
+
+            hanging = [asyncio.ensure_future(call("hang")) for _ in range(80)]
+            await asyncio.sleep(0.5)
+            times = []
+            for _ in range(20):
+                start = time.perf_counter()
+                assert (await call("ok")).status_code == 200
+                times.append(time.perf_counter() - start)
+            return await asyncio.gather(*hanging), times
+
+    hung, times = asyncio.run(both())
+    assert max(times) < 2.0, f"healthy calls took up to {max(times):.1f} s"
+    codes = [r.status_code for r in hung]
+    # 2 running and 2 queued wait for the hang; the rest are refused at once.
+    assert codes.count(503) >= 70
+    assert {r.json()["error"]["code"] for r in hung if r.status_code == 503} == \
+        {"model_overloaded"}
+
+
+# 4: cancel on disconnect ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", ["none", "first"])
+def test_a_client_that_disconnects_cancels_its_upstream_call(up, gw, stream):
+    g, tmp = gw
+
+    async def abandon() -> None:
+        async with httpx.AsyncClient(timeout=0.7, headers=headers(
+                **{"x-triage-stream": "first"})) as client:
+            body = {"model": "hang", "messages": [{"role": "user", "content": "wait"}],
+                    "stream": stream == "first"}
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(f"{g.url}/v1/chat/completions", json=body)
+
+    asyncio.run(abandon())
+    deadline = time.time() + 5
+    while httpx.get(f"{up}/open").json()["now"] > 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(f"{up}/open").json()["now"] == 0, "the upstream call outlived its client"
+    assert httpx.get(f"{g.url}/health", headers=headers()).json()["in_flight"] == 0
+    gone = rows(tmp, "status = 499")
+    assert gone and all(r["cost_usd"] == 0 for r in gone)
+
+
+# 6, 9, 13, 14: what goes in and what comes back -------------------------------------------
+
+
+@pytest.mark.parametrize("model", BROKEN)
+def test_nonsense_usage_is_an_upstream_failure_never_a_charge(gw, model):
+    g, tmp = gw
+    direct = chat(g.url, model, key="b")
+    assert direct.status_code == 502 and "not a token count" in direct.json()["error"]["message"]
+    logged = rows(tmp, f"id = '{direct.json().get('id', '')}' OR (client = 'b' AND status "
+                       "= 502)")
+    assert logged and all(r["cost_usd"] == 0 for r in logged)
+
+
+def test_a_policy_falls_back_past_nonsense_replies(gw):
+    g, _ = gw
+    r = chat(g.url, "first-broken")
+    assert r.status_code == 200
+    info = r.json()["triage"]
+    assert not info["answered_by"].startswith("usage-")
+    assert info["steps"][0]["fallback_from"] == "usage-inf"
+
+
+def test_a_malformed_stream_chunk_falls_back_in_stream_first_mode(gw):
+    g, _ = gw
+    with httpx.stream("POST", f"{g.url}/v1/chat/completions", timeout=30,
+                      headers=headers(**{"x-triage-stream": "first"}),
+                      json={"model": "first-bad-chunk", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as r:
+        assert r.status_code == 200
+        events = [json.loads(line[5:]) for line in r.iter_lines()
+                  if line.startswith("data:") and "[DONE]" not in line]
+    assert not any("error" in e for e in events)
+    assert events[-1]["triage"]["answered_by"] == "backup"
+
+
+def test_upstream_refusals_keep_their_meaning(gw):
+    g, _ = gw
+    missing = chat(g.url, "not-found")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "upstream_refused"
+    # In stream-first mode the status waits for the first token: a failure keeps its status.
+    streamed = chat(g.url, "not-found", stream=True, headers={"x-triage-stream": "first"})
+    assert streamed.status_code == 404
+
+
+@pytest.mark.parametrize("endpoint, body", [
+    ("chat/completions", '{"model": "ok", "messages": [{"role": "user", "content": "\\ud800"}]}'),
+    ("completions", '{"model": "ok", "prompt": "lone \\udc00 surrogate"}'),
+])
+def test_a_lone_surrogate_is_a_400(gw, endpoint, body):
+    g, _ = gw
+    r = httpx.post(f"{g.url}/v1/{endpoint}", content=body, timeout=30,
+                   headers=headers(**{"content-type": "application/json"}))
+    message = r.json()["error"]["message"].lower()
+    assert r.status_code == 400 and ("surrogate" in message or "unicode" in message), message
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text",
+                                                                    "text": "there"}]}],
+    [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}],
+    [{"role": "user", "content": "weather?"},
+     {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                            "function": {"name": "w",
+                                                                         "arguments": "{}"}}]},
+     {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+     {"role": "user", "content": "so?"}],
+])
+def test_common_openai_shapes_are_accepted(gw, messages):
+    g, _ = gw
+    r = httpx.post(f"{g.url}/v1/chat/completions", timeout=30, headers=headers(),
+                   json={"model": "ok", "messages": messages})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"n": 2}, "n = 2"),
+    ({"tools": [{"type": "function", "function": {"name": "w"}}]}, "'tools'"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url",
+                                                 "image_url": {"url": "x"}}]}]}, "image_url"),
+])
+def test_what_cannot_be_honoured_is_refused_not_ignored(gw, extra, named):
+    g, _ = gw
+    body = {"model": "ok", "messages": [{"role": "user", "content": "hi"}], **extra}
+    r = httpx.post(f"{g.url}/v1/chat/completions", json=body, timeout=30, headers=headers())
+    assert r.status_code == 400 and named in r.json()["error"]["message"]
+
+
+# 7: connections that never send a request -------------------------------------------------
+
+
+def test_half_open_connections_are_capped_and_timed_out(up, tmp_path):
+    config = write_config(tmp_path / "gateway.toml", up, {"ok": {"remote_name": "ok"}},
+                          extra="[gateway]\nmax_connections = 40\nheader_timeout_s = 1\n")
+    with gateway(config, tmp_path) as g:
+        port = int(g.url.rsplit(":", 1)[1])
+        idle = []
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.settimeout(5)
+            idle.append(s)
+        time.sleep(1.5)  # the header deadline passes for the ones it held
+        ok = [chat(g.url, "ok").status_code for _ in range(5)]
+        closed = 0
+        for s in idle:
+            try:
+                closed += s.recv(1) == b""
+            except (ConnectionResetError, TimeoutError):
+                closed += 1
+            s.close()
+        g.stop()
+        log = g.output()
+    assert ok == [200] * 5
+    assert closed == 300  # every idle connection was closed by the gateway
+    assert len(log) < 20_000, f"{len(log)} bytes of log"
