@@ -14,7 +14,7 @@ from llmtriage.serving.guard import key_hash
 
 SECRET = "sk-upstream-SECRET-7f3a9c"
 KEYS = {"fast": "tri-key-fast-0001", "metered": "tri-key-metered-0002", "open": "tri-key-3",
-        "burst": "tri-key-burst-0004"}
+        "burst": "tri-key-burst-0004", "pair": "tri-key-pair-0005"}
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def gw(tmp_path_factory):
             "ok": {"remote_name": "ok", "api_key": SECRET, "price_in": 1000.0,
                    "price_out": 1000.0},
             "leaky": {"remote_name": "echo-auth", "api_key": SECRET, "max_retries": 0},
+            "slow": {"remote_name": "slow", "max_concurrency": 8},
         }, extra=f"""
 [gateway]
 request_log = "requests.sqlite"
@@ -49,6 +50,11 @@ name = "burst"
 sha256 = "{key_hash(KEYS['burst'])}"
 budget_usd = 0.05
 max_in_flight = 8
+
+[[keys]]
+name = "pair"
+sha256 = "{key_hash(KEYS['pair'])}"
+max_in_flight = 2
 """)
         assert KEYS["fast"] not in config.read_text()  # only hashes are stored
         with gateway(config, tmp) as g:
@@ -113,6 +119,17 @@ def test_concurrent_requests_cannot_overshoot_a_budget(gw):
     assert codes.count(200) >= 4 and set(codes) <= {200, 429}
     time.sleep(0.5)  # the log writer commits
     assert spent(tmp, "burst") <= 0.05 + 1e-9  # $0.65 before reservations
+
+
+def test_a_key_runs_at_most_its_max_in_flight(gw):
+    g, _ = gw
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda _: ask(g.url, KEYS["pair"], model="slow"), range(6)))
+    codes = sorted(r.status_code for r in replies)
+    assert codes == [200, 200, 429, 429, 429, 429]  # slow answers in 1.5 s: 2 at a time
+    assert {r.json()["error"]["code"] for r in replies if r.status_code == 429} == \
+        {"concurrency_exceeded"}
+    assert ask(g.url, KEYS["pair"], model="slow").status_code == 200  # slots came back
 
 
 def test_health_metrics_and_schema_need_a_key(gw):

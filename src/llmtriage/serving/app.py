@@ -69,7 +69,12 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
 
     app = FastAPI(title="Triage gateway", version="0.3.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
-    posts = documented(400, 401, 404, 413, 429, 500, 502, 503, 504)
+    answers = {200: {"description": "the completion, or with stream: server-sent events",
+                     "content": {"application/json": {"schema": {"type": "object"}},
+                                 "text/event-stream": {"schema": {
+                                     "type": "object",
+                                     "properties": {"data": {"type": "string"}}}}}}}
+    posts = {**answers, **documented(400, 401, 404, 413, 429, 500, 502, 503, 504)}
 
     def respond(failure: Failure) -> JSONResponse:
         return error(failure.status, failure.message, failure.kind, failure.code,
@@ -118,9 +123,6 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
             if not path.knows(body.model):
                 raise Refused(404, f"no policy or model {body.model!r}; GET /v1/models lists "
                                    "them", "not_found_error", "model_not_found")
-            if not any(m["role"] == "user" for m in messages):
-                raise Refused(400, "invalid request: messages need at least one user turn",
-                              "invalid_request_error", "invalid_messages")
             path.admit(job)
         except Refused as exc:
             return respond(path.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
@@ -189,9 +191,18 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                                             pool.breaker),
                         media_type="text/plain; version=0.0.4")
 
+    def schema() -> dict[str, Any]:
+        """FastAPI's document, with the names a request's ``model`` may take."""
+        document = app.openapi()
+        names = [*policies, *pool.models]
+        for body in ("ChatBody", "CompletionBody"):
+            model = document["components"]["schemas"][body]["properties"]["model"]
+            model["enum"] = names
+        return document
+
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> Response:
-        return guarded(request) or JSONResponse(app.openapi())
+        return guarded(request) or JSONResponse(schema())
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
@@ -214,11 +225,8 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
 
     @app.post("/v1/completions", responses=posts)
     async def completions(body: CompletionBody, request: Request) -> Response:
-        text = body.text()
-        if text is None:
-            return error(400, "invalid request: prompt: give one prompt (a string or a list "
-                              "of one)")
-        return await serve(request, body, [{"role": "user", "content": text}], chat=False)
+        return await serve(request, body, [{"role": "user", "content": body.text()}],
+                           chat=False)
 
     @app.post("/v1/feedback", responses=documented(400, 401, 404, 413, 429))
     async def feedback(body: FeedbackBody, request: Request) -> Response:

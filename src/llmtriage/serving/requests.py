@@ -100,8 +100,9 @@ class Job:
 
     @property
     def prompt(self) -> str:
-        """The last user turn ("" for a request refused for having none)."""
-        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+        """What routers read: the last user turn (the last message if none is a user's)."""
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"),
+                    self.messages[-1]["content"] if self.messages else "")
 
     def queries(self, pinned: str | None = None) -> Queries:
         """The job as a batch of one for the step loop, with the request it sends and the

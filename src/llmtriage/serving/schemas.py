@@ -15,7 +15,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
 
 MAX_TOKENS = 8192
 MAX_TEXT = 200_000
@@ -32,22 +40,34 @@ def valid_unicode(text: str) -> str:
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(valid_unicode)]
 
 
+def not_text_or_bool(value: Any) -> Any:
+    """JSON Schema's integer: 5 and 5.0, never "5" or true (pydantic would coerce them)."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a number")
+    return value
+
+
+#: A whole number as JSON Schema means it.
+Count = Annotated[int, BeforeValidator(not_text_or_bool)]
+#: A token limit a request may ask for.
+TokenLimit = Annotated[int, Field(ge=1, le=MAX_TOKENS), BeforeValidator(not_text_or_bool)]
+
+
 class TextPart(BaseModel):
     """One part of a message's content; only text parts exist for text models."""
 
     model_config = ConfigDict(extra="ignore")
 
-    type: str = Field(max_length=40)
-    text: Text | None = None
+    type: str = Field(max_length=40, json_schema_extra={"enum": ["text"]})
+    text: Text
 
-    @model_validator(mode="after")
-    def _text_only(self) -> TextPart:
-        if self.type != "text":
-            raise ValueError(f"content part of type {self.type!r} is not supported: the "
-                             "gateway serves text models (give 'text' parts)")
-        if self.text is None:
-            raise ValueError("a text part needs 'text'")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") != "text":
+            raise ValueError(f"content part of type {data.get('type')!r} is not supported: "
+                             "the gateway serves text models (give 'text' parts)")
+        return data
 
 
 class ChatMessage(BaseModel):
@@ -69,10 +89,10 @@ class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1, max_length=200)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    stream: bool = False
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    max_tokens: TokenLimit | None = None
+    temperature: float = Field(0.0, ge=0.0, le=2.0, strict=True)
+    stream: StrictBool = False
+    n: Count = Field(1, ge=1, le=1, description="only 1 is supported")
 
     @model_validator(mode="before")
     @classmethod
@@ -85,7 +105,7 @@ class _Common(BaseModel):
 
 class ChatBody(_Common):
     messages: list[ChatMessage] = Field(min_length=1, max_length=500)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: TokenLimit | None = None
     tools: list[dict[str, Any]] | None = Field(
         None, max_length=0, description="not supported: the gateway serves text models")
     functions: list[dict[str, Any]] | None = Field(
@@ -105,19 +125,18 @@ class ChatBody(_Common):
 class CompletionBody(_Common):
     """The legacy text completions API: one prompt (or a list holding one)."""
 
-    prompt: Text | list[Text] = Field(max_length=MAX_TEXT)
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)]
 
-    def text(self) -> str | None:
-        if isinstance(self.prompt, str):
-            return self.prompt
-        return self.prompt[0] if len(self.prompt) == 1 else None
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
 class FeedbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=100, description="the id of a response")
-    score: float = Field(ge=0.0, le=1.0, description="quality of that response, 0 to 1")
+    score: float = Field(ge=0.0, le=1.0, strict=True,
+                         description="quality of that response, 0 to 1")
 
 
 class ErrorDetail(BaseModel):
