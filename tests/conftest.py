@@ -16,3 +16,12 @@ def data_dir() -> Path:
     if not (DATA / "README.md").is_file():
         pytest.fail(f"shared data not found at {DATA}; set TRIAGE_DATA to its folder")
     return DATA
+
+
+@pytest.fixture(scope="module")
+def up():
+    """The fault-injecting OpenAI-compatible upstream (tests/servers/upstream.py): its URL."""
+    from servers.processes import upstream
+
+    with upstream() as url:
+        yield url

@@ -13,18 +13,12 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from servers.processes import gateway, upstream, write_config
+from servers.processes import gateway, write_config
 
 from llmtriage.serving.guard import key_hash
 
 KEYS = {"a": "tri-hardening-key-a", "b": "tri-hardening-key-b", "c": "tri-hardening-key-c"}
 BROKEN = ["usage-inf", "usage-negative", "usage-huge"]
-
-
-@pytest.fixture(scope="module")
-def up():
-    with upstream() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

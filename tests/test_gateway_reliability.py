@@ -14,15 +14,9 @@ import time
 
 import httpx
 import pytest
-from servers.processes import gateway, upstream, write_config
+from servers.processes import gateway, write_config
 
 CLIENTS = 100
-
-
-@pytest.fixture(scope="module")
-def up():
-    with upstream() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +151,45 @@ request_log = "log.sqlite"
 
     db = sqlite3.connect(tmp_path / "log.sqlite")
     assert db.execute("SELECT COUNT(*) FROM requests WHERE status = 200").fetchone()[0] == 10
+
+
+def test_sigkill_under_load_loses_no_acknowledged_request(up, tmp_path):
+    """A request is answered only once its log row is committed: killed mid-load, the log
+    is intact and holds every request a client got an answer to."""
+    import signal
+    import sqlite3
+
+    config = write_config(tmp_path / "kill.toml", up, {
+        "ok": {"remote_name": "ok", "max_concurrency": 64}}, extra="""
+[gateway]
+request_log = "log.sqlite"
+""")
+    acknowledged: list[str] = []
+    with gateway(config, tmp_path) as g:
+        async def load() -> None:
+            async with httpx.AsyncClient(timeout=10) as client:
+                async def worker(w: int) -> None:
+                    for i in range(10_000):
+                        try:
+                            r = await client.post(f"{g.url}/v1/chat/completions", json={
+                                "model": "ok", "messages": [
+                                    {"role": "user", "content": f"client {w} asks {i}"}]})
+                        except httpx.HTTPError:
+                            return  # the gateway is gone
+                        if r.status_code == 200:
+                            acknowledged.append(r.json()["id"])
+
+                async def killer() -> None:
+                    await asyncio.sleep(3.0)
+                    g.proc.send_signal(signal.SIGKILL)
+
+                await asyncio.gather(killer(), *(worker(w) for w in range(16)))
+
+        asyncio.run(load())
+        assert g.proc.wait(timeout=30) == -9
+    assert len(acknowledged) > 50
+    db = sqlite3.connect(tmp_path / "log.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    logged = {row[0] for row in db.execute("SELECT id FROM requests WHERE status = 200")}
+    missing = set(acknowledged) - logged
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged requests lost"

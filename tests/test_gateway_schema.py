@@ -44,7 +44,8 @@ model = "ok"
             run = subprocess.run(
                 [str(st), "--config-file", str(CONFIG), "run", f"{g.url}/openapi.json",
                  "--checks", "all", "-H", f"Authorization: Bearer {KEY}",
-                 "--max-examples", "400", "--seed", "7", "--workers", "2"],
+                 "--max-examples", "400", "--seed", "7", "--workers", "2",
+                 "--request-timeout", "60"],
                 capture_output=True, text=True, timeout=600)
             g.stop()
     out = run.stdout

@@ -125,13 +125,16 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                                    "them", "not_found_error", "model_not_found")
             path.admit(job)
         except Refused as exc:
-            return respond(path.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
-                                                  exc.retry_after)))
+            failed = path.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
+                                            exc.retry_after))
+            await path.logged(job)
+            return respond(failed)
         shape = Shape(job, chat)
         mode = request.headers.get("x-triage-stream") or settings.stream
         if body.stream and mode == "first":
             return await first_stream(path, job, shape, request)
         failed = await until_done(request, path.attempt(job))
+        await path.logged(job)
         if failed is not None:
             return respond(failed)
         if body.stream:

@@ -3,8 +3,10 @@
 One row per request: client key name, policy, session, status, the model that answered,
 each step (model, confidence, cost, latency, fallback), totals, optionally the prompt and
 answer text, and the quality feedback attached later (``POST /v1/feedback``). Writes go
-through one background thread (SQLite in WAL mode), so a request never waits on the disk;
-reads that must see earlier writes (feedback) queue behind them on that same thread.
+through one background thread (SQLite in WAL mode), so the event loop never waits on the
+disk; the gateway answers a request once its row is committed, so a crash (even SIGKILL)
+loses no acknowledged request. Reads that must see earlier writes (feedback) queue behind
+them on that same thread.
 
 A write that fails is never silent and never loses spend: the row is retried without its
 text and steps; if that fails too (a locked or broken database), its spend goes to a
@@ -25,7 +27,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +132,12 @@ class RequestLog:
             "feedback IS NOT NULL AND prompt IS NOT NULL ORDER BY feedback_at", (policy,)
         ).fetchall()
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Queue one row (fire and forget; the writer thread commits it)."""
+    def record(self, row: dict[str, Any]) -> Future[None]:
+        """Queue one row; the future is done once the writer thread has committed it (or
+        kept its spend in the journal)."""
         if not self.log_text:
             row = {**row, "prompt": None, "answer": None}
-        self._writer.submit(self._insert, row)
+        return self._writer.submit(self._insert, row)
 
     def _insert(self, row: dict[str, Any]) -> None:
         values = tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)

@@ -21,6 +21,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,8 @@ class Job:
     answer: str = ""
     usage: dict[str, int] = field(default_factory=dict)
     ticket: Ticket | None = None
+    #: Done once the request's log row is committed (None: no log, or not recorded yet).
+    logged: Future[None] | None = None
 
     @property
     def prompt(self) -> str:
@@ -300,7 +303,7 @@ class RequestPath:
             self.metrics.failed(job.policy_name if self.knows(job.policy_name)
                                 else "unknown", status)
         if self.log is not None:
-            self.log.record({
+            job.logged = self.log.record({
                 "id": job.ident, "created": time.time(),
                 "client": self._client(job),
                 "policy": job.policy_name, "session": job.session, "status": status,
@@ -312,6 +315,12 @@ class RequestPath:
                 "prompt": job.prompt, "answer": job.answer if status == 200 else None,
                 "error": message,
             })
+
+    @staticmethod
+    async def logged(job: Job) -> None:
+        """Wait until the job's log row is committed: what is acknowledged is logged."""
+        if job.logged is not None:
+            await asyncio.wrap_future(job.logged)
 
     async def feedback(self, ident: str, score: float, client: ClientKey | None
                        ) -> dict[str, Any] | None:

@@ -103,16 +103,18 @@ async def first_stream(path: RequestPath, job: Job, shape: Shape, request: Reque
     if task.done() and not first.done():
         first.cancel()
         failed = task.result()
+        await path.logged(job)
         if failed is not None:
             return error(failed.status, failed.message, failed.kind, failed.code,
                          failed.retry_after)
-    return StreamingResponse(_first_events(task, first, deltas, job, shape),
+    return StreamingResponse(_first_events(path, task, first, deltas, job, shape),
                              media_type="text/event-stream",
                              headers={"x-triage-id": job.ident})
 
 
-async def _first_events(task: asyncio.Task, first: asyncio.Future, deltas: asyncio.Queue,
-                        job: Job, shape: Shape) -> AsyncIterator[bytes]:
+async def _first_events(path: RequestPath, task: asyncio.Task, first: asyncio.Future,
+                        deltas: asyncio.Queue, job: Job, shape: Shape
+                        ) -> AsyncIterator[bytes]:
     try:
         yield shape.chunk({"role": "assistant", "content": ""} if shape.chat else "")
         sent: list[str] = []
@@ -136,6 +138,7 @@ async def _first_events(task: asyncio.Task, first: asyncio.Future, deltas: async
                     sent.append(delta)
                     yield shape.chunk(delta)
         failed = task.result()
+        await path.logged(job)  # the end of the stream is its acknowledgement
         if failed is not None:
             yield f"data: {json.dumps(error_body(failed))}\n\n".encode()
             return
