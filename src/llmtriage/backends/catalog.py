@@ -65,6 +65,9 @@ class ModelSpec(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     #: Deadline for the reply's first byte (a stream's first chunk); default: timeout_s.
     first_byte_s: float | None = Field(None, gt=0)
+    #: A call that succeeds but takes longer than this counts as a failure for the circuit
+    #: breaker (latency outlier detection); None: only failures count.
+    slow_call_s: float | None = Field(None, gt=0)
     max_retries: int = Field(3, ge=0)
 
     @model_validator(mode="after")

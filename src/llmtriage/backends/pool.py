@@ -143,7 +143,11 @@ class ModelPool:
                     self.breaker.abandon(candidate)
                 raise
             if self.breaker is not None:
-                self.breaker.success(candidate)
+                slow = self.catalog.spec(candidate).slow_call_s
+                if slow is not None and completion.latency_ms > slow * 1000:
+                    self.breaker.failure(candidate)  # answered, but too slowly to keep using
+                else:
+                    self.breaker.success(candidate)
             if candidate != name:
                 completion.extra["fallback_from"] = name
             return completion
