@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS requests (
     feedback_at REAL
 );
 CREATE INDEX IF NOT EXISTS requests_client ON requests (client);
+CREATE INDEX IF NOT EXISTS requests_created ON requests (created);
 """
 COLUMNS = ("id", "created", "client", "policy", "session", "status", "answered_by", "steps",
            "cost_usd", "latency_ms", "tokens_in", "tokens_out", "prompt", "answer", "error")
