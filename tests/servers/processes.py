@@ -104,3 +104,30 @@ def write_config(path: Path, upstream_url: str, models: dict[str, dict], extra: 
         lines.append("")
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+@contextmanager
+def redis_server(tmp: Path, port: int | None = None) -> Iterator[str]:
+    """A throwaway redis-server on loopback (no persistence); yields its URL."""
+    port = port or free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", str(tmp), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.1)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -123,10 +123,10 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
             if not path.knows(body.model):
                 raise Refused(404, f"no policy or model {body.model!r}; GET /v1/models lists "
                                    "them", "not_found_error", "model_not_found")
-            path.admit(job)
+            await path.admit(job)
         except Refused as exc:
-            failed = path.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
-                                            exc.retry_after))
+            failed = await path.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
+                                                  exc.retry_after))
             await path.logged(job)
             return respond(failed)
         shape = Shape(job, chat)

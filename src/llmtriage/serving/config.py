@@ -16,6 +16,7 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     max_connections = 512       # open connections; more are closed on arrival
     header_timeout_s = 10       # a connection must send its request headers within this
     metrics_public = false      # /metrics without a key (for a scraper)
+    state_url = "redis://127.0.0.1:6379/0"  # shared by replicas; default: in memory
 
     [[keys]]                    # no keys: no authentication (keep the gateway on loopback)
     name = "team-a"
@@ -91,6 +92,9 @@ class GatewaySettings(BaseModel):
     keep_alive_s: float = Field(5.0, gt=0)
     #: Serve /metrics without a key (for a scraper) when keys are configured.
     metrics_public: bool = False
+    #: Where replicas share keys' limits, sessions and feedback scores: a Redis URL
+    #: (redis://, rediss://, unix://); none: this process's memory.
+    state_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
 
     @model_validator(mode="after")
     def _log_off(self) -> GatewaySettings:

@@ -117,6 +117,11 @@ class RequestLog:
                                 "WHERE client IS NOT NULL GROUP BY client").fetchall()
         return {client: float(total or 0.0) for client, total in rows}
 
+    async def spent_now(self) -> dict[str, float]:
+        """Every key's spend, read behind the writes queued before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer,
+                                                                 self.spent_by_client)
+
     def recent_by_client(self, seconds: float) -> dict[str, list[float]]:
         """Per key, the wall-clock times of its requests in the last ``seconds``."""
         rows = self._db.execute("SELECT client, created FROM requests WHERE client IS NOT "

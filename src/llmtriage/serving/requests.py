@@ -33,9 +33,10 @@ from llmtriage.policies.baselines import SingleModel
 from llmtriage.policies.loop import PolicyError, arun_policy
 from llmtriage.policies.sticky import Sticky
 from llmtriage.serving.config import ClientKey, GatewaySettings
-from llmtriage.serving.guard import Admission, KeyRing, Refused, Ticket
+from llmtriage.serving.guard import Admission, KeyRing, Refused
 from llmtriage.serving.requestlog import RequestLog
-from llmtriage.serving.sessions import Sessions
+from llmtriage.serving.sessions import answered_key, lookup_key
+from llmtriage.serving.state import Ticket, open_state
 from llmtriage.serving.telemetry import GatewayMetrics
 
 #: How many recent responses of learning policies await feedback (each keeps what its
@@ -141,7 +142,6 @@ class Pending:
     context: Any
     model: str
     client: str | None
-    score: float | None = None
 
 
 def upstream_failure(exc: BackendError) -> Failure:
@@ -182,10 +182,10 @@ class RequestPath:
         self.metrics = GatewayMetrics()
         if self.log is not None:
             self.log.on_error = self.metrics.log_errors.inc
-        self.ring = KeyRing(keys, self.log.spent_by_client() if self.log else None,
-                            self.log.recent_by_client(60.0) if self.log else None)
+        self.ring = KeyRing(keys)
+        #: Keys' limits, sessions and scores, as every replica sees them.
+        self.state = open_state(settings, keys, self.log)
         self.admission = Admission(settings.max_in_flight, settings.max_queue)
-        self.sessions = Sessions(settings.session_ttl_s)
         #: Responses of learning policies awaiting feedback, by id.
         self.recent: OrderedDict[str, Pending] = OrderedDict()
         secrets = [s for s in (spec.secret() for spec in pool.catalog.models) if s]
@@ -205,12 +205,12 @@ class RequestPath:
             text = text.replace(secret, "***")
         return text
 
-    def pinned(self, job: Job) -> str | None:
+    async def pinned(self, job: Job) -> str | None:
         """The model this request's sticky session is bound to, if any."""
         if job.policy_name not in self.policies or not self.settings.sticky_sessions:
             return None
-        model = self.sessions.lookup(self._client(job), job.policy_name, job.session,
-                                     job.messages)
+        digest = lookup_key(self._client(job), job.policy_name, job.session, job.messages)
+        model = await self.state.session(digest) if digest is not None else None
         return model if model in self.pool.models else None
 
     @staticmethod
@@ -231,15 +231,15 @@ class RequestPath:
         specs = [self.pool.catalog.spec(n) for n in names]
         return sum(s.price_in * prompt + s.price_out * job.max_tokens for s in specs) / 1e6
 
-    def admit(self, job: Job) -> None:
+    async def admit(self, job: Job) -> None:
         """Hold the key's reservation for this job; raises Refused."""
-        job.ticket = self.ring.admit(job.client, self.most_cost(job))
+        job.ticket = await self.state.admit(job.client, self.most_cost(job))
 
     async def run(self, job: Job, sink: TokenSink | None = None) -> None:
         """Run one request; fills job.info, job.answer and job.usage from the trace."""
         is_policy = job.policy_name in self.policies
         policy = self.runners[job.policy_name] if is_policy else SingleModel(job.policy_name)
-        pinned = self.pinned(job)
+        pinned = await self.pinned(job)
         options = LiveOptions(sink=sink, fallback=is_policy)
         async with self.admission.slot():
             trace = await arun_policy(policy, self.pool, job.queries(pinned), options)
@@ -251,8 +251,9 @@ class RequestPath:
         job.usage = usage(trace)
         job.info["gateway_ms"] = round((time.perf_counter() - job.started) * 1000, 1)
         if is_policy and self.settings.sticky_sessions:
-            self.sessions.remember(self._client(job), job.policy_name, job.session,
-                                   job.messages, job.answer, job.info["answered_by"])
+            await self.state.stick(answered_key(self._client(job), job.policy_name,
+                                                job.session, job.messages, job.answer),
+                                   job.info["answered_by"])
         if is_policy and self.policies[job.policy_name].learns:
             context = self.policies[job.policy_name].remember(job.prompt)
             self.recent[job.ident] = Pending(job.policy_name, context,
@@ -266,37 +267,37 @@ class RequestPath:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 await self.run(job, sink)
         except asyncio.CancelledError:  # the client went away: so does the work
-            self.fail(job, Failure(CLIENT_GONE, "client disconnected", "client_closed"))
+            await self.fail(job, Failure(CLIENT_GONE, "client disconnected", "client_closed"))
             raise
         except TimeoutError:
-            return self.fail(job, Failure(
+            return await self.fail(job, Failure(
                 504, f"the request did not finish within {self.settings.request_timeout_s:g} "
                      "s", "upstream_error", "request_timeout"))
         except Refused as exc:
-            return self.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
-                                          exc.retry_after))
+            return await self.fail(job, Failure(exc.status, str(exc), exc.kind, exc.code,
+                                                exc.retry_after))
         except BackendError as exc:
-            return self.fail(job, upstream_failure(exc))
+            return await self.fail(job, upstream_failure(exc))
         except PolicyError as exc:
-            return self.fail(job, Failure(500, f"policy failed: {exc}", "server_error"))
+            return await self.fail(job, Failure(500, f"policy failed: {exc}", "server_error"))
         except Exception as exc:  # noqa: BLE001 - the request still gets an answer
-            return self.fail(job, Failure(500, f"internal error: {type(exc).__name__}",
-                                          "server_error"))
-        self.record(job, 200)
+            return await self.fail(job, Failure(500, f"internal error: {type(exc).__name__}",
+                                                "server_error"))
+        await self.record(job, 200)
         return None
 
-    def fail(self, job: Job, failure: Failure) -> Failure:
+    async def fail(self, job: Job, failure: Failure) -> Failure:
         failure = Failure(failure.status, self.redact(failure.message), failure.kind,
                           failure.code, failure.retry_after)
-        self.record(job, failure.status, failure.message)
+        await self.record(job, failure.status, failure.message)
         return failure
 
-    def record(self, job: Job, status: int, message: str | None = None) -> None:
+    async def record(self, job: Job, status: int, message: str | None = None) -> None:
         """Count, log and charge a finished request (once: its ticket settles here)."""
         elapsed = time.perf_counter() - job.started
         cost = float(job.info.get("cost_usd", 0.0)) if status == 200 else 0.0
         if job.ticket is not None:
-            self.ring.settle(job.ticket, cost)
+            await self.state.settle(job.ticket, cost)
         if status == 200:
             self.metrics.observe(job.policy_name, elapsed, job.info["steps"])
         else:
@@ -326,7 +327,7 @@ class RequestPath:
                        ) -> dict[str, Any] | None:
         """Attach a score to an earlier response; None when there is no such response.
         Counted against the key's rate limit (raises Refused)."""
-        self.ring.rate(client)
+        await self.state.rate(client)
         name = client.name if client else None
         logged = await self.log.feedback(ident, score, name) if self.log is not None \
             else None
@@ -335,12 +336,12 @@ class RequestPath:
             known = None
         if logged is None and known is None:
             return None
+        previous = await self.state.rescore(ident, score)
         learned = False
         if known is not None:
             policy = self.policies.get(known.policy)
             if policy is not None:
-                learned = bool(policy.learn(known.context, known.model, score, known.score))
-                known.score = score
+                learned = bool(policy.learn(known.context, known.model, score, previous))
         return {"id": ident, "score": score, "logged": logged is not None, "learned": learned}
 
     def headers(self, job: Job) -> dict[str, str]:
@@ -359,5 +360,6 @@ class RequestPath:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+        await self.state.aclose()
         if self.log is not None:
             self.log.close()

@@ -8,9 +8,10 @@ answer; a later request whose earlier messages hash to that value is the next tu
 same chat. No client change is needed for the second form.
 
 Sessions belong to the key that made them (another key naming the same session id starts
-its own). The table holds only fixed-size hashes, so its memory is bounded by its entry
-count; entries expire ``ttl_s`` after their last use and expired entries are dropped as new
-ones arrive, not only when looked up again.
+its own). Where they are kept is the shared state's business (see :mod:`.state`): only
+fixed-size hashes, so memory is bounded by the entry count; entries expire ``ttl_s`` after
+their last use (in one process, expired entries are dropped as new ones arrive, not only
+when looked up again).
 """
 
 from __future__ import annotations
@@ -33,11 +34,32 @@ def conversation_key(client: str | None, policy: str, messages: list[dict[str, s
                    [[m["role"], m["content"]] for m in messages])
 
 
-class Sessions:
+def lookup_key(client: str | None, policy: str, header: str | None,
+               messages: list[dict[str, str]]) -> bytes | None:
+    """The digest naming the session this request continues, if any."""
+    if header:
+        return _digest("header", client, policy, header)
+    if len(messages) < 2:
+        return None
+    return conversation_key(client, policy, messages[:-1])
+
+
+def answered_key(client: str | None, policy: str, header: str | None,
+                 messages: list[dict[str, str]], answer: str) -> bytes:
+    """The digest the next turn of this request's session will look up."""
+    if header:
+        return _digest("header", client, policy, header)
+    return conversation_key(client, policy, [*messages, {"role": "assistant",
+                                                          "content": answer}])
+
+
+class SessionTable:
+    """Session digest -> model in one process: bounded, least recently used out first."""
+
     def __init__(self, ttl_s: float = 3600.0, max_size: int = 50_000) -> None:
         self.ttl_s = ttl_s
         self.max_size = max_size
-        #: hash -> (model, last use); oldest use first.
+        #: digest -> (model, last use); oldest use first.
         self._models: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -67,20 +89,3 @@ class Sessions:
         self._models.move_to_end(key)
         while len(self._models) > self.max_size:
             self._models.popitem(last=False)
-
-    def lookup(self, client: str | None, policy: str, header: str | None,
-               messages: list[dict[str, str]]) -> str | None:
-        """The model this request's session is stuck to, if any."""
-        if header:
-            return self.get(_digest("header", client, policy, header))
-        if len(messages) < 2:
-            return None
-        return self.get(conversation_key(client, policy, messages[:-1]))
-
-    def remember(self, client: str | None, policy: str, header: str | None,
-                 messages: list[dict[str, str]], answer: str, model: str) -> None:
-        if header:
-            self.put(_digest("header", client, policy, header), model)
-        else:
-            turn = [*messages, {"role": "assistant", "content": answer}]
-            self.put(conversation_key(client, policy, turn), model)
