@@ -153,3 +153,27 @@ def test_fitted_policy_configs_are_checked_with_a_clear_message(tmp_path, data_d
     assert done.returncode != 0
     assert message in " ".join(done.stderr.split()), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_log_from_before_schema_versions_is_migrated_in_place(tmp_path):
+    """An existing log keeps its rows and gains the versioned schema's index."""
+    from llmtriage.serving.logdb import MIGRATIONS
+    from llmtriage.serving.requestlog import RequestLog
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE requests (id TEXT PRIMARY KEY, created REAL NOT NULL, "
+                   "client TEXT, policy TEXT NOT NULL, session TEXT, status INTEGER NOT NULL, "
+                   "answered_by TEXT, steps TEXT NOT NULL, cost_usd REAL NOT NULL DEFAULT 0, "
+                   "latency_ms REAL, tokens_in INTEGER, tokens_out INTEGER, prompt TEXT, "
+                   "answer TEXT, error TEXT, feedback REAL, feedback_at REAL)")
+        db.execute("INSERT INTO requests (id, created, client, policy, status, steps, "
+                   "cost_usd) VALUES ('old-1', 1.0, 'k', 'p', 200, '[]', 0.25)")
+    log = RequestLog(path)
+    assert log.spent_by_client() == {"k": 0.25}
+    log.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM triage_schema").fetchone()[0] == len(MIGRATIONS)
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
+                                            "'index'")}
+    assert "requests_created" in indexes

@@ -1,15 +1,18 @@
-"""Two gateway processes sharing Redis (and one request log): limits hold across both."""
+"""Two gateway processes sharing Redis and one PostgreSQL request log: limits hold across
+both, and every acknowledged request is in the one log."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import time
+import subprocess
+import sys
 
 import httpx
+import pandas as pd
+import psycopg
 import pytest
 import redis
-from servers.processes import gateway, redis_server, write_config
+from servers.processes import gateway, postgres_server, redis_server, write_config
 
 from llmtriage.serving.guard import key_hash
 
@@ -20,12 +23,13 @@ KEYS = {"limited": "tri-replica-limited", "budget": "tri-replica-budget",
 @pytest.fixture(scope="module")
 def replicas(up, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("replicas")
-    with redis_server(tmp) as url:
+    with redis_server(tmp) as url, postgres_server() as pg:
         config = write_config(tmp / "gateway.toml", up, {
             "ok": {"remote_name": "ok", "price_in": 1000.0, "price_out": 1000.0,
                    "max_concurrency": 64}}, extra=f"""
 [gateway]
-request_log = "requests.sqlite"
+database_url = "{pg}"
+log_text = true
 state_url = "{url}"
 
 [[keys]]
@@ -48,7 +52,7 @@ kind = "single"
 model = "ok"
 """)
         with gateway(config, tmp) as a, gateway(config, tmp) as b:
-            yield a, b, tmp, url
+            yield a, b, pg, url
 
 
 def post(url: str, key: str, **extra) -> httpx.Response:
@@ -76,16 +80,16 @@ def test_a_rate_limit_holds_exactly_across_replicas(replicas):
 
 
 def test_a_budget_is_not_overshot_across_replicas(replicas):
-    a, b, tmp, url = replicas
+    a, b, pg, url = replicas
     codes = [r.status_code for r in simultaneous([a.url, b.url], "budget", 50)]
     assert codes.count(200) >= 4 and set(codes) <= {200, 429}
     spent = float(redis.Redis.from_url(url).hget("triage:key:budget", "spent"))
     assert spent <= 0.05 + 1e-9  # each request reserves $0.011 and spends $0.009
-    time.sleep(0.5)
-    with sqlite3.connect(tmp / "requests.sqlite") as db:
-        logged = db.execute("SELECT SUM(cost_usd) FROM requests WHERE client = 'budget'"
-                            ).fetchone()[0]
-    assert logged == pytest.approx(spent)  # one log, both replicas' rows
+    with psycopg.connect(pg) as db:
+        logged = db.execute("SELECT SUM(cost_usd), COUNT(*) FROM requests WHERE client = "
+                            "'budget' AND status = 200").fetchone()
+    assert logged[0] == pytest.approx(spent)  # one log, both replicas' rows
+    assert logged[1] == codes.count(200)
 
 
 def test_a_session_sticks_whichever_replica_serves_the_next_turn(replicas):
@@ -122,3 +126,21 @@ def test_with_redis_down_limits_fail_closed_and_the_rest_is_served(replicas, tmp
             post(a.url, "budget")
             again = post(a.url, "budget")
             assert again.status_code == 429 and "budget" in again.text
+
+
+def test_the_shared_log_exports_like_a_file(replicas, tmp_path):
+    a, b, pg, _ = replicas
+    for replica, prompt in ((a, "first"), (b, "second")):
+        answer = httpx.post(f"{replica.url}/v1/chat/completions", timeout=30, headers={
+            "authorization": f"Bearer {KEYS['plain']}"}, json={
+            "model": "ok", "messages": [{"role": "user", "content": prompt}]}).json()
+        httpx.post(f"{replica.url}/v1/feedback", json={"id": answer["id"], "score": 1.0},
+                   headers={"authorization": f"Bearer {KEYS['plain']}"}, timeout=30)
+    out = tmp_path / "scored.csv"
+    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "export", "--log", pg,
+                           "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(out)
+    scored = frame.set_index("prompt")["quality"]
+    assert scored["first"] == 1.0 and scored["second"] == 1.0  # one from each replica
+    assert scored["hi"] == pytest.approx(0.4)  # the latest of three scores

@@ -622,8 +622,9 @@ def serve(
 def export(
     out: Annotated[Path, typer.Option("--out", help="Long-format table to write "
                                       "(.csv, .jsonl or .parquet).")],
-    log: Annotated[Path | None, typer.Option(
-        help="The gateway's request log (default: where `serve` keeps it).")] = None,
+    log: Annotated[str | None, typer.Option(
+        help="The gateway's request log: a SQLite file or a postgresql:// URL (default: "
+             "where `serve` keeps it).")] = None,
 ) -> None:
     """Write the gateway's answered requests with feedback as a long-format outcome table."""
     from llmtriage.data.loaders.generic import write_frame

@@ -131,3 +131,46 @@ def redis_server(tmp: Path, port: int | None = None) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its tools as the postgres user."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def _pg_bin(name: str) -> str:
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (folder / name).exists():
+            return str(folder / name)
+    return name
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (initdb in a temporary folder, trust auth on
+    loopback); yields its URL; stopped by the postmaster's PID."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="triage-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", free_port()
+    subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U",
+                                 "triage"]), check=True, capture_output=True)
+    subprocess.run(_as_postgres([
+        _pg_bin("pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"]) + ["start"],
+        check=True, capture_output=True)
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    try:
+        yield f"postgresql://triage@127.0.0.1:{port}/postgres"
+    finally:
+        try:
+            os.kill(pid, signal.SIGINT)  # fast shutdown
+            deadline = time.time() + 20
+            while time.time() < deadline and (data / "postmaster.pid").exists():
+                time.sleep(0.1)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(folder, ignore_errors=True)

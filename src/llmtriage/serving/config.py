@@ -6,6 +6,7 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     max_in_flight = 64          # requests running at once
     max_queue = 256             # more waiting than this: 429 with Retry-After
     request_log = "requests.sqlite"   # "" turns the log off
+    database_url = "postgresql://triage@db/triage"  # the log in PostgreSQL instead
     log_text = false            # store prompts and answers (needed to retrain routers)
     sticky_sessions = true      # a conversation stays on the model that answered it
     stream = "accepted"         # or "first": stream the first model's answer as generated
@@ -71,6 +72,9 @@ class GatewaySettings(BaseModel):
     max_queue: int = Field(256, ge=0)
     max_body_bytes: int = Field(1 << 20, gt=0)
     request_log: Path | None = Field(default_factory=default_log_path)
+    #: The request log in PostgreSQL instead (postgresql://user:password@host/db); one log
+    #: for every replica.
+    database_url: str | None = Field(None, pattern=r"^postgres(ql)?://")
     log_text: bool = False
     sticky_sessions: bool = True
     session_ttl_s: float = Field(3600.0, gt=0)

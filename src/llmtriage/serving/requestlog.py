@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -34,59 +33,45 @@ from typing import Any
 import pandas as pd
 
 from llmtriage.data.errors import DataError
+from llmtriage.serving.logdb import is_url, open_database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    client TEXT,
-    policy TEXT NOT NULL,
-    session TEXT,
-    status INTEGER NOT NULL,
-    answered_by TEXT,
-    steps TEXT NOT NULL,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    latency_ms REAL,
-    tokens_in INTEGER,
-    tokens_out INTEGER,
-    prompt TEXT,
-    answer TEXT,
-    error TEXT,
-    feedback REAL,
-    feedback_at REAL
-);
-CREATE INDEX IF NOT EXISTS requests_client ON requests (client);
-CREATE INDEX IF NOT EXISTS requests_created ON requests (created);
-"""
 COLUMNS = ("id", "created", "client", "policy", "session", "status", "answered_by", "steps",
            "cost_usd", "latency_ms", "tokens_in", "tokens_out", "prompt", "answer", "error")
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, timeout=2.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-    except (OSError, sqlite3.Error) as exc:
-        raise DataError(f"request log {path}: cannot open: {exc}") from None
-    return db
+def upsert(columns: tuple[str, ...]) -> str:
+    """INSERT of ``columns`` replacing the row with the same id (SQLite and PostgreSQL)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
+    return (f"INSERT INTO requests ({', '.join(columns)}) VALUES "
+            f"({', '.join('?' * len(columns))}) ON CONFLICT (id) DO UPDATE SET {updates}")
 
 
 #: The columns a row keeps when the whole row cannot be written.
 ESSENTIAL = ("id", "created", "client", "policy", "status", "cost_usd")
 
 
+def journal_for(target: str | Path) -> Path:
+    """Where a log's rows go when they cannot be written: beside a SQLite file, in the
+    data folder for a PostgreSQL URL (named by a hash of it)."""
+    if not is_url(target):
+        path = Path(target)
+        return path.with_name(path.name + ".spend.jsonl")
+    from llmtriage.serving.config import default_log_path
+
+    name = hashlib.sha256(str(target).encode()).hexdigest()[:16]
+    return default_log_path().with_name(f"postgres-{name}.spend.jsonl")
+
+
 class RequestLog:
-    def __init__(self, path: Path, log_text: bool = False) -> None:
-        self.path = path
+    def __init__(self, target: str | Path, log_text: bool = False) -> None:
+        """``target``: a SQLite file or a postgresql:// URL."""
         self.log_text = log_text
-        self.journal = path.with_name(path.name + ".spend.jsonl")
+        self.journal = journal_for(target)
         #: Called on every failed write (the gateway counts them).
         self.on_error: Callable[[], None] | None = None
         self._reported = 0.0
-        self._db = connect(path)
+        self._db = open_database(target)
+        self.path = self._db.where
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-log")
         self._fold_journal()
 
@@ -102,19 +87,19 @@ class RequestLog:
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut by a crash: nothing to fold
         try:
-            with self._db:
+            with self._db.transaction():
                 self._db.executemany(
-                    f"INSERT OR IGNORE INTO requests ({', '.join(ESSENTIAL)}, steps, error) "
+                    f"INSERT INTO requests ({', '.join(ESSENTIAL)}, steps, error) "
                     f"VALUES ({', '.join('?' * len(ESSENTIAL))}, '[]', "
-                    "'recovered from the spend journal')", rows)
-        except sqlite3.Error as exc:
+                    "'recovered from the spend journal') ON CONFLICT DO NOTHING", rows)
+        except self._db.errors as exc:
             raise DataError(f"request log {self.path}: cannot fold in {self.journal}: "
                             f"{exc}") from None
         self.journal.unlink()
 
     def spent_by_client(self) -> dict[str, float]:
         rows = self._db.execute("SELECT client, SUM(cost_usd) FROM requests "
-                                "WHERE client IS NOT NULL GROUP BY client").fetchall()
+                                "WHERE client IS NOT NULL GROUP BY client")
         return {client: float(total or 0.0) for client, total in rows}
 
     async def spent_now(self) -> dict[str, float]:
@@ -125,7 +110,7 @@ class RequestLog:
     def recent_by_client(self, seconds: float) -> dict[str, list[float]]:
         """Per key, the wall-clock times of its requests in the last ``seconds``."""
         rows = self._db.execute("SELECT client, created FROM requests WHERE client IS NOT "
-                                "NULL AND created > ?", (time.time() - seconds,)).fetchall()
+                                "NULL AND created > ?", (time.time() - seconds,))
         recent: dict[str, list[float]] = {}
         for client, created in rows:
             recent.setdefault(client, []).append(float(created))
@@ -135,8 +120,7 @@ class RequestLog:
         """(prompt, answering model, score) of a policy's rows with feedback and text."""
         return self._db.execute(
             "SELECT prompt, answered_by, feedback FROM requests WHERE policy = ? AND "
-            "feedback IS NOT NULL AND prompt IS NOT NULL ORDER BY feedback_at", (policy,)
-        ).fetchall()
+            "feedback IS NOT NULL AND prompt IS NOT NULL ORDER BY feedback_at", (policy,))
 
     def record(self, row: dict[str, Any]) -> Future[None]:
         """Queue one row; the future is done once the writer thread has committed it (or
@@ -148,20 +132,18 @@ class RequestLog:
     def _insert(self, row: dict[str, Any]) -> None:
         values = tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)
         try:
-            with self._db:
-                self._db.execute(f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) "
-                                 f"VALUES ({', '.join('?' * len(COLUMNS))})", values)
+            with self._db.transaction():
+                self._db.execute(upsert(COLUMNS), values)
             return
         except Exception as exc:  # noqa: BLE001 - whatever failed, the spend is kept
             first = exc
         self._failed(row, first)
         essential = tuple(row.get(c) for c in ESSENTIAL)
         try:
-            with self._db:
-                self._db.execute(
-                    f"INSERT OR REPLACE INTO requests ({', '.join(ESSENTIAL)}, steps, error) "
-                    f"VALUES ({', '.join('?' * len(ESSENTIAL))}, '[]', ?)",
-                    (*essential, f"row trimmed: {type(first).__name__}: {first}"[:500]))
+            with self._db.transaction():
+                self._db.execute(upsert((*ESSENTIAL, "steps", "error")),
+                                 (*essential, "[]",
+                                  f"row trimmed: {type(first).__name__}: {first}"[:500]))
             return
         except Exception as exc:  # noqa: BLE001
             self._failed(row, exc)
@@ -188,12 +170,13 @@ class RequestLog:
 
     def _feedback(self, request_id: str, score: float, client: str | None
                   ) -> dict[str, Any] | None:
-        row = self._db.execute(
+        rows = self._db.execute(
             "SELECT policy, answered_by, client FROM requests WHERE id = ? AND status = 200",
-            (request_id,)).fetchone()
+            (request_id,))
+        row = rows[0] if rows else None
         if row is None or row[2] != client:  # another key's requests do not exist for you
             return None
-        with self._db:
+        with self._db.transaction():
             self._db.execute("UPDATE requests SET feedback = ?, feedback_at = ? WHERE id = ?",
                              (score, time.time(), request_id))
         return {"policy": row[0], "answered_by": row[1]}
@@ -210,26 +193,25 @@ def answering_confidence(steps: list[dict], model: str) -> float | None:
                  if step["model"] == model), None)
 
 
-def export_frame(path: Path) -> pd.DataFrame:
+def export_frame(target: str | Path) -> pd.DataFrame:
     """The log's answered requests with feedback as the long outcome format.
 
-    A prompt is named by a hash of its text where the text was logged (else by the request
-    id), and repeated (prompt, model) pairs are averaged: the same prompts sent to several
-    models (say, a sample passed through to each) make a table a router can be trained on.
+    ``target``: a SQLite file or a postgresql:// URL. A prompt is named by a hash of its
+    text where the text was logged (else by the request id), and repeated (prompt, model)
+    pairs are averaged: the same prompts sent to several models (say, a sample passed
+    through to each) make a table a router can be trained on.
     """
-    if not path.is_file():
-        raise DataError(f"request log {path}: no such file")
+    names = ["id", "policy", "answered_by", "feedback", "steps", "cost_usd", "latency_ms",
+             "tokens_in", "tokens_out", "prompt", "answer"]
+    db = open_database(target, readonly=True)
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = pd.read_sql_query(
-                "SELECT id, policy, answered_by, feedback, steps, cost_usd, latency_ms, "
-                "tokens_in, tokens_out, prompt, answer FROM requests "
-                "WHERE feedback IS NOT NULL AND status = 200 ORDER BY created", db)
-        finally:
-            db.close()
-    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
-        raise DataError(f"request log {path}: cannot read: {exc}") from None
+        found = db.execute(f"SELECT {', '.join(names)} FROM requests "
+                           "WHERE feedback IS NOT NULL AND status = 200 ORDER BY created")
+    except db.errors as exc:
+        raise DataError(f"request log {db.where}: cannot read: {exc}") from None
+    finally:
+        db.close()
+    rows = pd.DataFrame(found, columns=names)
     named = [hashlib.sha256(p.encode()).hexdigest()[:16] if isinstance(p, str) else i
              for p, i in zip(rows["prompt"], rows["id"], strict=True)]
     confidence = [answering_confidence(json.loads(steps), model)

@@ -177,8 +177,8 @@ class RequestPath:
         self.runners: dict[str, Policy] = {
             name: Sticky(p) if settings.sticky_sessions else p for name, p in policies.items()}
         self.settings = settings
-        self.log = (RequestLog(settings.request_log, settings.log_text)
-                    if settings.request_log else None)
+        where = settings.database_url or settings.request_log
+        self.log = RequestLog(where, settings.log_text) if where else None
         self.metrics = GatewayMetrics()
         if self.log is not None:
             self.log.on_error = self.metrics.log_errors.inc
