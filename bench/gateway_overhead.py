@@ -9,11 +9,15 @@ All on loopback, against one fixed-answer upstream (bench/servers/fixed_upstream
 - Triage, a model passed through (request log on, as by default);
 - Triage, a kNN router over two upstream models (a fresh prompt every request, so each
   decision embeds its query with MiniLM);
+- Triage, a model passed through with its keys' limits in Redis (``state_url``; a
+  redis-server on loopback, started by this script) instead of in memory;
 - LiteLLM proxy (`litellm[proxy]`, installed by this script into bench/.litellm-venv, its own
   environment, not a dependency of Triage).
 
 Each target gets 300 sequential requests (latency: p50 and p99, and the p50 added over
-direct) and ``--requests`` with ``--concurrency`` in flight (throughput). Every process
+direct) and ``--requests`` with ``--concurrency`` in flight (throughput, and for Triage the
+gateway's CPU milliseconds per request, from /proc). The client key has a rate limit and a
+budget (both far from binding), so every request is admitted and settled. Every process
 shares this machine's 2 cores with the load generator, so absolute figures are low; the
 comparison is what counts. Target: Triage's added latency below LiteLLM's.
 """
@@ -70,6 +74,12 @@ def start(command: list[str], ready: str, log: Path, env: dict | None = None
                             env={**os.environ, **(env or {})})
     wait_ready(ready, proc)
     return proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def litellm_binary() -> Path:
@@ -135,6 +145,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-redis", action="store_true")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="triage-overhead-"))
@@ -156,10 +167,12 @@ def main() -> None:
         models = "\n".join(
             f'[[models]]\nname = "{name}"\nbackend = "openai"\nendpoint = "{upstream}/v1"\n'
             f'remote_name = "fixed"\nmax_concurrency = 256\n' for name in ("fixed-a", "fixed-b"))
-        (work / "triage.toml").write_text(models + f"""
+        config = models + f"""
 [[keys]]
 name = "bench"
 sha256 = "{key_hash(CLIENT_KEY)}"
+requests_per_minute = 1e9
+budget_usd = 1e9
 
 [gateway]
 request_log = "{work / 'requests.sqlite'}"
@@ -168,7 +181,8 @@ max_in_flight = 256
 [[policies]]
 name = "router"
 artifact = "{artifact}"
-""")
+"""
+        (work / "triage.toml").write_text(config)
         port = free_port()
         procs.append(start([sys.executable, "-m", "llmtriage.cli", "serve", "--port",
                             str(port), "--config", str(work / "triage.toml")],
@@ -176,6 +190,25 @@ artifact = "{artifact}"
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         targets["Triage pass-through"] = (url, "fixed-a")
         targets["Triage kNN router"] = (url, "router")
+        pids = {"Triage pass-through": procs[-1].pid, "Triage kNN router": procs[-1].pid}
+
+        if not args.no_redis:
+            rport = free_port()
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL))
+            time.sleep(0.5)
+            (work / "redis.toml").write_text(config.replace(
+                "max_in_flight = 256", f'max_in_flight = 256\nstate_url = '
+                f'"redis://127.0.0.1:{rport}/0"').replace("requests.sqlite",
+                                                          "requests-redis.sqlite"))
+            rgw = free_port()
+            procs.append(start([sys.executable, "-m", "llmtriage.cli", "serve", "--port",
+                                str(rgw), "--config", str(work / "redis.toml")],
+                               f"http://127.0.0.1:{rgw}/health", work / "triage-redis.log"))
+            targets["Triage pass-through, Redis state"] = (
+                f"http://127.0.0.1:{rgw}/v1/chat/completions", "fixed-a")
+            pids["Triage pass-through, Redis state"] = procs[-1].pid
 
         if not args.no_litellm:
             (work / "litellm.yaml").write_text(f"""model_list:
@@ -203,11 +236,14 @@ general_settings:
         for name, (target, model) in targets.items():
             asyncio.run(load(target, model, 50, 4, f"warm-{name}"))  # warm-up
             seq = asyncio.run(load(target, model, args.sequential, 1, f"seq-{name}"))
+            cpu = cpu_seconds(pids[name]) if name in pids else None
             par = asyncio.run(load(target, model, args.requests, args.concurrency,
                                    f"par-{name}"))
+            cpu_ms = ((cpu_seconds(pids[name]) - cpu) * 1000 / args.requests
+                      if cpu is not None else float("nan"))
             rows.append({"target": name, "p50_ms": seq["p50_ms"], "p99_ms": seq["p99_ms"],
                          "rps": par["rps"], "loaded_p50_ms": par["p50_ms"],
-                         "loaded_p99_ms": par["p99_ms"],
+                         "loaded_p99_ms": par["p99_ms"], "cpu_ms_per_request": cpu_ms,
                          "failures": seq["failures"] + par["failures"]})
             print(f"  measured {name}", flush=True)
         table = pd.DataFrame(rows).set_index("target")

@@ -144,3 +144,40 @@ def test_the_shared_log_exports_like_a_file(replicas, tmp_path):
     scored = frame.set_index("prompt")["quality"]
     assert scored["first"] == 1.0 and scored["second"] == 1.0  # one from each replica
     assert scored["hi"] == pytest.approx(0.4)  # the latest of three scores
+
+
+def test_killing_a_replica_under_load_loses_no_acknowledged_request(replicas):
+    """100 clients over both replicas; one is SIGKILLed: the other keeps serving, and every
+    request a client got an answer to is in the shared log. (Runs last: it kills b.)"""
+    import signal
+
+    a, b, pg, _ = replicas
+    acknowledged, failed_on = [], {"a": 0, "b": 0}
+
+    async def load() -> None:
+        async with httpx.AsyncClient(timeout=30, headers={
+                "authorization": f"Bearer {KEYS['plain']}"}) as client:
+            async def worker(w: int) -> None:
+                for i in range(30):
+                    name, replica = ("a", a) if (w + i) % 2 else ("b", b)
+                    try:
+                        r = await client.post(f"{replica.url}/v1/chat/completions", json={
+                            "model": "sticky", "messages": [
+                                {"role": "user", "content": f"load {w}.{i}"}]})
+                    except httpx.HTTPError:
+                        failed_on[name] += 1
+                        continue
+                    assert r.status_code == 200, r.text
+                    acknowledged.append(r.json()["id"])
+
+            async def killer() -> None:
+                await asyncio.sleep(1.0)
+                b.proc.send_signal(signal.SIGKILL)
+
+            await asyncio.gather(killer(), *(worker(w) for w in range(100)))
+
+    asyncio.run(load())
+    assert failed_on["a"] == 0 and failed_on["b"] > 0  # only the dead replica's calls failed
+    with psycopg.connect(pg) as db:
+        logged = {r[0] for r in db.execute("SELECT id FROM requests WHERE status = 200")}
+    assert acknowledged and not set(acknowledged) - logged
