@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from contextlib import ExitStack
 
 import httpx
 import pandas as pd
@@ -16,14 +17,19 @@ from servers.processes import gateway, postgres_server, redis_server, write_conf
 
 from llmtriage.serving.guard import key_hash
 
+#: Per Redis URL, how to start it again on its port (it lives until the module ends).
+RESTART: dict = {}
 KEYS = {"limited": "tri-replica-limited", "budget": "tri-replica-budget",
-        "plain": "tri-replica-plain"}
+        "plain": "tri-replica-plain", "heavy": "tri-replica-heavy"}
 
 
 @pytest.fixture(scope="module")
 def replicas(up, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("replicas")
-    with redis_server(tmp) as url, postgres_server() as pg:
+    with ExitStack() as servers:
+        url = servers.enter_context(redis_server(tmp))
+        pg = servers.enter_context(postgres_server())
+        RESTART[url] = lambda: servers.enter_context(redis_server(tmp, port_of(url)))
         config = write_config(tmp / "gateway.toml", up, {
             "ok": {"remote_name": "ok", "price_in": 1000.0, "price_out": 1000.0,
                    "max_concurrency": 64}}, extra=f"""
@@ -46,6 +52,11 @@ budget_usd = 0.05
 name = "plain"
 sha256 = "{key_hash(KEYS['plain'])}"
 
+[[keys]]
+name = "heavy"
+sha256 = "{key_hash(KEYS['heavy'])}"
+requests_per_minute = 100000
+
 [[policies]]
 name = "sticky"
 kind = "single"
@@ -53,6 +64,10 @@ model = "ok"
 """)
         with gateway(config, tmp) as a, gateway(config, tmp) as b:
             yield a, b, pg, url
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 def post(url: str, key: str, **extra) -> httpx.Response:
@@ -110,22 +125,21 @@ def test_feedback_keeps_one_latest_score_across_replicas(replicas):
     assert float(redis.Redis.from_url(url).get(f"triage:score:{answer['id']}")) == 0.4
 
 
-def test_with_redis_down_limits_fail_closed_and_the_rest_is_served(replicas, tmp_path):
+def test_with_redis_down_limits_fail_closed_and_the_rest_is_served(replicas):
     a, _, _, url = replicas
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
     redis.Redis.from_url(url).shutdown(nosave=True)
     try:
         down = post(a.url, "budget")
         assert down.status_code == 503 and down.json()["error"]["code"] == "state_unavailable"
         assert post(a.url, "plain").status_code == 200  # no limits: nothing to check
     finally:
-        with redis_server(tmp_path, port):  # back, but empty (no persistence)
-            assert post(a.url, "limited").status_code in (200, 429)  # checked again
-            # The budget key's spend is not forgotten: the first request after the loss
-            # finds it missing and restores it from the log (one request may overshoot).
-            post(a.url, "budget")
-            again = post(a.url, "budget")
-            assert again.status_code == 429 and "budget" in again.text
+        RESTART[url]()  # back, but empty (no persistence)
+    assert post(a.url, "limited").status_code in (200, 429)  # checked again
+    # The budget key's spend is not forgotten: the first request after the loss finds it
+    # missing and restores it from the log (one request may overshoot).
+    post(a.url, "budget")
+    again = post(a.url, "budget")
+    assert again.status_code == 429 and "budget" in again.text
 
 
 def test_the_shared_log_exports_like_a_file(replicas, tmp_path):
@@ -144,6 +158,43 @@ def test_the_shared_log_exports_like_a_file(replicas, tmp_path):
     scored = frame.set_index("prompt")["quality"]
     assert scored["first"] == 1.0 and scored["second"] == 1.0  # one from each replica
     assert scored["hi"] == pytest.approx(0.4)  # the latest of three scores
+
+
+def test_losing_redis_under_load_fails_closed_and_recovers(replicas):
+    """100 clients of a limited key over both replicas; Redis dies, then comes back:
+    every request is answered 200 or 503 state_unavailable, none acknowledged is missing
+    from the log, and once Redis is back requests are admitted again."""
+    a, b, pg, url = replicas
+    acknowledged, codes = [], []
+
+    async def load(rounds: int) -> None:
+        async with httpx.AsyncClient(timeout=30, headers={
+                "authorization": f"Bearer {KEYS['heavy']}"}) as client:
+            async def worker(w: int) -> None:
+                for i in range(rounds):
+                    replica = (a, b)[(w + i) % 2]
+                    r = await client.post(f"{replica.url}/v1/chat/completions", json={
+                        "model": "sticky", "messages": [
+                            {"role": "user", "content": f"redis {w}.{i}"}]})
+                    codes.append((r.status_code, r.json().get("error", {}).get("code")))
+                    if r.status_code == 200:
+                        acknowledged.append(r.json()["id"])
+
+            await asyncio.gather(*(worker(w) for w in range(100)))
+
+    asyncio.run(load(2))
+    redis.Redis.from_url(url).shutdown(nosave=True)
+    asyncio.run(load(2))
+    during = codes[200:]
+    RESTART[url]()
+    asyncio.run(load(2))
+    after = codes[400:]
+    assert {c for c, _ in codes[:200]} == {200}, set(codes[:200])
+    assert {c for c in during} == {(503, "state_unavailable")}  # fail closed, clearly
+    assert {c for c, _ in after} == {200}
+    with psycopg.connect(pg) as db:
+        logged = {r[0] for r in db.execute("SELECT id FROM requests WHERE status = 200")}
+    assert len(acknowledged) == 400 and not set(acknowledged) - logged
 
 
 def test_killing_a_replica_under_load_loses_no_acknowledged_request(replicas):

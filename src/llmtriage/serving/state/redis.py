@@ -19,7 +19,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmtriage.serving.config import ClientKey
 from llmtriage.serving.guard import Refused
@@ -109,8 +113,12 @@ class RedisState(SharedState):
         that lost its data); Redis's own figure wins otherwise. ``logged`` reads every
         key's spend from the (shared) request log: after such a loss the key's spend is
         raised to it, so a budget is overshot by at most the requests admitted meanwhile."""
-        self.client = aioredis.Redis.from_url(url, socket_timeout=2.0,
-                                              socket_connect_timeout=2.0)
+        # A pooled connection that Redis dropped (a restart) is reconnected and the
+        # command retried, so only a Redis that stays unreachable refuses requests.
+        self.client = aioredis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self.session_ttl_s = session_ttl_s
         self._seed = dict(spent or {})
         self._admit = self.client.register_script(ADMIT)
