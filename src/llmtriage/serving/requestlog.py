@@ -3,9 +3,10 @@
 One row per request: client key name, policy, session, status, the model that answered,
 each step (model, confidence, cost, latency, fallback), totals, optionally the prompt and
 answer text, and the quality feedback attached later (``POST /v1/feedback``). Writes go
-through one background thread (SQLite in WAL mode), so the event loop never waits on the
-disk; the gateway answers a request once its row is committed, so a crash (even SIGKILL)
-loses no acknowledged request. Reads that must see earlier writes (feedback) queue behind
+through one background thread, so the event loop never waits on the disk; the rows waiting
+when it is free are committed together (group commit: one transaction for all of them), and
+the gateway answers a request once its row is committed, so a crash (even SIGKILL) loses no
+acknowledged request. Reads that must see earlier writes (feedback) queue behind
 them on that same thread.
 
 A write that fails is never silent and never loses spend: the row is retried without its
@@ -23,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,68 @@ def journal_for(target: str | Path) -> Path:
     return default_log_path().with_name(f"postgres-{name}.spend.jsonl")
 
 
+#: The most rows one transaction commits.
+MAX_BATCH = 256
+
+
+class Writer:
+    """The one thread that owns the database: rows waiting together are committed in one
+    transaction; other work (a read that must see earlier writes) runs in order between
+    batches."""
+
+    def __init__(self, write_rows: Callable[[list[dict[str, Any]]], None]) -> None:
+        self._write_rows = write_rows
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
+        self._thread.start()
+
+    def submit_row(self, row: dict[str, Any]) -> Future[None]:
+        future: Future[None] = Future()
+        self._queue.put(("row", row, future))
+        return future
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put(("call", (fn, args), future))
+        return future
+
+    def shutdown(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _flush(self, batch: list[tuple[dict[str, Any], Future]]) -> None:
+        if batch:
+            self._write_rows([row for row, _ in batch])  # never raises: spend is kept
+            for _, future in batch:
+                future.set_result(None)
+            batch.clear()
+
+    def _run(self) -> None:
+        batch: list[tuple[dict[str, Any], Future]] = []
+        while True:
+            item = self._queue.get()
+            while item is not None:
+                kind, payload, future = item
+                if kind == "row":
+                    batch.append((payload, future))
+                    if len(batch) >= MAX_BATCH:
+                        self._flush(batch)
+                else:
+                    self._flush(batch)
+                    fn, args = payload
+                    try:
+                        future.set_result(fn(*args))
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller
+                        future.set_exception(exc)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._flush(batch)
+            if item is None:
+                return
+
+
 class RequestLog:
     def __init__(self, target: str | Path, log_text: bool = False) -> None:
         """``target``: a SQLite file or a postgresql:// URL."""
@@ -72,7 +137,7 @@ class RequestLog:
         self._reported = 0.0
         self._db = open_database(target)
         self.path = self._db.where
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-log")
+        self._writer = Writer(self._insert_all)
         self._fold_journal()
 
     def _fold_journal(self) -> None:
@@ -104,8 +169,7 @@ class RequestLog:
 
     async def spent_now(self) -> dict[str, float]:
         """Every key's spend, read behind the writes queued before it."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer,
-                                                                 self.spent_by_client)
+        return await asyncio.wrap_future(self._writer.submit(self.spent_by_client))
 
     def recent_by_client(self, seconds: float) -> dict[str, list[float]]:
         """Per key, the wall-clock times of its requests in the last ``seconds``."""
@@ -127,7 +191,20 @@ class RequestLog:
         kept its spend in the journal)."""
         if not self.log_text:
             row = {**row, "prompt": None, "answer": None}
-        return self._writer.submit(self._insert, row)
+        return self._writer.submit_row(row)
+
+    def _insert_all(self, rows: list[dict[str, Any]]) -> None:
+        """Commit rows in one transaction; if that fails, each on its own (see _insert)."""
+        values = [tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)
+                  for row in rows]
+        try:
+            with self._db.transaction():
+                self._db.executemany(upsert(COLUMNS), values)
+            return
+        except Exception:  # noqa: BLE001 - find the row that failed, keep the rest
+            pass
+        for row in rows:
+            self._insert(row)
 
     def _insert(self, row: dict[str, Any]) -> None:
         values = tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)
@@ -164,9 +241,8 @@ class RequestLog:
     async def feedback(self, request_id: str, score: float, client: str | None
                        ) -> dict[str, Any] | None:
         """Attach a score to a logged request of this client; None if there is none."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._feedback, request_id, score,
-                                          client)
+        return await asyncio.wrap_future(self._writer.submit(self._feedback, request_id,
+                                                             score, client))
 
     def _feedback(self, request_id: str, score: float, client: str | None
                   ) -> dict[str, Any] | None:
@@ -182,7 +258,7 @@ class RequestLog:
         return {"policy": row[0], "answered_by": row[1]}
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._writer.shutdown()
         self._db.close()
 
 
