@@ -30,9 +30,15 @@ def replicas(up, tmp_path_factory):
         url = servers.enter_context(redis_server(tmp))
         pg = servers.enter_context(postgres_server())
         RESTART[url] = lambda: servers.enter_context(redis_server(tmp, port_of(url)))
+        # The bandit's prior: "ok" right on 80% of 40 prompts, "backup" on 50%.
+        pd.DataFrame([{"prompt_id": f"p{i}", "prompt": f"Prior question {i} on {i % 7}",
+                       "model": model, "quality": float(i % 10 < cut), "cost_usd": 0.0}
+                      for i in range(40) for model, cut in (("ok", 8), ("backup", 5))]
+                     ).to_csv(tmp / "prior.csv", index=False)
         config = write_config(tmp / "gateway.toml", up, {
             "ok": {"remote_name": "ok", "price_in": 1000.0, "price_out": 1000.0,
-                   "max_concurrency": 64}}, extra=f"""
+                   "max_concurrency": 64},
+            "backup": {"remote_name": "ok", "max_concurrency": 64}}, extra=f"""
 [gateway]
 database_url = "{pg}"
 log_text = true
@@ -61,6 +67,12 @@ requests_per_minute = 100000
 name = "sticky"
 kind = "single"
 model = "ok"
+
+[[policies]]
+name = "learner"
+kind = "bandit"
+table = "prior.csv"
+alpha = 0.0
 """)
         with gateway(config, tmp) as a, gateway(config, tmp) as b:
             yield a, b, pg, url
@@ -140,6 +152,32 @@ def test_with_redis_down_limits_fail_closed_and_the_rest_is_served(replicas):
     post(a.url, "budget")
     again = post(a.url, "budget")
     assert again.status_code == 429 and "budget" in again.text
+
+
+def test_feedback_to_either_replica_teaches_both(replicas):
+    """Answered by one replica, scored on the other: both bandits learn, once each."""
+    a, b, _, _ = replicas
+    prompt = "Which of the two models should answer this very question?"
+
+    def ask(replica) -> dict:
+        r = httpx.post(f"{replica.url}/v1/chat/completions", timeout=60, json={
+            "model": "learner", "messages": [{"role": "user", "content": prompt}]},
+            headers={"authorization": f"Bearer {KEYS['plain']}"})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    answer = ask(a)
+    assert answer["triage"]["answered_by"] == "ok"  # the prior prefers it
+    for _ in range(30):
+        scored = httpx.post(f"{b.url}/v1/feedback", timeout=30, json={
+            "id": answer["id"], "score": 0.0},
+            headers={"authorization": f"Bearer {KEYS['plain']}"}).json()
+        assert scored["learned"] is True  # b learns from a's response
+        answer = ask(a)  # a learns b's lessons before it routes
+        if answer["triage"]["answered_by"] == "backup":
+            break
+    assert answer["triage"]["answered_by"] == "backup", "a never learned from b's feedback"
+    assert ask(b)["triage"]["answered_by"] == "backup"
 
 
 def test_the_shared_log_exports_like_a_file(replicas, tmp_path):

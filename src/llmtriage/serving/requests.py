@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +36,9 @@ from llmtriage.serving.guard import Admission, KeyRing, Refused
 from llmtriage.serving.requestlog import RequestLog
 from llmtriage.serving.sessions import answered_key, lookup_key
 from llmtriage.serving.state import Ticket, open_state
+from llmtriage.serving.state.base import Lesson, Pending
 from llmtriage.serving.telemetry import GatewayMetrics
 
-#: How many recent responses of learning policies await feedback (each keeps what its
-#: policy's ``remember`` returned: a few numbers).
-RECENT = 10_000
 #: The status a request cancelled by its client is logged with (nginx's convention).
 CLIENT_GONE = 499
 
@@ -134,16 +131,6 @@ PASSED_THROUGH = {400: "invalid_request_error", 404: "not_found_error",
                   413: "invalid_request_error", 422: "invalid_request_error"}
 
 
-@dataclass
-class Pending:
-    """A learning policy's response awaiting feedback."""
-
-    policy: str
-    context: Any
-    model: str
-    client: str | None
-
-
 def upstream_failure(exc: BackendError) -> Failure:
     """What a client sees of an upstream that failed (after retries and fallbacks): a 429
     stays a 429 with its Retry-After; a refusal of the request itself (400, 404, 413, 422)
@@ -186,8 +173,6 @@ class RequestPath:
         #: Keys' limits, sessions and scores, as every replica sees them.
         self.state = open_state(settings, keys, self.log)
         self.admission = Admission(settings.max_in_flight, settings.max_queue)
-        #: Responses of learning policies awaiting feedback, by id.
-        self.recent: OrderedDict[str, Pending] = OrderedDict()
         secrets = [s for s in (spec.secret() for spec in pool.catalog.models) if s]
         self._secrets = secrets
         if self.log is not None:  # an online learner catches up with the feedback it missed
@@ -241,6 +226,10 @@ class RequestPath:
         policy = self.runners[job.policy_name] if is_policy else SingleModel(job.policy_name)
         pinned = await self.pinned(job)
         options = LiveOptions(sink=sink, fallback=is_policy)
+        if is_policy and self.policies[job.policy_name].learns:
+            for lesson in await self.state.lessons(job.policy_name):  # other replicas'
+                self.policies[job.policy_name].learn(lesson.context, lesson.model,
+                                                     lesson.reward, lesson.previous)
         async with self.admission.slot():
             trace = await arun_policy(policy, self.pool, job.queries(pinned), options)
         job.info = explain(trace, job.policy_name)
@@ -256,10 +245,8 @@ class RequestPath:
                                    job.info["answered_by"])
         if is_policy and self.policies[job.policy_name].learns:
             context = self.policies[job.policy_name].remember(job.prompt)
-            self.recent[job.ident] = Pending(job.policy_name, context,
-                                             job.info["answered_by"], self._client(job))
-            while len(self.recent) > RECENT:
-                self.recent.popitem(last=False)
+            await self.state.await_feedback(job.ident, Pending(
+                job.policy_name, context, job.info["answered_by"], self._client(job)))
 
     async def attempt(self, job: Job, sink: TokenSink | None = None) -> Failure | None:
         """Run the job and record it; the failure if it failed, None if it succeeded."""
@@ -331,7 +318,7 @@ class RequestPath:
         name = client.name if client else None
         logged = await self.log.feedback(ident, score, name) if self.log is not None \
             else None
-        known = self.recent.get(ident)
+        known = await self.state.pending(ident)
         if known is not None and known.client != name:
             known = None
         if logged is None and known is None:
@@ -342,6 +329,9 @@ class RequestPath:
             policy = self.policies.get(known.policy)
             if policy is not None:
                 learned = bool(policy.learn(known.context, known.model, score, previous))
+                if learned:
+                    await self.state.teach(known.policy, Lesson(known.context, known.model,
+                                                                score, previous))
         return {"id": ident, "score": score, "logged": logged is not None, "learned": learned}
 
     def headers(self, job: Job) -> dict[str, str]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
+
 from llmtriage.serving.config import ClientKey
 from llmtriage.serving.guard import Refused
 
@@ -24,6 +26,27 @@ class Ticket:
     key: ClientKey | None
     reserved: float = 0.0
     settled: bool = False
+
+
+@dataclass
+class Pending:
+    """A learning policy's response awaiting feedback: what learning from it needs."""
+
+    policy: str
+    #: What the policy's ``remember`` returned for the prompt (a float vector).
+    context: np.ndarray
+    model: str
+    client: str | None
+
+
+@dataclass
+class Lesson:
+    """One learning update a replica made, for the others to make too."""
+
+    context: np.ndarray
+    model: str
+    reward: float
+    previous: float | None
 
 
 def over_budget(key: ClientKey) -> Refused:
@@ -78,6 +101,21 @@ class SharedState(ABC):
     @abstractmethod
     async def rescore(self, ident: str, score: float) -> float | None:
         """Record a response's latest score; the one it replaces (None: the first)."""
+
+    @abstractmethod
+    async def await_feedback(self, ident: str, pending: Pending) -> None:
+        """Keep what learning from this response needs, until its feedback (bounded)."""
+
+    @abstractmethod
+    async def pending(self, ident: str) -> Pending | None:
+        """What :meth:`await_feedback` kept for a response, wherever it was answered."""
+
+    async def teach(self, policy: str, lesson: Lesson) -> None:  # noqa: B027
+        """Pass a learning update made here to the other replicas (none in one process)."""
+
+    async def lessons(self, policy: str) -> list[Lesson]:
+        """The learning updates other replicas made since the last call."""
+        return []
 
     async def aclose(self) -> None:  # noqa: B027 - most stores hold no connection
         """Release connections."""

@@ -11,6 +11,7 @@ from collections import OrderedDict, deque
 from llmtriage.serving.config import ClientKey
 from llmtriage.serving.sessions import SessionTable
 from llmtriage.serving.state.base import (
+    Pending,
     SharedState,
     Ticket,
     over_budget,
@@ -21,6 +22,9 @@ from llmtriage.serving.state.base import (
 
 #: How many responses' latest scores are remembered (feedback is deduplicated over them).
 SCORES = 100_000
+#: How many recent responses of learning policies await feedback (each keeps what its
+#: policy's ``remember`` returned: a few numbers).
+RECENT = 10_000
 
 
 class MemoryState(SharedState):
@@ -41,6 +45,7 @@ class MemoryState(SharedState):
             if name in self._recent:
                 self._recent[name].extend(sorted(t + offset for t in stamps))
         self._scores: OrderedDict[str, float] = OrderedDict()
+        self._pending: OrderedDict[str, Pending] = OrderedDict()
 
     def _rate(self, key: ClientKey | None) -> None:
         if key is None or key.requests_per_minute is None:
@@ -95,3 +100,11 @@ class MemoryState(SharedState):
         while len(self._scores) > SCORES:
             self._scores.popitem(last=False)
         return previous
+
+    async def await_feedback(self, ident: str, pending: Pending) -> None:
+        self._pending[ident] = pending
+        while len(self._pending) > RECENT:
+            self._pending.popitem(last=False)
+
+    async def pending(self, ident: str) -> Pending | None:
+        return self._pending.get(ident)

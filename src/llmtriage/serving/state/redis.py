@@ -18,6 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -28,6 +29,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from llmtriage.serving.config import ClientKey
 from llmtriage.serving.guard import Refused
 from llmtriage.serving.state.base import (
+    Lesson,
+    Pending,
     SharedState,
     Ticket,
     over_budget,
@@ -37,8 +40,10 @@ from llmtriage.serving.state.base import (
 )
 
 PREFIX = "triage:"
-#: How long a response's latest score is remembered for deduplication.
+#: How long a response's latest score (and what learning from it needs) is kept.
 SCORE_TTL_S = 7 * 24 * 3600
+#: The most learning updates a policy's stream keeps (replicas read it as they go).
+LESSONS_KEPT = 100_000
 
 # KEYS: budget hash, rate window zset. ARGV: budget (or -1), most_usd, max_in_flight (or
 # -1), rpm (or -1), a unique member for the rate window, 1 to reserve (0: count the rate
@@ -127,6 +132,9 @@ class RedisState(SharedState):
         self._logged = logged
         #: Settlements Redis did not take (it was down): key -> (reserved, spent, slots).
         self._owed: dict[str, tuple[float, float, int]] = {}
+        #: This replica's name in the lesson streams, and where it has read each to.
+        self._me = uuid.uuid4().hex
+        self._read: dict[str, str] = {}
 
     @staticmethod
     def _budget_key(name: str) -> str:
@@ -225,6 +233,60 @@ class RedisState(SharedState):
         except RedisError as exc:
             raise unavailable(exc) from None
         return float(previous) if previous is not None else None
+
+    async def await_feedback(self, ident: str, pending: Pending) -> None:
+        try:
+            await self.client.hset(f"{PREFIX}pending:{ident}", mapping={
+                "policy": pending.policy, "model": pending.model,
+                "client": pending.client or "",
+                "context": np.asarray(pending.context, dtype=np.float32).tobytes()})
+            await self.client.expire(f"{PREFIX}pending:{ident}", SCORE_TTL_S)
+        except RedisError:
+            pass  # that response will not teach; nothing else is lost
+
+    async def pending(self, ident: str) -> Pending | None:
+        try:
+            found = await self.client.hgetall(f"{PREFIX}pending:{ident}")
+        except RedisError as exc:
+            raise unavailable(exc) from None
+        if not found:
+            return None
+        return Pending(found[b"policy"].decode(),
+                       np.frombuffer(found[b"context"], dtype=np.float32),
+                       found[b"model"].decode(), found[b"client"].decode() or None)
+
+    async def teach(self, policy: str, lesson: Lesson) -> None:
+        fields = {"by": self._me, "model": lesson.model, "reward": repr(lesson.reward),
+                  "previous": "" if lesson.previous is None else repr(lesson.previous),
+                  "context": np.asarray(lesson.context, dtype=np.float32).tobytes()}
+        try:
+            await self.client.xadd(f"{PREFIX}lessons:{policy}", fields, maxlen=LESSONS_KEPT,
+                                   approximate=True)
+        except RedisError:
+            pass  # the other replicas miss this one update; this replica has it
+
+    async def lessons(self, policy: str) -> list[Lesson]:
+        stream = f"{PREFIX}lessons:{policy}"
+        try:
+            if policy not in self._read:  # start from now: the log replay covers the past
+                last = await self.client.xrevrange(stream, count=1)
+                self._read[policy] = last[0][0].decode() if last else "0-0"
+                return []
+            found = await self.client.xread({stream: self._read[policy]}, count=10_000)
+        except RedisError:
+            return []  # learn them later
+        lessons = []
+        for _, entries in found:
+            for entry_id, fields in entries:
+                self._read[policy] = entry_id.decode()
+                if fields[b"by"].decode() == self._me:
+                    continue
+                previous = fields[b"previous"].decode()
+                lessons.append(Lesson(np.frombuffer(fields[b"context"], dtype=np.float32),
+                                      fields[b"model"].decode(),
+                                      float(fields[b"reward"]),
+                                      float(previous) if previous else None))
+        return lessons
 
     async def aclose(self) -> None:
         await self.client.aclose()
