@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 
 import httpx
@@ -38,8 +39,11 @@ def replicas(up, tmp_path_factory):
         config = write_config(tmp / "gateway.toml", up, {
             "ok": {"remote_name": "ok", "price_in": 1000.0, "price_out": 1000.0,
                    "max_concurrency": 64},
-            "backup": {"remote_name": "ok", "max_concurrency": 64}}, extra=f"""
+            "backup": {"remote_name": "ok", "max_concurrency": 64},
+            "broken": {"remote_name": "always-500", "max_retries": 0}}, extra=f"""
 [gateway]
+breaker_failures = 3
+breaker_reset_s = 30
 database_url = "{pg}"
 log_text = true
 state_url = "{url}"
@@ -178,6 +182,25 @@ def test_feedback_to_either_replica_teaches_both(replicas):
             break
     assert answer["triage"]["answered_by"] == "backup", "a never learned from b's feedback"
     assert ask(b)["triage"]["answered_by"] == "backup"
+
+
+def test_a_circuit_opened_on_one_replica_opens_on_the_other(replicas):
+    a, b, _, _ = replicas
+
+    def circuit(replica) -> str | None:
+        state = httpx.get(f"{replica.url}/health", timeout=30, headers={
+            "authorization": f"Bearer {KEYS['plain']}"}).json()["circuits"]
+        return state.get("broken", {}).get("state")
+
+    for _ in range(3):
+        assert post(a.url, "plain", model="broken").status_code == 502
+    assert circuit(a) == "open"
+    deadline = time.time() + 5
+    while circuit(b) != "open" and time.time() < deadline:
+        time.sleep(0.2)
+    assert circuit(b) == "open"  # b never called it
+    refused = post(b.url, "plain", model="broken")
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
 
 
 def test_the_shared_log_exports_like_a_file(replicas, tmp_path):

@@ -70,6 +70,18 @@ class CircuitBreaker:
             c.opened_at, c.probing = self.clock(), False
             c.trips += 1
 
+    def hold_open(self, name: str, seconds: float) -> None:
+        """Open ``name``'s circuit for ``seconds`` because another replica found it failing
+        (not counted as a trip here); no effect on a circuit already open or probing."""
+        c = self._get(name)
+        if c.opened_at is None and seconds > 0:
+            c.opened_at = self.clock() - self.reset_s + min(seconds, self.reset_s)
+
+    def open_for(self) -> dict[str, float]:
+        """The circuits open now and the seconds until each lets a probe through."""
+        return {name: self.retry_in(name) for name in self._circuits
+                if self.state(name) == "open"}
+
     def abandon(self, name: str) -> None:
         """A call given up by its caller (cancelled): no verdict on the upstream, but a
         half-open circuit's probe slot is free again."""

@@ -64,7 +64,10 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sharing = asyncio.create_task(path.share_circuits()) if settings.state_url else None
         yield  # uvicorn has finished the in-flight requests when this resumes
+        if sharing is not None:
+            sharing.cancel()
         await path.aclose()
 
     app = FastAPI(title="Triage gateway", version="0.3.0", lifespan=lifespan,

@@ -348,6 +348,18 @@ class RequestPath:
             "x-triage-latency-ms": f"{info['latency_ms']:.1f}",
         }
 
+    async def share_circuits(self, every_s: float = 0.5) -> None:
+        """Forever: tell the other replicas which circuits are open here, and hold open
+        here those open there, so a failing model is shunned by all after one notices."""
+        breaker = self.pool.breaker
+        if breaker is None:
+            return
+        while True:
+            for model, seconds in (await self.state.circuits(breaker.open_for())).items():
+                if model in self.pool.models:
+                    breaker.hold_open(model, seconds)
+            await asyncio.sleep(every_s)
+
     async def aclose(self) -> None:
         await self.pool.aclose()
         await self.state.aclose()

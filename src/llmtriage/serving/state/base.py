@@ -117,5 +117,10 @@ class SharedState(ABC):
         """The learning updates other replicas made since the last call."""
         return []
 
+    async def circuits(self, open_here: dict[str, float]) -> dict[str, float]:
+        """Share the circuits open here (model -> seconds left) and return those open on
+        any replica; in one process there is nothing to share."""
+        return {}
+
     async def aclose(self) -> None:  # noqa: B027 - most stores hold no connection
         """Release connections."""

@@ -288,5 +288,21 @@ class RedisState(SharedState):
                                       float(previous) if previous else None))
         return lessons
 
+    async def circuits(self, open_here: dict[str, float]) -> dict[str, float]:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for model, seconds in open_here.items():
+                    pipe.set(f"{PREFIX}circuit:{model}", "open",
+                             px=max(1, int(seconds * 1000)), nx=True)
+                await pipe.execute()
+            found = {}
+            async for key in self.client.scan_iter(match=f"{PREFIX}circuit:*", count=100):
+                left = await self.client.pttl(key)
+                if left > 0:
+                    found[key.decode()[len(f"{PREFIX}circuit:"):]] = left / 1000
+            return found
+        except RedisError:
+            return {}  # each replica goes on with its own breakers
+
     async def aclose(self) -> None:
         await self.client.aclose()
