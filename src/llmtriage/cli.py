@@ -612,9 +612,12 @@ def serve(
     if not cfg.keys and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] no API keys configured and listening on {host}: "
                   "anyone who can reach it can spend on your models")
-    log = settings.request_log or "off"
+    log = (settings.database_url.split("@")[-1] if settings.database_url
+           else settings.request_log or "off")  # never a password
+    state = settings.state_url.split("@")[-1] if settings.state_url else "in memory"
     console.print(f"serving {', '.join(policies)} and {', '.join(cat.names())} on "
-                  f"http://{host}:{port}/v1 (request log: {log})")
+                  f"http://{host}:{port}/v1 (request log: {log}; limits and sessions: "
+                  f"{state})")
     run(gateway, host, port, settings)
 
 
