@@ -438,6 +438,9 @@ def collect(
                                         "answers.")] = "builtin",
     sample: Annotated[int | None, typer.Option(help="Use this many probes, evenly spread over "
                                                "the set.")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Spread the work over the Ray cluster at this address (each model "
+                      "loaded once per node; needs the 'scale' extra).")] = None,
 ) -> None:
     """Run models over a prompt set and record graded outcomes (resumable)."""
     import asyncio
@@ -449,7 +452,13 @@ def collect(
     with _user_errors():
         cat = _catalog(catalog, models)
         chosen = collection.sample(load_probes(probes), sample)
-    pool = ModelPool(cat)
+        if ray is not None:
+            from llmtriage.backends.ray_cluster import RayModels
+
+            pool = RayModels(cat, ray)
+            err.print(f"collecting on {len(pool.nodes)} Ray nodes at {ray}")
+        else:
+            pool = ModelPool(cat)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=err) as bar:
@@ -461,11 +470,20 @@ def collect(
         def row(r: dict) -> None:
             bar.update(job, advance=1, description=f"{r['model']} {r['prompt_id']}")
 
+        async def run() -> collection.CollectResult:
+            try:
+                return await collection.collect(pool, chosen, out, on_start=start,
+                                                on_row=row)
+            finally:
+                if ray is not None:
+                    await pool.aclose()
+
         with _user_errors(RuntimeError):
-            result = asyncio.run(collection.collect(pool, chosen, out, on_start=start,
-                                                    on_row=row))
+            result = asyncio.run(run())
     console.print(f"wrote {result.out}: {result.rows} rows ({result.computed} computed, "
                   f"{result.reused} reused from {collection.journal_path(out).name})")
+    if ray is not None:
+        console.print("calls per Ray node: " + " + ".join(str(n) for n in pool.calls))
 
 
 @app.command()

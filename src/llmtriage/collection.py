@@ -15,12 +15,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from llmtriage.backends.live import ChatRequest, Completion
-from llmtriage.backends.pool import ModelPool
 from llmtriage.data.loaders.generic import write_frame
 from llmtriage.data.splits import hash_splits
 from llmtriage.probes import Probe, prompt_of
@@ -101,8 +101,17 @@ class CollectResult:
     reused: int
 
 
+class Answerer(Protocol):
+    """What collection needs of its models: a local :class:`ModelPool`, or the cluster's
+    (:class:`llmtriage.backends.ray_cluster.RayModels`)."""
+
+    models: tuple[str, ...]
+
+    async def complete(self, name: str, request: ChatRequest) -> Completion: ...
+
+
 async def collect(
-    pool: ModelPool,
+    pool: Answerer,
     probes: Sequence[Probe],
     out: str | Path,
     *,

@@ -174,3 +174,68 @@ def postgres_server() -> Iterator[str]:
         except ProcessLookupError:
             pass
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def ray_cluster(nodes: int = 2, cpus: int = 2) -> Iterator[str]:
+    """A real Ray cluster of ``nodes`` nodes on this machine (a head and workers, each a
+    ``ray start --block`` process, stopped by its PID); yields the head's address."""
+    import shutil
+    import tempfile
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: socket paths
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([ray, "start", "--head", "--block", "--port", str(port),
+                             "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus),
+                             "--include-dashboard", "false", "--temp-dir", str(temp),
+                             "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    procs = [head]
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_for_port(port, head)
+        for _ in range(nodes - 1):
+            procs.append(subprocess.Popen(
+                [ray, "start", "--block", "--address", address, "--node-ip-address",
+                 "127.0.0.1", "--num-cpus", str(cpus)], env=env, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True))
+        _wait_for_nodes(address, nodes)
+        yield address
+    finally:
+        for proc in reversed(procs):  # each --block process stops its node's children
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the Ray head exited")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("the Ray head did not start")
+
+
+def _wait_for_nodes(address: str, nodes: int, timeout: float = 90) -> None:
+    probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+             "print(sum(n['Alive'] for n in ray.nodes()))")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = subprocess.run([sys.executable, "-c", probe, address], capture_output=True,
+                              text=True)
+        if done.returncode == 0 and done.stdout.strip() == str(nodes):
+            return
+        time.sleep(1)
+    raise RuntimeError(f"the Ray cluster did not reach {nodes} nodes")
