@@ -607,8 +607,25 @@ def serve(
     catalog: CatalogOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Run on the Ray cluster at this address, as a Ray Serve deployment "
+                      "(needs the 'scale' extra).")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="With --ray: gateway replicas.")] = 1,
 ) -> None:
     """Serve the catalog's models and policies behind an OpenAI-compatible API."""
+    if ray is not None:
+        from llmtriage.serving.ray_serve import deploy
+
+        if catalog is not None:
+            _fail("with --ray, give the models in --config (every replica reads it)")
+        with _user_errors():
+            from llmtriage.serving.config import load_gateway_config
+
+            load_gateway_config(config)  # a bad config fails here, not in every replica
+            console.print(f"serving on Ray at {ray}: {replicas} replicas on "
+                          f"http://{host}:{port}/v1")
+            deploy(config, ray, replicas, host, port)
+        return
     from llmtriage.backends.breaker import CircuitBreaker
     from llmtriage.backends.pool import ModelPool
     from llmtriage.serving.app import create_app
