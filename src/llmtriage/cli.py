@@ -626,24 +626,17 @@ def serve(
                           f"http://{host}:{port}/v1")
             deploy(config, ray, replicas, host, port)
         return
-    from llmtriage.backends.breaker import CircuitBreaker
-    from llmtriage.backends.pool import ModelPool
-    from llmtriage.serving.app import create_app
-    from llmtriage.serving.config import build_policies, load_gateway_config
+    from llmtriage.serving.app import build_gateway
+    from llmtriage.serving.config import load_gateway_config
     from llmtriage.serving.server import run
-    from llmtriage.signals.logprob import min_logprob
 
     with _user_errors():
         cfg = load_gateway_config(config)
         if catalog is not None and cfg.models is not None:
             _fail("give the models either in --config or in --catalog, not both")
         cat = _catalog(catalog, None) if catalog is not None else cfg.catalog()
-        policies = build_policies(cfg, cat)
         settings = cfg.gateway
-        pool = ModelPool(cat, confidence=min_logprob, fallback=settings.fallback,
-                         breaker=CircuitBreaker(settings.breaker_failures,
-                                                settings.breaker_reset_s))
-        gateway = create_app(pool, policies, settings, cfg.keys)
+        gateway, policies = build_gateway(cfg, cat)
     if not cfg.keys and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] no API keys configured and listening on {host}: "
                   "anyone who can reach it can spend on your models")

@@ -33,9 +33,10 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmtriage.backends.catalog import Catalog
 from llmtriage.backends.pool import ModelPool
 from llmtriage.policies.base import Policy
-from llmtriage.serving.config import ClientKey, GatewaySettings
+from llmtriage.serving.config import ClientKey, GatewayConfig, GatewaySettings
 from llmtriage.serving.guard import Refused
 from llmtriage.serving.middleware import BodyLimit
 from llmtriage.serving.requests import CLIENT_GONE, Failure, Job, RequestPath
@@ -249,3 +250,18 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         return JSONResponse(result)
 
     return app
+
+
+def build_gateway(config: GatewayConfig, catalog: Catalog) -> tuple[FastAPI, list[str]]:
+    """The gateway a config describes (its policies built or loaded, a circuit breaker per
+    model), and the names of its policies: what ``triage serve`` runs, alone or as each
+    Ray Serve replica."""
+    from llmtriage.backends.breaker import CircuitBreaker
+    from llmtriage.serving.config import build_policies
+    from llmtriage.signals.logprob import min_logprob
+
+    policies = build_policies(config, catalog)
+    settings = config.gateway
+    pool = ModelPool(catalog, confidence=min_logprob, fallback=settings.fallback,
+                     breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s))
+    return create_app(pool, policies, settings, config.keys), list(policies)

@@ -32,19 +32,11 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
     config_path = str(config.resolve()) if config is not None else None
 
     def build_app():  # noqa: ANN202 - runs in each replica
-        from llmtriage.backends.breaker import CircuitBreaker
-        from llmtriage.backends.pool import ModelPool
-        from llmtriage.serving.app import create_app
-        from llmtriage.serving.config import build_policies, load_gateway_config
-        from llmtriage.signals.logprob import min_logprob
+        from llmtriage.serving.app import build_gateway
+        from llmtriage.serving.config import load_gateway_config
 
         cfg = load_gateway_config(config_path)
-        catalog = cfg.catalog()
-        settings = cfg.gateway
-        pool = ModelPool(catalog, confidence=min_logprob, fallback=settings.fallback,
-                         breaker=CircuitBreaker(settings.breaker_failures,
-                                                settings.breaker_reset_s))
-        return create_app(pool, build_policies(cfg, catalog), settings, cfg.keys)
+        return build_gateway(cfg, cfg.catalog())[0]
 
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
