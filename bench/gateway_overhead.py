@@ -11,6 +11,8 @@ All on loopback, against one fixed-answer upstream (bench/servers/fixed_upstream
   decision embeds its query with MiniLM);
 - Triage, a model passed through with its keys' limits in Redis (``state_url``; a
   redis-server on loopback, started by this script) instead of in memory;
+- with ``--ray``: the same on Ray Serve (``triage serve --ray``, Redis state), with 1 and
+  with 2 replicas, on a two-node Ray cluster on this machine (started by this script);
 - LiteLLM proxy (`litellm[proxy]`, installed by this script into bench/.litellm-venv, its own
   environment, not a dependency of Triage).
 
@@ -139,6 +141,30 @@ async def load(url: str, model: str, n: int, concurrency: int, tag: str) -> dict
             "p99_ms": float(np.percentile(lat, 99)), "failures": failures}
 
 
+def ray_rows(work: Path, measure) -> list[dict]:  # noqa: ANN001
+    """Triage on Ray Serve (Redis state) with 1, then 2 replicas, on a two-node cluster on
+    this machine; one Serve application at a time (a cluster has one Serve proxy)."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from servers.processes import ray_cluster
+
+    rows = []
+    with ray_cluster(nodes=2) as address:
+        for replicas in (1, 2):
+            port = free_port()
+            proc = start([sys.executable, "-m", "llmtriage.cli", "serve", "--config",
+                          str(work / "redis.toml"), "--ray", address, "--replicas",
+                          str(replicas), "--port", str(port)],
+                         f"http://127.0.0.1:{port}/health", work / f"ray-{replicas}.log")
+            try:
+                rows.append(measure(f"Triage on Ray Serve, {replicas} replica(s)",
+                                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                                    "fixed-a", None))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=120)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -146,6 +172,7 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--ray", action="store_true", help="also Ray Serve, 1 and 2 replicas")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="triage-overhead-"))
@@ -209,7 +236,6 @@ artifact = "{artifact}"
             targets["Triage pass-through, Redis state"] = (
                 f"http://127.0.0.1:{rgw}/v1/chat/completions", "fixed-a")
             pids["Triage pass-through, Redis state"] = procs[-1].pid
-
         if not args.no_litellm:
             (work / "litellm.yaml").write_text(f"""model_list:
   - model_name: fixed
@@ -232,20 +258,24 @@ general_settings:
             targets["LiteLLM proxy"] = (f"http://127.0.0.1:{lport}/v1/chat/completions",
                                         "fixed")
 
-        rows = []
-        for name, (target, model) in targets.items():
+        def measure(name: str, target: str, model: str, pid: int | None) -> dict:
             asyncio.run(load(target, model, 50, 4, f"warm-{name}"))  # warm-up
             seq = asyncio.run(load(target, model, args.sequential, 1, f"seq-{name}"))
-            cpu = cpu_seconds(pids[name]) if name in pids else None
+            cpu = cpu_seconds(pid) if pid is not None else None
             par = asyncio.run(load(target, model, args.requests, args.concurrency,
                                    f"par-{name}"))
-            cpu_ms = ((cpu_seconds(pids[name]) - cpu) * 1000 / args.requests
+            cpu_ms = ((cpu_seconds(pid) - cpu) * 1000 / args.requests
                       if cpu is not None else float("nan"))
-            rows.append({"target": name, "p50_ms": seq["p50_ms"], "p99_ms": seq["p99_ms"],
-                         "rps": par["rps"], "loaded_p50_ms": par["p50_ms"],
-                         "loaded_p99_ms": par["p99_ms"], "cpu_ms_per_request": cpu_ms,
-                         "failures": seq["failures"] + par["failures"]})
             print(f"  measured {name}", flush=True)
+            return {"target": name, "p50_ms": seq["p50_ms"], "p99_ms": seq["p99_ms"],
+                    "rps": par["rps"], "loaded_p50_ms": par["p50_ms"],
+                    "loaded_p99_ms": par["p99_ms"], "cpu_ms_per_request": cpu_ms,
+                    "failures": seq["failures"] + par["failures"]}
+
+        rows = [measure(name, target, model, pids.get(name))
+                for name, (target, model) in targets.items()]
+        if args.ray and not args.no_redis:
+            rows += ray_rows(work, measure)
         table = pd.DataFrame(rows).set_index("target")
         table.insert(2, "added_p50_ms", table["p50_ms"] - table.loc["direct", "p50_ms"])
         table.insert(3, "added_p99_ms", table["p99_ms"] - table.loc["direct", "p99_ms"])

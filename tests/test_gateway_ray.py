@@ -69,7 +69,8 @@ model = "ok"
                 ".deployments['triage-gateway']; print(d.replica_states)"), address],
                 capture_output=True, text=True, timeout=120)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
             log.close()
     assert "'RUNNING': 2" in status.stdout, status.stdout + status.stderr

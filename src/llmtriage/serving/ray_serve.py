@@ -27,8 +27,8 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
     try:
         import ray
         from ray import serve
-    except ImportError:
-        raise DataError("--ray needs Ray: pip install -e '.[scale]'") from None
+    except ImportError as exc:
+        raise DataError(f"--ray needs Ray Serve ({exc}): pip install -e '.[scale]'") from None
     config_path = str(config.resolve()) if config is not None else None
 
     def build_app():  # noqa: ANN202 - runs in each replica
@@ -43,9 +43,15 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise DataError(f"cannot join the Ray cluster at {address}: {exc}") from None
     serve.start(http_options={"host": host, "port": port})
+    from llmtriage.serving.config import load_gateway_config
+
+    settings = load_gateway_config(config_path).gateway
     gateway = serve.deployment(
         serve.ingress(build_app)(), name="triage-gateway", num_replicas=replicas,
-        ray_actor_options={"num_cpus": cpus_per_replica})
+        ray_actor_options={"num_cpus": cpus_per_replica},
+        # Each replica admits and queues as the single process does (Serve's default of 5
+        # requests per replica would make its proxy the queue).
+        max_ongoing_requests=settings.max_in_flight + settings.max_queue)
     serve.run(gateway.bind(), name="triage", route_prefix="/")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
