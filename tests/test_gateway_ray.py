@@ -1,17 +1,25 @@
-"""`triage serve --ray`: the gateway as a Ray Serve deployment with two replicas on a real
-two-node Ray cluster, sharing Redis: it answers as the single process does, and its keys'
-limits hold across replicas."""
+"""`triage serve --ray`: the gateway as a Ray Serve deployment on a real two-node Ray
+cluster. Two replicas sharing Redis answer as the single process does and hold a key's
+limits across replicas; an embedded model runs as its own deployment, and routers' query
+embeddings are batched across requests by one embedder deployment."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
+import pytest
 from servers.processes import free_port, ray_cluster, redis_server, write_config
 
 from llmtriage.serving.guard import key_hash
@@ -19,8 +27,54 @@ from llmtriage.serving.guard import key_hash
 KEY = "tri-ray-key-limited"
 
 
-def test_two_serve_replicas_answer_and_share_a_rate_limit(up, tmp_path):
-    with redis_server(tmp_path) as state, ray_cluster(nodes=2) as address:
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    with ray_cluster(nodes=2) as address:
+        yield address
+
+
+@contextmanager
+def served_on_ray(config: Path, address: str, replicas: int, log_path: Path) -> Iterator[str]:
+    """``triage serve --ray`` in its own process group until the block ends; its URL."""
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmtriage.cli", "serve", "--config", str(config),
+         "--ray", address, "--replicas", str(replicas), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, log_path.read_text()
+            assert time.time() < deadline, log_path.read_text()
+            time.sleep(1)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=90)
+        log.close()
+
+
+def on_cluster(address: str, code: str) -> str:
+    """Run ``code`` in a driver joined to the cluster (``ray`` and ``serve`` imported);
+    what it prints."""
+    done = subprocess.run([sys.executable, "-c", (
+        "import ray, sys; from ray import serve; ray.init(address=sys.argv[1], "
+        "logging_level='ERROR'); " + code), address],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_two_serve_replicas_answer_and_share_a_rate_limit(up, tmp_path, cluster):
+    with redis_server(tmp_path) as state:
         config = write_config(tmp_path / "gateway.toml", up, {
             "ok": {"remote_name": "ok", "max_concurrency": 64}}, extra=f"""
 [gateway]
@@ -37,24 +91,7 @@ name = "p"
 kind = "single"
 model = "ok"
 """)
-        port = free_port()
-        log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llmtriage.cli", "serve", "--config", str(config),
-             "--ray", address, "--replicas", "2", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 180
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                assert time.time() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(1)
+        with served_on_ray(config, cluster, 2, tmp_path / "serve.log") as url:
 
             def ask(_: int) -> httpx.Response:
                 return httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
@@ -63,18 +100,83 @@ model = "ok"
 
             with ThreadPoolExecutor(30) as pool:
                 replies = list(pool.map(ask, range(30)))
-            status = subprocess.run([sys.executable, "-c", (
-                "import ray, sys; from ray import serve; ray.init(address=sys.argv[1], "
-                "logging_level='ERROR'); d = serve.status().applications['triage']"
-                ".deployments['triage-gateway']; print(d.replica_states)"), address],
-                capture_output=True, text=True, timeout=120)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
-            log.close()
-    assert "'RUNNING': 2" in status.stdout, status.stdout + status.stderr
+            status = on_cluster(cluster, "print(serve.status().applications['triage']"
+                                ".deployments['triage-gateway'].replica_states)")
+    assert "'RUNNING': 2" in status, status
     codes = [r.status_code for r in replies]
     assert codes.count(200) == 10 and codes.count(429) == 20, codes
     answered = [r.json() for r in replies if r.status_code == 200]
     assert all(a["triage"]["answered_by"] == "ok" for a in answered)
+
+
+def knn_artifact(tmp_path: Path, models: tuple[str, str]) -> Path:
+    """A kNN router over two models (MiniLM features), fitted on a small made-up table."""
+    from llmtriage.data.loaders import load_table
+    from llmtriage.policies.artifacts import save
+    from llmtriage.policies.routers.knn import KNNRouter
+
+    rng = np.random.default_rng(0)
+    words = "river planet code python sum product capital city energy prime".split()
+    rows = [{"prompt_id": f"p{i}", "prompt": " ".join(rng.choice(words, 8)) + f" {i}?",
+             "model": model, "quality": float(rng.random() < p), "cost_usd": cost}
+            for i in range(80) for model, p, cost in ((models[0], 0.5, 1e-7),
+                                                      (models[1], 0.8, 1e-5))]
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    router = KNNRouter(k=10).fit(load_table(f"long:{tmp_path / 'train.csv'}"))
+    return save(router, tmp_path / "router.npz")
+
+
+def test_embedded_model_and_embedder_are_their_own_deployments(up, tmp_path, cluster):
+    artifact = knn_artifact(tmp_path, ("small", "ok"))
+    config = write_config(tmp_path / "gateway.toml", up, {
+        "ok": {"remote_name": "ok", "max_concurrency": 64}}, extra=f"""
+[[models]]
+name = "small"
+backend = "llamacpp"
+local = "smollm2-135m"
+n_threads = 1
+
+[gateway]
+request_log = ""
+
+[ray]
+embed_batch = 32
+embed_wait_ms = 20
+
+[[policies]]
+name = "r"
+artifact = "{artifact}"
+""")
+    prompts = [f"question {i}: what is {i} times {i + 3}?" for i in range(24)]
+    with served_on_ray(config, cluster, 1, tmp_path / "serve.log") as url:
+        direct = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+            "model": "small", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Name a colour."}]})
+
+        def ask(prompt: str) -> httpx.Response:
+            return httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+                "model": "r", "max_tokens": 4, "messages": [{"role": "user",
+                                                              "content": prompt}]})
+
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            routed = list(pool.map(ask, prompts))
+        report = on_cluster(cluster, (
+            "apps = serve.status().applications; "
+            "print({n: {d: str(s.status.value) for d, s in a.deployments.items()} "
+            "for n, a in apps.items()}); "
+            "import json; print(json.dumps(serve.get_deployment_handle("
+            "'triage-embedder', 'triage-embedder').counts.remote().result()))"))
+    assert direct.status_code == 200, direct.text
+    answer = direct.json()
+    assert answer["triage"]["answered_by"] == "small"
+    assert answer["choices"][0]["message"]["content"].strip()
+    assert answer["usage"]["completion_tokens"] > 0
+    assert [r.status_code for r in routed] == [200] * len(prompts), [r.text for r in routed]
+    assert {r.json()["triage"]["answered_by"] for r in routed} <= {"small", "ok"}
+    states, counts = report.strip().splitlines()[-2:]
+    for deployment in ("triage-gateway", "triage-model-small", "triage-embedder"):
+        assert f"'{deployment}': 'HEALTHY'" in states, states
+    counts = json.loads(counts)
+    # Every routed prompt was embedded by the shared deployment, in fewer batches than texts.
+    assert counts["texts"] >= len(prompts), counts
+    assert counts["batches"] < counts["texts"], counts

@@ -84,3 +84,7 @@ class LiveOptions:
     #: Whether a failing model may be replaced by another (a request naming one model
     #: directly must get that model or an error).
     fallback: bool = True
+    #: Take each decision on a worker thread: for policies whose decisions embed the query
+    #: (milliseconds of model work that would otherwise stall every other request on the
+    #: event loop, and that may wait on a shared embedder elsewhere).
+    decide_in_thread: bool = False

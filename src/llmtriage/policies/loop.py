@@ -108,7 +108,13 @@ async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries,
         options = replace(options, signal=policy.live_signal())
     later = replace(options, sink=None)  # only the first answer streams
     episode = Episode(policy, backend.models, queries)
-    while groups := episode.pending():
+
+    async def pending() -> list[tuple[int, np.ndarray]]:
+        if options.decide_in_thread:
+            return await asyncio.to_thread(episode.pending)
+        return episode.pending()
+
+    while groups := await pending():
         first = episode.state.n_steps
         results = await asyncio.gather(*(
             backend.acall(m, queries, idx,

@@ -34,8 +34,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmtriage.backends.catalog import Catalog
+from llmtriage.backends.live import LiveBackend
 from llmtriage.backends.pool import ModelPool
 from llmtriage.policies.base import Policy
+from llmtriage.policies.routers.base import quality_routers
 from llmtriage.serving.config import ClientKey, GatewayConfig, GatewaySettings
 from llmtriage.serving.guard import Refused
 from llmtriage.serving.middleware import BodyLimit
@@ -43,6 +45,7 @@ from llmtriage.serving.requests import CLIENT_GONE, Failure, Job, RequestPath
 from llmtriage.serving.schemas import ChatBody, CompletionBody, ErrorBody, FeedbackBody, error
 from llmtriage.serving.sessions import MAX_SESSION_ID
 from llmtriage.serving.streaming import Shape, disconnected, first_stream
+from llmtriage.signals.embedder import Embedder
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -252,16 +255,26 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     return app
 
 
-def build_gateway(config: GatewayConfig, catalog: Catalog) -> tuple[FastAPI, list[str]]:
+def build_gateway(config: GatewayConfig, catalog: Catalog,
+                  backends: dict[str, LiveBackend] | None = None,
+                  embedder: Embedder | None = None) -> tuple[FastAPI, list[str]]:
     """The gateway a config describes (its policies built or loaded, a circuit breaker per
     model), and the names of its policies: what ``triage serve`` runs, alone or as each
-    Ray Serve replica."""
+    Ray Serve replica. A replica passes ``backends`` that reach the embedded models'
+    own deployments, and an ``embedder`` shared by its routers where they embed with the
+    same model."""
     from llmtriage.backends.breaker import CircuitBreaker
     from llmtriage.serving.config import build_policies
     from llmtriage.signals.logprob import min_logprob
 
     policies = build_policies(config, catalog)
+    if embedder is not None:
+        for policy in policies.values():
+            for router in quality_routers(policy):
+                if router.embedder_ is not None and router.embedder_.name == embedder.name:
+                    router.with_embedder(embedder)
     settings = config.gateway
     pool = ModelPool(catalog, confidence=min_logprob, fallback=settings.fallback,
-                     breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s))
+                     breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s),
+                     backends=backends)
     return create_app(pool, policies, settings, config.keys), list(policies)

@@ -146,6 +146,24 @@ class PolicySpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class RaySettings(BaseModel):
+    """How ``triage serve --ray`` lays the gateway out on a cluster (ignored without it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: CPUs each gateway replica reserves.
+    gateway_cpus: float = Field(0.5, gt=0)
+    #: Each embedded model is its own deployment, each replica reserving the model's
+    #: n_threads CPUs; Serve scales it between 1 and this many replicas on its queue.
+    model_max_replicas: int = Field(2, ge=1, le=64)
+    #: Calls waiting or running per model replica that Serve aims for when it scales.
+    model_target_queue: float = Field(2.0, gt=0)
+    #: Routers' query embeddings, batched across requests and gateway replicas by one
+    #: embedder deployment: at most this many texts a batch, waiting at most this long.
+    embed_batch: int = Field(16, ge=1, le=256)
+    embed_wait_ms: float = Field(5.0, ge=0, le=1000)
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -155,6 +173,7 @@ class GatewayConfig(BaseModel):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     keys: list[ClientKey] = Field(default_factory=list)
     policies: list[PolicySpec] = Field(default_factory=list)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     @model_validator(mode="after")
     def _names(self) -> GatewayConfig:

@@ -30,6 +30,7 @@ from llmtriage.backends.pool import ModelPool, TokenSink
 from llmtriage.policies.base import Policy, Trace
 from llmtriage.policies.baselines import SingleModel
 from llmtriage.policies.loop import PolicyError, arun_policy
+from llmtriage.policies.routers.base import quality_routers
 from llmtriage.policies.sticky import Sticky
 from llmtriage.serving.config import ClientKey, GatewaySettings
 from llmtriage.serving.guard import Admission, KeyRing, Refused
@@ -163,6 +164,8 @@ class RequestPath:
         #: What runs each policy: itself, within sticky sessions when they are on.
         self.runners: dict[str, Policy] = {
             name: Sticky(p) if settings.sticky_sessions else p for name, p in policies.items()}
+        #: Policies whose decisions embed the query: decided off the event loop.
+        self.embedding = {name for name, p in policies.items() if quality_routers(p)}
         self.settings = settings
         where = settings.database_url or settings.request_log
         self.log = RequestLog(where, settings.log_text) if where else None
@@ -225,7 +228,8 @@ class RequestPath:
         is_policy = job.policy_name in self.policies
         policy = self.runners[job.policy_name] if is_policy else SingleModel(job.policy_name)
         pinned = await self.pinned(job)
-        options = LiveOptions(sink=sink, fallback=is_policy)
+        options = LiveOptions(sink=sink, fallback=is_policy,
+                              decide_in_thread=job.policy_name in self.embedding)
         if is_policy and self.policies[job.policy_name].learns:
             for lesson in await self.state.lessons(job.policy_name):  # other replicas'
                 self.policies[job.policy_name].learn(lesson.context, lesson.model,

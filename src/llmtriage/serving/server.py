@@ -22,15 +22,17 @@ import resource
 import time
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from llmtriage.serving.config import GatewaySettings
 
 
-def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a connection cap and a header deadline."""
+def guarded_protocol(max_connections: int, header_timeout_s: float
+                     ) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol (a C parser: a third of h11's CPU per request) with a
+    connection cap and a header deadline."""
 
-    class Guarded(H11Protocol):
+    class Guarded(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= max_connections:
                 transport.abort()

@@ -91,7 +91,8 @@ class MiniLMEmbedder:
                                              providers=["CPUExecutionProvider"])
         self._tokenizer = tokenizer
 
-    def _run(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """The vectors of ``texts``, computed now (no cache): what a shared embedder serves."""
         if self._session is None:
             self._load()
         encoded = self._tokenizer.encode_batch(texts)
@@ -115,7 +116,7 @@ class MiniLMEmbedder:
                 order = sorted(missing.items(), key=lambda kv: len(kv[1]))  # less padding
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start : start + self.batch_size]
-                    vectors = self._run([t for _, t in batch])
+                    vectors = self.encode([t for _, t in batch])
                     for (k, _), v in zip(batch, vectors, strict=True):
                         self._memory[k] = v
                 self._dirty = True

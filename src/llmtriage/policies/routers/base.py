@@ -27,6 +27,16 @@ from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
 from llmtriage.signals.embedder import Embedder, default_embedder, text_features
 
 
+def quality_routers(policy: Policy) -> list[QualityRouter]:
+    """The quality routers a policy decides with (itself, the policy it wraps, its members,
+    a cascade routing's router): the parts that embed each query before a decision."""
+    if isinstance(policy, QualityRouter):
+        return [policy]
+    parts = [getattr(policy, "policy", None), getattr(policy, "router", None),
+             *getattr(policy, "members_", ())]
+    return [r for part in parts if isinstance(part, Policy) for r in quality_routers(part)]
+
+
 class QualityRouter(Policy):
     name = "router"
     requires_fit = True
