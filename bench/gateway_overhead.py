@@ -12,28 +12,34 @@ All on loopback, against one fixed-answer upstream (bench/servers/fixed_upstream
 - Triage, a model passed through with its keys' limits in Redis (``state_url``; a
   redis-server on loopback, started by this script) instead of in memory;
 - with ``--ray``: the same on Ray Serve (``triage serve --ray``, Redis state), with 1 and
-  with 2 replicas, on a two-node Ray cluster on this machine (started by this script);
+  with 2 replicas, on a two-node Ray cluster on this machine (started by this script),
+  passing through and routing with kNN (the embeddings batched by the shared embedder
+  deployment);
 - LiteLLM proxy (`litellm[proxy]`, installed by this script into bench/.litellm-venv, its own
   environment, not a dependency of Triage).
 
 Each target gets 300 sequential requests (latency: p50 and p99, and the p50 added over
-direct) and ``--requests`` with ``--concurrency`` in flight (throughput, and for Triage the
-gateway's CPU milliseconds per request, from /proc). The client key has a rate limit and a
-budget (both far from binding), so every request is admitted and settled. Every process
-shares this machine's 2 cores with the load generator, so absolute figures are low; the
-comparison is what counts. Target: Triage's added latency below LiteLLM's.
+direct) and ``--requests`` with ``--concurrency`` in flight (throughput, and the
+gateway's CPU milliseconds per request, from /proc; on Ray, of every Ray process: Serve's
+proxy, the replicas and the cluster's own daemons). The client key has a rate limit and a
+budget (both far from binding), so every request is admitted and settled. The gateways
+(and the Ray cluster) are pinned to the first core, the upstream and the load generator to
+the others, so a gateway's CPU is its own. Target: Triage's added latency below
+LiteLLM's, and a passed-through request at most 1 ms of gateway CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -82,6 +88,27 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ray_cpu_seconds() -> float:
+    """CPU time so far of every Ray process on this machine (workers named ray::..., the
+    raylets, the GCS, the Serve driver), this script excepted."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            if b"ray" in command:
+                total += cpu_seconds(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
+#: The gateways' core, and the upstream's and load generator's.
+CORES = sorted(os.sched_getaffinity(0))
+GATEWAY_CORES, LOAD_CORES = {CORES[0]}, set(CORES[1:]) or {CORES[0]}
 
 
 def litellm_binary() -> Path:
@@ -148,20 +175,30 @@ def ray_rows(work: Path, measure) -> list[dict]:  # noqa: ANN001
     from servers.processes import ray_cluster
 
     rows = []
-    with ray_cluster(nodes=2) as address:
+    os.sched_setaffinity(0, GATEWAY_CORES)  # the cluster's processes inherit the gateway core
+    try:
+        cluster = ray_cluster(nodes=2)
+        address = cluster.__enter__()
+    finally:
+        os.sched_setaffinity(0, LOAD_CORES)
+    try:
         for replicas in (1, 2):
             port = free_port()
             proc = start([sys.executable, "-m", "llmtriage.cli", "serve", "--config",
                           str(work / "redis.toml"), "--ray", address, "--replicas",
                           str(replicas), "--port", str(port)],
                          f"http://127.0.0.1:{port}/health", work / f"ray-{replicas}.log")
+            os.sched_setaffinity(proc.pid, GATEWAY_CORES)
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
             try:
-                rows.append(measure(f"Triage on Ray Serve, {replicas} replica(s)",
-                                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                                    "fixed-a", None))
+                for what, model in (("pass-through", "fixed-a"), ("kNN router", "router")):
+                    rows.append(measure(f"Triage on Ray Serve, {replicas} replica(s), {what}",
+                                        url, model, ray_cpu_seconds))
             finally:
                 proc.terminate()
                 proc.wait(timeout=120)
+    finally:
+        cluster.__exit__(None, None, None)
     return rows
 
 
@@ -177,6 +214,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="triage-overhead-"))
     procs: list[subprocess.Popen] = []
+    os.sched_setaffinity(0, LOAD_CORES)  # the upstream inherits it; gateways are moved
     try:
         up_port = free_port()
         upstream = f"http://127.0.0.1:{up_port}"
@@ -189,6 +227,7 @@ def main() -> None:
                             str(bare), upstream], f"http://127.0.0.1:{bare}/v1/models",
                            work / "bare.log"))
         targets["bare proxy"] = (f"http://127.0.0.1:{bare}/v1/chat/completions", "fixed")
+        bare_pid = procs[-1].pid
 
         artifact = router_artifact(work)
         models = "\n".join(
@@ -217,13 +256,15 @@ artifact = "{artifact}"
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         targets["Triage pass-through"] = (url, "fixed-a")
         targets["Triage kNN router"] = (url, "router")
-        pids = {"Triage pass-through": procs[-1].pid, "Triage kNN router": procs[-1].pid}
+        pids = {"bare proxy": bare_pid, "Triage pass-through": procs[-1].pid,
+                "Triage kNN router": procs[-1].pid}
 
         if not args.no_redis:
             rport = free_port()
             procs.append(subprocess.Popen(
                 ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL))
+            redis_pid = procs[-1].pid
             time.sleep(0.5)
             (work / "redis.toml").write_text(config.replace(
                 "max_in_flight = 256", f'max_in_flight = 256\nstate_url = '
@@ -236,6 +277,7 @@ artifact = "{artifact}"
             targets["Triage pass-through, Redis state"] = (
                 f"http://127.0.0.1:{rgw}/v1/chat/completions", "fixed-a")
             pids["Triage pass-through, Redis state"] = procs[-1].pid
+            pids["redis-server"] = redis_pid
         if not args.no_litellm:
             (work / "litellm.yaml").write_text(f"""model_list:
   - model_name: fixed
@@ -257,22 +299,33 @@ general_settings:
                                     "LITELLM_LOG": "ERROR"}))
             targets["LiteLLM proxy"] = (f"http://127.0.0.1:{lport}/v1/chat/completions",
                                         "fixed")
+            pids["LiteLLM proxy"] = procs[-1].pid
 
-        def measure(name: str, target: str, model: str, pid: int | None) -> dict:
+        def measure(name: str, target: str, model: str, cpu_of: Callable[[], float] | None
+                    ) -> dict:
             asyncio.run(load(target, model, 50, 4, f"warm-{name}"))  # warm-up
             seq = asyncio.run(load(target, model, args.sequential, 1, f"seq-{name}"))
-            cpu = cpu_seconds(pid) if pid is not None else None
+            cpu = cpu_of() if cpu_of is not None else None
             par = asyncio.run(load(target, model, args.requests, args.concurrency,
                                    f"par-{name}"))
-            cpu_ms = ((cpu_seconds(pid) - cpu) * 1000 / args.requests
-                      if cpu is not None else float("nan"))
+            cpu_ms = ((cpu_of() - cpu) * 1000 / args.requests
+                      if cpu_of is not None and cpu is not None else float("nan"))
             print(f"  measured {name}", flush=True)
             return {"target": name, "p50_ms": seq["p50_ms"], "p99_ms": seq["p99_ms"],
                     "rps": par["rps"], "loaded_p50_ms": par["p50_ms"],
                     "loaded_p99_ms": par["p99_ms"], "cpu_ms_per_request": cpu_ms,
                     "failures": seq["failures"] + par["failures"]}
 
-        rows = [measure(name, target, model, pids.get(name))
+        for pid in pids.values():
+            os.sched_setaffinity(pid, GATEWAY_CORES)
+        def cpu_of(name: str) -> Callable[[], float] | None:
+            if name not in pids:
+                return None
+            if name.endswith("Redis state"):  # the gateway's and Redis's CPU together
+                return lambda: cpu_seconds(pids[name]) + cpu_seconds(pids["redis-server"])
+            return functools.partial(cpu_seconds, pids[name])
+
+        rows = [measure(name, target, model, cpu_of(name))
                 for name, (target, model) in targets.items()]
         if args.ray and not args.no_redis:
             rows += ray_rows(work, measure)

@@ -136,12 +136,15 @@ def test_large_prompts_and_many_sessions_do_not_grow_memory(gw):
             assert r.status_code == 200, r.text
 
     burst(0, 30)  # warm up allocators and caches
-    before = rss_kib(g.proc.pid)
-    burst(30, 120)
-    grown_mib = (rss_kib(g.proc.pid) - before) / 1024
-    # Before the fix each response kept its prompt for feedback: +25 MiB here (measured),
-    # growing without bound; now about +1.5 MiB, allocator noise.
-    assert grown_mib < 10, f"RSS grew {grown_mib:.0f} MiB over 120 large requests"
+    rss = [rss_kib(g.proc.pid)]
+    for first in (30, 90):
+        burst(first, 60)
+        rss.append(rss_kib(g.proc.pid))
+    grown_mib = [(b - a) / 1024 for a, b in zip(rss, rss[1:], strict=False)]
+    # Before the fix each response kept its prompt for feedback: +12.5 MiB every 60 requests
+    # here (measured), without bound; now about +1 MiB, allocator noise. A leak grows in
+    # both halves; a one-off step (a new allocator arena on a loaded machine) in one only.
+    assert min(grown_mib) < 5, f"RSS grew {grown_mib} MiB over two bursts of 60 requests"
 
 
 # 8: feedback -----------------------------------------------------------------------------

@@ -41,10 +41,12 @@ model = "ok"
             assert "requestBody" in chat and {"400", "401", "404", "429", "502"} <= set(
                 chat["responses"])
             st = Path(sys.executable).with_name("st")
+            # One worker: with two, CPython 3.11's ast module can fail inside the case
+            # generator ("AST constructor recursion depth mismatch"), a race in the tool.
             run = subprocess.run(
                 [str(st), "--config-file", str(CONFIG), "run", f"{g.url}/openapi.json",
                  "--checks", "all", "-H", f"Authorization: Bearer {KEY}",
-                 "--max-examples", "400", "--seed", "7", "--workers", "2",
+                 "--max-examples", "400", "--seed", "7", "--workers", "1",
                  "--request-timeout", "60"],
                 capture_output=True, text=True, timeout=600)
             g.stop()

@@ -223,9 +223,16 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
+class Server(ThreadingHTTPServer):
+    #: A real server's listen backlog (the standard library's is 5: a burst of new
+    #: connections would see dropped SYNs and second-long connect retries, a fault nobody
+    #: asked this server to inject).
+    request_queue_size = 1024
+
+
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     print(f"listening {server.server_address[1]}", flush=True)
     server.serve_forever()
