@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 import pandas as pd
@@ -142,24 +143,30 @@ def router_artifact(work: Path) -> Path:
 
 
 async def load(url: str, model: str, n: int, concurrency: int, tag: str) -> dict:
+    """``n`` requests, ``concurrency`` in flight, from an aiohttp client (a tenth of httpx's
+    CPU per request, so that one core of load keeps a gateway busy)."""
     latencies: list[float] = []
     failures = 0
     counter = iter(range(n))
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: aiohttp.ClientSession) -> None:
         nonlocal failures
         for i in counter:
             body = {"model": model, "max_tokens": 8, "messages": [
                 {"role": "user", "content": f"{tag} question {i}: what is {i} plus {i + 7}?"}]}
             t = time.perf_counter()
-            r = await client.post(url, json=body)
+            async with client.post(url, json=body) as r:
+                text = await r.text()
             latencies.append((time.perf_counter() - t) * 1000)
-            if r.status_code != 200:
+            if r.status != 200:
                 failures += 1
+                if failures == 1:
+                    print(f"    {tag}: first failure {r.status}: {text[:300]}", flush=True)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits,
-                                 headers={"authorization": f"Bearer {CLIENT_KEY}"}) as client:
+    async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency),
+            timeout=aiohttp.ClientTimeout(total=120),
+            headers={"authorization": f"Bearer {CLIENT_KEY}"}) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,27 @@ def _deployments(serve: Any) -> tuple[type, type]:
     return ModelServer, EmbedderServer
 
 
+def wait_for_routes(host: str, port: int, timeout_s: float = 120.0, in_a_row: int = 20
+                    ) -> None:
+    """Return once Serve's HTTP proxies route to the gateway: ``serve.run`` returns when
+    the replicas are up, but each node's proxy learns the route a moment later and answers
+    404 until then. Each probe is a new connection, so that every proxy sharing the port
+    gets asked."""
+    import httpx
+
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}/-/routes"
+    deadline, good = time.monotonic() + timeout_s, 0
+    while good < in_a_row:
+        try:
+            good = good + 1 if "/" in httpx.get(url, timeout=2).json() else 0
+        except (httpx.HTTPError, ValueError):
+            good = 0
+        if time.monotonic() > deadline:
+            raise DataError(f"Serve's proxy on port {port} did not route to the gateway "
+                            f"within {timeout_s:g} s")
+        time.sleep(0.05)
+
+
 def deploy(config: Path | None, address: str, replicas: int, host: str, port: int) -> None:
     """Run the gateway on the cluster until SIGTERM or SIGINT, then take it down."""
     try:
@@ -201,6 +223,7 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
     for name, child in children.items():
         serve.run(child, name=name, route_prefix=None)
     serve.run(gateway.bind(), name=APP, route_prefix="/")
+    wait_for_routes(host, port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
