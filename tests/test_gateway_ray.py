@@ -165,7 +165,7 @@ artifact = "{artifact}"
             "print({n: {d: str(s.status.value) for d, s in a.deployments.items()} "
             "for n, a in apps.items()}); "
             "import json; print(json.dumps(serve.get_deployment_handle("
-            "'triage-embedder', 'triage-embedder').counts.remote().result()))"))
+            "'triage-embedder', 'triage').counts.remote().result()))"))
     assert direct.status_code == 200, direct.text
     answer = direct.json()
     assert answer["triage"]["answered_by"] == "small"

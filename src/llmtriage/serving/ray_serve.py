@@ -129,8 +129,8 @@ def _deployments(serve: Any) -> tuple[type, type]:
     return ModelServer, EmbedderServer
 
 
-def wait_for_routes(host: str, port: int, timeout_s: float = 120.0, in_a_row: int = 20
-                    ) -> None:
+def wait_for_routes(host: str, port: int, stop: threading.Event, timeout_s: float = 120.0,
+                    in_a_row: int = 20) -> None:
     """Return once Serve's HTTP proxies route to the gateway: ``serve.run`` returns when
     the replicas are up, but each node's proxy learns the route a moment later and answers
     404 until then. Each probe is a new connection, so that every proxy sharing the port
@@ -139,7 +139,7 @@ def wait_for_routes(host: str, port: int, timeout_s: float = 120.0, in_a_row: in
 
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}/-/routes"
     deadline, good = time.monotonic() + timeout_s, 0
-    while good < in_a_row:
+    while good < in_a_row and not stop.is_set():
         try:
             good = good + 1 if "/" in httpx.get(url, timeout=2).json() else 0
         except (httpx.HTTPError, ValueError):
@@ -162,7 +162,7 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
 
     config_path = str(config.resolve()) if config is not None else None
     cfg = load_gateway_config(config_path)
-    catalog, layout = cfg.catalog(), cfg.ray
+    catalog = cfg.catalog()
     local = [m.name for m in catalog.models if m.backend == "llamacpp"]
     # Which MiniLM the routers embed with (the policies are built here once to see).
     minilm = sorted({r.embedder_.name for p in build_policies(cfg, catalog).values()
@@ -179,12 +179,12 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
         from llmtriage.signals.embedder import MiniLMEmbedder
 
         here = load_gateway_config(config_path)
-        handles = {m: replica_serve.get_deployment_handle(model_deployment(m),
-                                                          model_deployment(m)) for m in local}
+        handles = {m: replica_serve.get_deployment_handle(model_deployment(m), APP)
+                   for m in local}
         embedder = None
         if minilm:
             like = MiniLMEmbedder(max_tokens=int(minilm[0].rsplit("left", 1)[1]))
-            embedder = ServeEmbedder(replica_serve.get_deployment_handle(EMBEDDER, EMBEDDER),
+            embedder = ServeEmbedder(replica_serve.get_deployment_handle(EMBEDDER, APP),
                                      like.name, like.dim)
         backends = {"llamacpp": ServeModels(handles)} if local else None
         return build_gateway(here, here.catalog(), backends, embedder)[0]
@@ -193,7 +193,26 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise DataError(f"cannot join the Ray cluster at {address}: {exc}") from None
-    serve.start(http_options={"host": host, "port": port})
+    # From here on SIGTERM and SIGINT take the application down (Ray's own handler would
+    # end the process and leave Serve running on the cluster).
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        run_application(serve, config_path, cfg, local, minilm, build_app, replicas)
+        wait_for_routes(host, port, stop)
+        stop.wait()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def run_application(serve: Any, config_path: str | None, cfg: Any, local: list[str],
+                    minilm: list[str], build_app: Any, replicas: int) -> None:
+    """One Serve application: the gateway as its ingress, bound to the models' and the
+    embedder's deployments (which makes them part of it; replicas reach them by name)."""
+    catalog, layout = cfg.catalog(), cfg.ray
     model_server, embedder_server = _deployments(serve)
     children: dict[str, Any] = {}
     for name in local:
@@ -218,17 +237,4 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
         # Each replica admits and queues as the single process does (Serve's default of 5
         # requests per replica would make its proxy the queue).
         max_ongoing_requests=cfg.gateway.max_in_flight + cfg.gateway.max_queue)
-    # The models and the embedder first, each its own application with no HTTP route (the
-    # gateway replicas reach them by name), then the gateway.
-    for name, child in children.items():
-        serve.run(child, name=name, route_prefix=None)
-    serve.run(gateway.bind(), name=APP, route_prefix="/")
-    wait_for_routes(host, port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        stop.wait()
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    serve.run(gateway.bind(*children.values()), name=APP, route_prefix="/")
