@@ -5,6 +5,7 @@ embeddings are batched across requests by one embedder deployment."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,7 +21,13 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from servers.processes import free_port, ray_cluster, redis_server, write_config
+from servers.processes import (
+    free_port,
+    postgres_server,
+    ray_cluster,
+    redis_server,
+    write_config,
+)
 
 from llmtriage.serving.guard import key_hash
 
@@ -180,3 +187,71 @@ artifact = "{artifact}"
     # Every routed prompt was embedded by the shared deployment, in fewer batches than texts.
     assert counts["texts"] >= len(prompts), counts
     assert counts["batches"] < counts["texts"], counts
+
+
+def test_a_serve_replica_killed_under_load_loses_no_acknowledged_request(up, tmp_path,
+                                                                         cluster):
+    """100 clients through Serve's proxy to two gateway replicas sharing one log; one
+    replica's process is SIGKILLed: every client gets an HTTP answer (a 200 or an error
+    status, never a dropped connection), every 200 is in the log, Serve brings the replica
+    back, and the gateway serves on."""
+    import psycopg
+
+    with redis_server(tmp_path) as state, postgres_server() as log_db:
+        config = write_config(tmp_path / "gateway.toml", up, {
+            "ok": {"remote_name": "ok", "max_concurrency": 128}}, extra=f"""
+[gateway]
+database_url = "{log_db}"
+state_url = "{state}"
+""")
+        with served_on_ray(config, cluster, 2, tmp_path / "serve.log") as url:
+            replicas = subprocess.run(["pgrep", "-f", "ServeReplica:triage:triage-gateway"],
+                                      capture_output=True, text=True).stdout.split()
+            assert len(replicas) == 2, replicas
+            statuses: list[int] = []
+            acknowledged: list[str] = []
+            dropped = 0
+
+            async def load() -> None:
+                nonlocal dropped
+                async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(
+                        max_connections=100)) as client:
+                    async def worker(w: int) -> None:
+                        nonlocal dropped
+                        for i in range(6):
+                            try:
+                                r = await client.post(f"{url}/v1/chat/completions", json={
+                                    "model": "ok", "messages": [
+                                        {"role": "user", "content": f"load {w}.{i}"}]})
+                            except httpx.HTTPError:
+                                dropped += 1
+                                continue
+                            statuses.append(r.status_code)
+                            if r.status_code == 200:
+                                acknowledged.append(r.json()["id"])
+
+                    async def killer() -> None:
+                        await asyncio.sleep(1.0)
+                        os.kill(int(replicas[0]), signal.SIGKILL)
+
+                    await asyncio.gather(killer(), *(worker(w) for w in range(100)))
+
+            asyncio.run(load())
+            assert not Path(f"/proc/{replicas[0]}").exists()  # the replica did die
+            deadline = time.time() + 120
+            while True:  # Serve replaces the dead replica
+                status = on_cluster(cluster, "print(serve.status().applications['triage']"
+                                    ".deployments['triage-gateway'].replica_states)")
+                if "'RUNNING': 2" in status or time.time() > deadline:
+                    break
+                time.sleep(2)
+            after = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+                "model": "ok", "messages": [{"role": "user", "content": "after"}]})
+        with psycopg.connect(log_db) as db:
+            logged = {r[0] for r in db.execute("SELECT id FROM requests WHERE status = 200")}
+    assert dropped == 0, f"{dropped} requests got no HTTP answer"
+    assert len(statuses) == 600 and set(statuses) <= {200, 500, 502, 503}, set(statuses)
+    assert statuses.count(200) >= 300, statuses.count(200)  # the survivor kept serving
+    assert "'RUNNING': 2" in status, status
+    assert after.status_code == 200, after.text
+    assert not set(acknowledged) - logged
