@@ -112,6 +112,24 @@ CORES = sorted(os.sched_getaffinity(0))
 GATEWAY_CORES, LOAD_CORES = {CORES[0]}, set(CORES[1:]) or {CORES[0]}
 
 
+def gateway_config(upstream: str, work: Path, models: tuple[str, ...]) -> str:
+    """The benchmarked gateway: ``models`` passed through to the upstream's fixed answer, a
+    keyed client whose rate limit and budget never bind, the request log on."""
+    return "\n".join(
+        f'[[models]]\nname = "{name}"\nbackend = "openai"\nendpoint = "{upstream}/v1"\n'
+        f'remote_name = "fixed"\nmax_concurrency = 256\n' for name in models) + f"""
+[[keys]]
+name = "bench"
+sha256 = "{key_hash(CLIENT_KEY)}"
+requests_per_minute = 1e9
+budget_usd = 1e9
+
+[gateway]
+request_log = "{work / 'requests.sqlite'}"
+max_in_flight = 256
+"""
+
+
 def litellm_binary() -> Path:
     binary = LITELLM_VENV / "bin" / "litellm"
     if not binary.exists():
@@ -237,20 +255,7 @@ def main() -> None:
         bare_pid = procs[-1].pid
 
         artifact = router_artifact(work)
-        models = "\n".join(
-            f'[[models]]\nname = "{name}"\nbackend = "openai"\nendpoint = "{upstream}/v1"\n'
-            f'remote_name = "fixed"\nmax_concurrency = 256\n' for name in ("fixed-a", "fixed-b"))
-        config = models + f"""
-[[keys]]
-name = "bench"
-sha256 = "{key_hash(CLIENT_KEY)}"
-requests_per_minute = 1e9
-budget_usd = 1e9
-
-[gateway]
-request_log = "{work / 'requests.sqlite'}"
-max_in_flight = 256
-
+        config = gateway_config(upstream, work, ("fixed-a", "fixed-b")) + f"""
 [[policies]]
 name = "router"
 artifact = "{artifact}"

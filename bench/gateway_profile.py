@@ -31,15 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_overhead import (  # noqa: E402
-    CLIENT_KEY,
     HERE,
     cpu_seconds,
     free_port,
+    gateway_config,
     load,
     start,
 )
-
-from llmtriage.serving.guard import key_hash  # noqa: E402
 
 #: Libraries a frame's file may belong to, most specific first.
 LIBRARIES = ("llmtriage", "aiohttp", "uvloop", "httpx", "httpcore", "h11", "anyio",
@@ -74,24 +72,7 @@ def main() -> None:
         upstream = f"http://127.0.0.1:{up_port}"
         procs.append(start([sys.executable, str(HERE / "servers" / "fixed_upstream.py"),
                             str(up_port)], f"{upstream}/v1/models", work / "upstream.log"))
-        (work / "triage.toml").write_text(f"""
-[[models]]
-name = "fixed-a"
-backend = "openai"
-endpoint = "{upstream}/v1"
-remote_name = "fixed"
-max_concurrency = 256
-
-[[keys]]
-name = "bench"
-sha256 = "{key_hash(CLIENT_KEY)}"
-requests_per_minute = 1e9
-budget_usd = 1e9
-
-[gateway]
-request_log = "{work / 'requests.sqlite'}"
-max_in_flight = 256
-""")
+        (work / "triage.toml").write_text(gateway_config(upstream, work, ("fixed-a",)))
         port = free_port()
         gateway = start([sys.executable, "-m", "llmtriage.cli", "serve", "--port", str(port),
                          "--config", str(work / "triage.toml")],
