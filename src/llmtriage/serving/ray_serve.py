@@ -36,6 +36,7 @@ import numpy as np
 
 from llmtriage.backends.live import BackendError, ChatRequest, Completion
 from llmtriage.data.errors import DataError
+from llmtriage.signals.embedder import MiniLMEmbedder, embedder_named
 
 APP = "triage"
 GATEWAY = "triage-gateway"
@@ -109,8 +110,6 @@ def _deployments(serve: Any) -> tuple[type, type]:
         """MiniLM, loaded once; every call is one text, embedded in batches."""
 
         def __init__(self, max_tokens: int, batch: int, wait_s: float) -> None:
-            from llmtriage.signals.embedder import MiniLMEmbedder
-
             self.embedder = MiniLMEmbedder(max_tokens=max_tokens)
             self.embed.set_max_batch_size(batch)
             self.embed.set_batch_wait_timeout_s(wait_s)
@@ -176,16 +175,14 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
         from ray import serve as replica_serve
 
         from llmtriage.serving.app import build_gateway
-        from llmtriage.signals.embedder import MiniLMEmbedder
 
         here = load_gateway_config(config_path)
         handles = {m: replica_serve.get_deployment_handle(model_deployment(m), APP)
                    for m in local}
         embedder = None
         if minilm:
-            like = MiniLMEmbedder(max_tokens=int(minilm[0].rsplit("left", 1)[1]))
             embedder = ServeEmbedder(replica_serve.get_deployment_handle(EMBEDDER, APP),
-                                     like.name, like.dim)
+                                     minilm[0], MiniLMEmbedder.dim)
         backends = {"llamacpp": ServeModels(handles)} if local else None
         return build_gateway(here, here.catalog(), backends, embedder)[0]
 
@@ -229,7 +226,7 @@ def run_application(serve: Any, config_path: str | None, cfg: Any, local: list[s
         children[EMBEDDER] = serve.deployment(
             embedder_server, name=EMBEDDER, ray_actor_options={"num_cpus": 1},
             max_ongoing_requests=max(64, 4 * layout.embed_batch),
-        ).bind(int(minilm[0].rsplit("left", 1)[1]), layout.embed_batch,
+        ).bind(embedder_named(minilm[0]).max_tokens, layout.embed_batch,
                layout.embed_wait_ms / 1000)
     gateway = serve.deployment(
         serve.ingress(build_app)(), name=GATEWAY, num_replicas=replicas,
