@@ -121,8 +121,8 @@ def main() -> None:
         print("by thread (its outermost frames):")
         for name, n in threads.most_common(6):
             print(f"  {100 * n / total:5.1f}%  {name}")
-        print("own time, the 15 busiest functions:")
-        for name, n in leaves.most_common(15):
+        print("own time, the 40 busiest functions:")
+        for name, n in leaves.most_common(40):
             print(f"  {100 * n / total:5.1f}%  {name}")
         print("inclusive time, the gateway's 20 busiest functions (one may hold others):")
         for name, n in stages.most_common(20):

@@ -5,8 +5,10 @@ Backends know nothing of policies; policies and the step loop speak these types.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -88,3 +90,14 @@ class LiveOptions:
     #: (milliseconds of model work that would otherwise stall every other request on the
     #: event loop, and that may wait on a shared embedder elsewhere).
     decide_in_thread: bool = False
+
+
+T = TypeVar("T")
+
+
+async def gather_all(calls: list[Awaitable[T]]) -> list[T]:
+    """``asyncio.gather``, but one call (a live request's usual case) is awaited in
+    place: scheduling it as a task would cost more than the pass-through itself."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    return list(await asyncio.gather(*calls))

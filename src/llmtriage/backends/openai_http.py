@@ -99,7 +99,7 @@ class ModelGate:
         self.waiting = 0
 
     async def __aenter__(self) -> None:
-        if self.slots.locked() and self.waiting >= self.spec.max_queue:
+        if self.waiting >= self.spec.max_queue and self.slots.locked():
             raise BackendError(
                 f"{self.spec.name}: at capacity ({self.spec.max_concurrency} calls running, "
                 f"{self.waiting} waiting)", status=503, saturated=True)

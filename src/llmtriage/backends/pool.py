@@ -8,14 +8,13 @@ replay returns, so a policy cannot tell live from recorded.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from llmtriage.backends.base import LiveOptions, Queries, StepResult
+from llmtriage.backends.base import LiveOptions, Queries, StepResult, gather_all
 from llmtriage.backends.breaker import CircuitBreaker
 from llmtriage.backends.catalog import Catalog
 from llmtriage.backends.live import BackendError, ChatRequest, Completion, LiveBackend
@@ -181,8 +180,8 @@ class ModelPool:
                     options: LiveOptions | None = None) -> StepResult:
         name = self.models[model]
         options = options or LiveOptions()
-        done = await asyncio.gather(*(self._answer(name, self._request(queries, i), options)
-                                      for i in idx.tolist()))
+        done = await gather_all([self._answer(name, self._request(queries, i), options)
+                                 for i in idx.tolist()])
 
         def column(field: str) -> np.ndarray:
             """The answer's measurement plus its signal's calls (paid in sequence)."""

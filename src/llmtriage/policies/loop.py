@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from llmtriage.backends.base import LiveOptions, Queries, StepResult
+from llmtriage.backends.base import LiveOptions, Queries, StepResult, gather_all
 from llmtriage.policies.base import LAST, STOP, Policy, State, Trace, count_models
 
 
@@ -104,9 +104,10 @@ async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries,
     answers are scored by the signal the policy holds, so it sees live the statistic it
     was fitted on."""
     options = options or LiveOptions()
-    if options.signal is None:
-        options = replace(options, signal=policy.live_signal())
-    later = replace(options, sink=None)  # only the first answer streams
+    if options.signal is None and (signal := policy.live_signal()) is not None:
+        options = replace(options, signal=signal)
+    # Only the first answer streams.
+    later = options if options.sink is None else replace(options, sink=None)
     episode = Episode(policy, backend.models, queries)
 
     async def pending() -> list[tuple[int, np.ndarray]]:
@@ -116,11 +117,11 @@ async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries,
 
     while groups := await pending():
         first = episode.state.n_steps
-        results = await asyncio.gather(*(
-            backend.acall(m, queries, idx,
-                          options if options.sink is not None and (first[idx] == 0).all()
-                          else later)
-            for m, idx in groups))
+        calls = [backend.acall(m, queries, idx,
+                               options if options.sink is not None and (first[idx] == 0).all()
+                               else later)
+                 for m, idx in groups]
+        results = await gather_all(calls)
         for (model, idx), result in zip(groups, results, strict=True):
             episode.record(model, idx, result)
     return episode.trace()

@@ -76,7 +76,7 @@ class Admission:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self.waiting >= self.max_queue:
+        if self.waiting >= self.max_queue and self._slots.locked():
             raise Refused(429, f"the gateway is at capacity ({self.running} running, "
                                f"{self.waiting} waiting); retry later",
                           "rate_limit_error", "overloaded", retry_after=self.retry_after())

@@ -69,6 +69,12 @@ def journal_for(target: str | Path) -> Path:
 MAX_BATCH = 256
 
 
+def _settle(futures: list[asyncio.Future]) -> None:
+    for future in futures:
+        if not future.done():  # a request cancelled meanwhile stopped waiting
+            future.set_result(None)
+
+
 class Writer:
     """The one thread that owns the database: rows waiting together are committed in one
     transaction; other work (a read that must see earlier writes) runs in order between
@@ -80,8 +86,9 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
 
-    def submit_row(self, row: dict[str, Any]) -> Future[None]:
-        future: Future[None] = Future()
+    def submit_row(self, row: dict[str, Any]) -> asyncio.Future[None]:
+        """Queue a row from the event loop; the future is done once it is committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put(("row", row, future))
         return future
 
@@ -94,15 +101,23 @@ class Writer:
         self._queue.put(None)
         self._thread.join()
 
-    def _flush(self, batch: list[tuple[dict[str, Any], Future]]) -> None:
+    def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+        """Commit the batch, then wake each waiting loop once for all its rows (not once a
+        row: every wake-up of a loop from another thread is a system call)."""
         if batch:
             self._write_rows([row for row, _ in batch])  # never raises: spend is kept
+            waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for _, future in batch:
-                future.set_result(None)
+                waiting.setdefault(future.get_loop(), []).append(future)
+            for loop, futures in waiting.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, futures)
+                except RuntimeError:  # the loop has closed: nobody is waiting
+                    pass
             batch.clear()
 
     def _run(self) -> None:
-        batch: list[tuple[dict[str, Any], Future]] = []
+        batch: list[tuple[dict[str, Any], asyncio.Future]] = []
         while True:
             item = self._queue.get()
             while item is not None:
@@ -186,9 +201,9 @@ class RequestLog:
             "SELECT prompt, answered_by, feedback FROM requests WHERE policy = ? AND "
             "feedback IS NOT NULL AND prompt IS NOT NULL ORDER BY feedback_at", (policy,))
 
-    def record(self, row: dict[str, Any]) -> Future[None]:
-        """Queue one row; the future is done once the writer thread has committed it (or
-        kept its spend in the journal)."""
+    def record(self, row: dict[str, Any]) -> asyncio.Future[None]:
+        """Queue one row (from the event loop); the future is done once the writer thread
+        has committed it (or kept its spend in the journal)."""
         if not self.log_text:
             row = {**row, "prompt": None, "answer": None}
         return self._writer.submit_row(row)

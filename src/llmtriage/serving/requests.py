@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +97,7 @@ class Job:
     usage: dict[str, int] = field(default_factory=dict)
     ticket: Ticket | None = None
     #: Done once the request's log row is committed (None: no log, or not recorded yet).
-    logged: Future[None] | None = None
+    logged: asyncio.Future[None] | None = None
 
     @property
     def prompt(self) -> str:
@@ -312,7 +311,7 @@ class RequestPath:
     async def logged(job: Job) -> None:
         """Wait until the job's log row is committed: what is acknowledged is logged."""
         if job.logged is not None:
-            await asyncio.wrap_future(job.logged)
+            await job.logged
 
     async def feedback(self, ident: str, score: float, client: ClientKey | None
                        ) -> dict[str, Any] | None:
