@@ -35,7 +35,7 @@ def journal_path(out: Path) -> Path:
 
 
 def probe_request(probe: Probe) -> ChatRequest:
-    return ChatRequest.ask(prompt_of(probe), max_tokens=MAX_TOKENS)
+    return ChatRequest.ask(prompt_of(probe), max_tokens=probe.max_tokens or MAX_TOKENS)
 
 
 def sample(probes: Sequence[Probe], n: int | None) -> list[Probe]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from llmtriage.data.errors import DataError
+from llmtriage.probes.benchmarks import SHARED
 from llmtriage.probes.builtin import builtin_probes
 from llmtriage.probes.graders import GRADERS
 from llmtriage.probes.types import Probe
@@ -15,11 +16,16 @@ INSTRUCTION = "Answer with only the final answer, no explanation."
 
 
 def load_probes(source: str | None = None) -> list[Probe]:
-    """``None`` or ``"builtin"``: the built-in set. Otherwise a JSONL file, one object per
-    line with ``id``, ``question``, ``answer``, and optional ``grader`` (number, alias,
-    choice; default alias), ``aliases``, ``kind``, ``difficulty``."""
+    """``None`` or ``"builtin"``: the built-in set; ``crux:DIR`` or ``arc:DIR``: a public
+    benchmark's questions (see :mod:`llmtriage.probes.benchmarks`). Otherwise a JSONL file,
+    one object per line with ``id``, ``question``, ``answer``, and optional ``grader``
+    (number, alias, choice, literal; default alias), ``aliases``, ``kind``, ``difficulty``,
+    ``verbatim`` and ``max_tokens`` (1-512)."""
     if source in (None, "builtin"):
         return builtin_probes()
+    name, _, where = str(source).partition(":")
+    if name in SHARED and where:
+        return SHARED[name](Path(where))
     path = Path(source)
     if not path.is_file():
         raise DataError(f"prompt set {path} does not exist")
@@ -40,16 +46,21 @@ def load_probes(source: str | None = None) -> list[Probe]:
         if row["id"] in seen:
             raise DataError(f"{path}:{n}: duplicate id {row['id']!r}")
         seen.add(row["id"])
+        max_tokens = row.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int)
+                                       or not 1 <= max_tokens <= 512):
+            raise DataError(f"{path}:{n}: max_tokens must be an integer from 1 to 512")
         probes.append(Probe(str(row["id"]), str(row["question"]), str(row["answer"]), grader,
                             tuple(str(a) for a in row.get("aliases", ())),
-                            str(row.get("kind", "")), str(row.get("difficulty", ""))))
+                            str(row.get("kind", "")), str(row.get("difficulty", "")),
+                            bool(row.get("verbatim", False)), max_tokens))
     if not probes:
         raise DataError(f"prompt set {path} is empty")
     return probes
 
 
 def prompt_of(probe: Probe) -> str:
-    return f"{probe.question}\n{INSTRUCTION}"
+    return probe.question if probe.verbatim else f"{probe.question}\n{INSTRUCTION}"
 
 
 __all__ = ["INSTRUCTION", "Probe", "builtin_probes", "load_probes", "prompt_of"]

@@ -8,6 +8,7 @@ standalone choice letter.
 
 from __future__ import annotations
 
+import ast
 import re
 import unicodedata
 
@@ -57,4 +58,34 @@ def grade_choice(answer: str, gold: str) -> bool:
     return bool(match) and match.group(1) == gold.strip().upper()
 
 
-GRADERS = {"number": grade_number, "alias": grade_alias, "choice": grade_choice}
+#: The longest answer line the literal grader parses (``ast.literal_eval`` of a hostile
+#: nesting depth is slow and can overflow the stack).
+MAX_LITERAL = 2000
+
+
+def _literal(text: str) -> object:
+    """A Python literal's value, or the text itself normalised when it is not one."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return " ".join(text.split())
+
+
+def grade_literal(answer: str, gold: str) -> bool:
+    """The answer's Python literal equals the gold one (CRUXEval's output prediction).
+    Small models wrap it ("assert f(1) == 2", backticks, a trailing period); the value
+    after the last ``==`` on the first line of code is compared, as a value (so "[1,2]"
+    and "[1, 2]" agree, and "'a'" and '"a"' do)."""
+    line = next((ln.strip() for ln in answer.splitlines()
+                 if ln.strip() and not ln.strip().startswith("```")
+                 and ln.strip().upper() not in ("[PYTHON]", "[/PYTHON]")), "")
+    if "==" in line:
+        line = line.rsplit("==", 1)[1]
+    line = line.strip(" `").rstrip(".;").strip(" `")
+    if len(line) > MAX_LITERAL:
+        return False
+    return _literal(line) == _literal(gold.strip())
+
+
+GRADERS = {"number": grade_number, "alias": grade_alias, "choice": grade_choice,
+           "literal": grade_literal}

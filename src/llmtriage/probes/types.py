@@ -16,6 +16,11 @@ class Probe:
     aliases: tuple[str, ...] = ()
     kind: str = ""
     difficulty: str = ""
+    #: Ask the question exactly as written (a benchmark's own prompt, which carries its
+    #: instruction) instead of appending the probes' "answer only" instruction.
+    verbatim: bool = False
+    #: The answer's token budget (None: collection's default for short answers).
+    max_tokens: int | None = None
 
     def grade(self, response: str) -> float:
         if self.grader == "alias":
