@@ -147,7 +147,7 @@ def chosen(group: Group, objective: Objective) -> Policy:
     return choose(train, objective, outcomes).policy
 
 
-def run(group: Group, policy: Policy, outages: Outages = Outages()) -> Served:
+def run(group: Group, policy: Policy, outages: Outages | None = None) -> Served:
     test = group.table.split(TEST)
     trace = replay(policy, test)
     cloud = cloud_models(test, DEVICE)

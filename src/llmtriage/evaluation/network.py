@@ -50,11 +50,12 @@ class Served:
 
 
 def served(trace: Trace, table: OutcomeTable, cloud: np.ndarray, device: int | None,
-           outages: Outages = Outages()) -> Served:
+           outages: Outages | None = None) -> Served:
     """The trace's outcomes with outages applied. ``table`` is the one it replayed,
     ``cloud`` marks its cloud models, ``device`` is the model that answers when a query
     has no device answer of its own (None: a deployment with no device, where such a
     query fails, scoring 0)."""
+    outages = outages or Outages()
     rows = trace.queries.rows if trace.queries.rows is not None else np.arange(len(table))
     n = len(rows)
     quality = gold_quality(table, rows, trace.accepted_model)
