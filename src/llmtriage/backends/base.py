@@ -90,6 +90,11 @@ class LiveOptions:
     #: (milliseconds of model work that would otherwise stall every other request on the
     #: event loop, and that may wait on a shared embedder elsewhere).
     decide_in_thread: bool = False
+    #: The request's deadline and spend cap (a policies.limits.Limits), kept by the loop
+    #: with the backend's estimates; the deadline counts from ``started``
+    #: (``time.perf_counter()`` when the request arrived).
+    limits: Any = None
+    started: float | None = None
 
 
 T = TypeVar("T")

@@ -69,6 +69,9 @@ class ModelSpec(BaseModel):
     #: breaker (latency outlier detection); None: only failures count.
     slow_call_s: float | None = Field(None, gt=0)
     max_retries: int = Field(3, ge=0)
+    #: What a call is expected to take until calls are measured (ms; a request's deadline
+    #: is kept against it, see policies.limits); None: unknown, taken to fit.
+    expected_latency_ms: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _where(self) -> ModelSpec:

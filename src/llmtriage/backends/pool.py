@@ -8,7 +8,8 @@ replay returns, so a policy cannot tell live from recorded.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -16,7 +17,8 @@ import numpy as np
 
 from llmtriage.backends.base import LiveOptions, Queries, StepResult, gather_all
 from llmtriage.backends.breaker import CircuitBreaker
-from llmtriage.backends.catalog import Catalog
+from llmtriage.backends.catalog import Catalog, ModelSpec
+from llmtriage.backends.latency import LatencyTracker
 from llmtriage.backends.live import BackendError, ChatRequest, Completion, LiveBackend
 
 RequestFor = Callable[[str], ChatRequest]
@@ -38,6 +40,14 @@ Signal = Callable[["ModelPool", str, ChatRequest, Completion], Awaitable[ScoredS
 
 def plain_request(prompt: str) -> ChatRequest:
     return ChatRequest.ask(prompt, max_tokens=32)
+
+
+def priced_at_most(spec: ModelSpec, messages: Sequence[dict[str, str]], max_tokens: int
+                   ) -> float:
+    """The most a call may cost at the model's prices: UTF-8 bytes bound the prompt's
+    tokens (a few more a message for the chat template), ``max_tokens`` the answer's."""
+    prompt = sum(len(m["content"].encode()) + 8 for m in messages)
+    return (spec.price_in * prompt + spec.price_out * max_tokens) / 1e6
 
 
 class ModelPool:
@@ -71,6 +81,7 @@ class ModelPool:
         self.breaker = breaker
         self.fallback = fallback
         self._backends: dict[str, LiveBackend] = dict(backends or {})
+        self.latency = LatencyTracker()
 
     def backend(self, name: str) -> LiveBackend:
         spec = self.catalog.spec(name)
@@ -124,12 +135,17 @@ class ModelPool:
                     f"{candidate}: circuit open after repeated failures; next try in "
                     f"{wait:.0f} s", status=503, retryable=True, retry_after=wait))
                 continue
+            began = time.perf_counter()
             try:
-                if sink is None:
-                    completion = await self.complete(candidate, request)
-                else:
-                    completion = await self._streamed(candidate, request, sink)
+                with self.latency.calling(candidate):
+                    if sink is None:
+                        completion = await self.complete(candidate, request)
+                    else:
+                        completion = await self._streamed(candidate, request, sink)
             except BackendError as exc:
+                if exc.upstream_fault:  # a model failing slowly is slow to anyone waiting
+                    self.latency.observe(candidate, (time.perf_counter() - began) * 1000,
+                                         at_least=True)
                 if self.breaker is not None:
                     if exc.saturated:  # never reached the upstream
                         self.breaker.abandon(candidate)
@@ -142,6 +158,8 @@ class ModelPool:
             except BaseException:
                 if self.breaker is not None:  # cancelled: free a half-open probe slot
                     self.breaker.abandon(candidate)
+                self.latency.observe(candidate, (time.perf_counter() - began) * 1000,
+                                     at_least=True)
                 raise
             if self.breaker is not None:
                 slow = self.catalog.spec(candidate).slow_call_s
@@ -149,6 +167,7 @@ class ModelPool:
                     self.breaker.failure(candidate)  # answered, but too slowly to keep using
                 else:
                     self.breaker.success(candidate)
+            self.latency.observe(candidate, completion.latency_ms, completion.cost_usd)
             if candidate != name:
                 completion.extra["fallback_from"] = name
             return completion
@@ -158,6 +177,20 @@ class ModelPool:
         raise BackendError("all fallbacks failed: " + "; ".join(str(e) for e in errors),
                            status=errors[-1].status, retryable=True,
                            retry_after=min(waits) if len(waits) == len(errors) else None)
+
+    def estimate(self, model: int, queries: Queries, idx: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Per query: the expected latency of calling ``model`` now (recent calls and the
+        queue ahead; the catalog's prior before any) and the most it may cost (its prices
+        at the request's size, UTF-8 bytes bounding its prompt tokens, and max_tokens; a
+        model priced by its energy: its recent mean)."""
+        name = self.models[model]
+        spec = self.catalog.spec(name)
+        latency = self.latency.expected_ms(name, spec.max_concurrency, spec.expected_latency_ms)
+        energy = self.latency.mean_cost(name) if spec.price_out == 0 else 0.0
+        costs = [priced_at_most(spec, request.messages, request.max_tokens) + energy
+                 for request in (self._request(queries, i) for i in idx.tolist())]
+        return np.full(len(idx), latency), np.array(costs, dtype=np.float64)
 
     def _request(self, queries: Queries, i: int) -> ChatRequest:
         if queries.requests is not None:

@@ -43,6 +43,14 @@ class ReplayBackend:
             answers = t.responses[rows, model].tolist()
         return StepResult(**columns, answers=answers)
 
+    def estimate(self, model: int, queries: Queries, idx: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """What a gateway would expect of a call: the model's mean latency and cost over
+        the table (never the recorded values of these very prompts)."""
+        latency, cost = (_mean(getattr(self.table, f)[:, model]) for f in ("latency_ms",
+                                                                            "cost_usd"))
+        return np.full(len(idx), latency), np.full(len(idx), np.nan_to_num(cost))
+
     async def acall(self, model: int, queries: Queries, idx: np.ndarray,
                     options: object = None) -> StepResult:
         """The live loop's entry point: the same gather, so replay can stand in for models."""
@@ -59,3 +67,8 @@ def _read_only(column: np.ndarray) -> np.ndarray:
     view = column.view()
     view.flags.writeable = False
     return view
+
+
+def _mean(column: np.ndarray) -> float:
+    known = column[np.isfinite(column)]
+    return float(known.mean()) if known.size else np.nan

@@ -324,6 +324,9 @@ class Trace:
     #: reason, the model that answered) and the calls its confidence signal made.
     completions: list[list[Completion]] | None = field(default=None, repr=False)
     signal_calls: list[list[Completion]] | None = field(default=None, repr=False)
+    #: Queries served other than their policy asked (a request's limits, see
+    #: policies.limits), by index, with the reason.
+    degraded: dict[int, str] = field(default_factory=dict)
 
     @property
     def accepted_model(self) -> np.ndarray:

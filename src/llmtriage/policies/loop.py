@@ -9,6 +9,7 @@ the served one the same code.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Protocol
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from llmtriage.backends.base import LiveOptions, Queries, StepResult, gather_all
 from llmtriage.policies.base import LAST, STOP, Policy, State, Trace, count_models
+from llmtriage.policies.limits import LATENCY, Estimator, LimitError, Limits, within
 
 
 class PolicyError(RuntimeError):
@@ -40,6 +42,7 @@ class Episode:
         self.state = State.start(models, queries)
         self.accepted = np.full(len(queries), LAST, dtype=np.int64)
         self.max_steps = max_steps or 2 * len(models) + 2
+        self.degraded: dict[int, str] = {}
 
     def pending(self) -> list[tuple[int, np.ndarray]]:
         """Ask the policy; close the queries it stops; return the calls to make, per model."""
@@ -85,10 +88,27 @@ class Episode:
     def record(self, model: int, idx: np.ndarray, result: StepResult) -> None:
         self.state.record(model, idx, result)
 
+    def within(self, groups: list[tuple[int, np.ndarray]], estimator: Estimator,
+               limits: Limits, elapsed_ms: np.ndarray, stand_ins: bool = True
+               ) -> list[tuple[int, np.ndarray]]:
+        """The calls among ``groups`` that the limits allow (see policies.limits); the
+        queries that must stop there keep their last answer."""
+        s = self.state
+        groups, stop, reasons = within(groups, s.n_steps, s.steps.total("cost_usd"),
+                                       elapsed_ms, estimator, s.queries, s.models, limits,
+                                       stand_ins)
+        self.stop_at_last(stop)
+        self.degraded.update(reasons)
+        return groups
+
+    def stop_at_last(self, idx: np.ndarray) -> None:
+        self.state.open[idx] = False
+        self.accepted[idx] = self.state.n_steps[idx] - 1
+
     def trace(self) -> Trace:
         s = self.state
         return Trace(s.models, s.queries, s.n_steps, self.accepted, s.steps, s.answers,
-                     s.completions, s.signal_calls)
+                     s.completions, s.signal_calls, dict(self.degraded))
 
 
 class AsyncBackend(Protocol):
@@ -115,22 +135,54 @@ async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries,
             return await asyncio.to_thread(episode.pending)
         return episode.pending()
 
+    limits: Limits | None = options.limits or None
+    started = options.started if options.started is not None else time.perf_counter()
     while groups := await pending():
+        if limits is not None:
+            elapsed = np.full(len(queries), (time.perf_counter() - started) * 1000)
+            if not (groups := episode.within(groups, backend, limits, elapsed,
+                                             options.fallback)):
+                continue
         first = episode.state.n_steps
         calls = [backend.acall(m, queries, idx,
                                options if options.sink is not None and (first[idx] == 0).all()
                                else later)
                  for m, idx in groups]
-        results = await gather_all(calls)
+        if limits is None or limits.max_latency_ms is None:
+            results = await gather_all(calls)
+        else:
+            left = limits.max_latency_ms / 1000 - (time.perf_counter() - started)
+            try:
+                results = await asyncio.wait_for(gather_all(calls), max(left, 0.0))
+            except TimeoutError:
+                out_of_time(episode, np.concatenate([idx for _, idx in groups]), limits)
+                continue
         for (model, idx), result in zip(groups, results, strict=True):
             episode.record(model, idx, result)
     return episode.trace()
 
 
-def run_policy(policy: Policy, backend: Backend, queries: Queries) -> Trace:
-    """Run a policy to completion over a batch, calling the backend synchronously."""
+def out_of_time(episode: Episode, idx: np.ndarray, limits: Limits) -> None:
+    """The deadline passed during a call: its queries keep their last answer, if any."""
+    if (episode.state.n_steps[idx] == 0).any():
+        raise LimitError(LATENCY, f"no answer within {LATENCY} = {limits.max_latency_ms:g}",
+                         during_call=True)
+    episode.stop_at_last(idx)
+    episode.degraded.update({int(i): "stopped: the deadline passed during the next call"
+                             for i in idx})
+
+
+def run_policy(policy: Policy, backend: Backend, queries: Queries,
+               limits: Limits | None = None) -> Trace:
+    """Run a policy to completion over a batch, calling the backend synchronously. With
+    ``limits`` (and a backend that estimates), each query is held to them on its own
+    clock: the recorded latencies of the calls it made."""
     episode = Episode(policy, backend.models, queries)
     while groups := episode.pending():
+        if limits:
+            elapsed = episode.state.steps.total("latency_ms")
+            if not (groups := episode.within(groups, backend, limits, elapsed)):
+                continue
         for model, idx in groups:
             episode.record(model, idx, backend.call(model, queries, idx))
     return episode.trace()

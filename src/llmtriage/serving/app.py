@@ -37,12 +37,20 @@ from llmtriage.backends.catalog import Catalog
 from llmtriage.backends.live import LiveBackend
 from llmtriage.backends.pool import ModelPool
 from llmtriage.policies.base import Policy
+from llmtriage.policies.limits import Limits
 from llmtriage.policies.routers.base import quality_routers
 from llmtriage.serving.config import ClientKey, GatewayConfig, GatewaySettings
 from llmtriage.serving.guard import Refused
 from llmtriage.serving.middleware import BodyLimit
 from llmtriage.serving.requests import CLIENT_GONE, Failure, Job, RequestPath
-from llmtriage.serving.schemas import ChatBody, CompletionBody, ErrorBody, FeedbackBody, error
+from llmtriage.serving.schemas import (
+    ChatBody,
+    CompletionBody,
+    ErrorBody,
+    FeedbackBody,
+    error,
+    limits_of,
+)
 from llmtriage.serving.sessions import MAX_SESSION_ID
 from llmtriage.serving.streaming import Shape, disconnected, first_stream
 from llmtriage.signals.embedder import Embedder
@@ -60,11 +68,12 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def create_app(pool: ModelPool, policies: dict[str, Policy],
                settings: GatewaySettings | None = None,
-               keys: list[ClientKey] | None = None) -> FastAPI:
+               keys: list[ClientKey] | None = None,
+               limits: dict[str, Limits] | None = None) -> FastAPI:
     """The gateway over a pool of models and the named policies (each scores answers with
-    the signal it holds)."""
+    the signal it holds); ``limits``: per policy, those of a request that sets none."""
     settings = settings or GatewaySettings(request_log=None)
-    path = RequestPath(pool, policies, settings, keys or [])
+    path = RequestPath(pool, policies, settings, keys or [], limits)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -116,7 +125,8 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                     messages: list[dict[str, str]], chat: bool) -> Response:
         max_tokens = (getattr(body, "max_completion_tokens", None) or body.max_tokens
                       or settings.max_tokens)
-        session = request.headers.get("x-triage-session") or None
+        headers = request.headers
+        session = headers.get("x-triage-session") or None
         job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
                   policy_name=body.model, messages=messages, max_tokens=max_tokens,
                   temperature=body.temperature, client=None,
@@ -127,6 +137,11 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                 raise Refused(400, f"invalid request: x-triage-session is {len(session)} "
                                    f"characters; at most {MAX_SESSION_ID}",
                               "invalid_request_error", "invalid_session")
+            try:
+                job.limits = limits_of(headers, body.triage)
+            except ValueError as exc:
+                raise Refused(400, f"invalid request: {exc}", "invalid_request_error",
+                              "invalid_limit") from None
             if not path.knows(body.model):
                 raise Refused(404, f"no policy or model {body.model!r}; GET /v1/models lists "
                                    "them", "not_found_error", "model_not_found")
@@ -189,7 +204,8 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         return {"status": "ok", "models": list(pool.models), "policies": list(policies),
                 "circuits": {m: {"state": state, "trips": breaker.trips(m)}
                              for m, state in breaker.snapshot().items()} if breaker else {},
-                "in_flight": path.admission.running, "queued": path.admission.waiting}
+                "in_flight": path.admission.running, "queued": path.admission.waiting,
+                "latency": pool.latency.snapshot()}
 
     @app.get("/metrics", response_class=Response, responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}},
@@ -277,4 +293,5 @@ def build_gateway(config: GatewayConfig, catalog: Catalog,
     pool = ModelPool(catalog, confidence=min_logprob, fallback=settings.fallback,
                      breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s),
                      backends=backends)
-    return create_app(pool, policies, settings, config.keys), list(policies)
+    limits = {spec.name: spec.limits() for spec in config.policies}
+    return create_app(pool, policies, settings, config.keys, limits), list(policies)

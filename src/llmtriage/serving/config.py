@@ -35,6 +35,8 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     [[policies]]
     name = "measured"
     artifact = "cascade.npz"    # a policy saved by `triage fit`: served as it was measured
+    max_latency_ms = 2000       # a request's deadline unless it sets its own (header
+    max_cost_usd = 0.01         # x-triage-max-latency-ms / -cost-usd, or body "triage")
 
     [[policies]]
     name = "fitted-at-start"
@@ -58,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, problems, read_toml
 from llmtriage.data.errors import DataError
 from llmtriage.policies.base import Policy
+from llmtriage.policies.limits import Limits
 
 
 def default_log_path() -> Path:
@@ -131,6 +134,12 @@ class PolicySpec(BaseModel):
     table: str | None = None
     #: The models it may use: the table is restricted to them; a cascade's default ladder.
     models: list[str] | None = None
+    #: Limits of a request that names none (see policies.limits).
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_cost_usd: float | None = Field(None, ge=0)
+
+    def limits(self) -> Limits:
+        return Limits(self.max_latency_ms, self.max_cost_usd)
 
     @model_validator(mode="after")
     def _needs(self) -> PolicySpec:

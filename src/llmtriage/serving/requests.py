@@ -25,9 +25,10 @@ from typing import Any
 
 from llmtriage.backends.base import LiveOptions, Queries
 from llmtriage.backends.live import BackendError, ChatRequest
-from llmtriage.backends.pool import ModelPool, TokenSink
+from llmtriage.backends.pool import ModelPool, TokenSink, priced_at_most
 from llmtriage.policies.base import Policy, Trace
 from llmtriage.policies.baselines import SingleModel
+from llmtriage.policies.limits import LimitError, Limits
 from llmtriage.policies.loop import PolicyError, arun_policy
 from llmtriage.policies.routers.base import quality_routers
 from llmtriage.policies.sticky import Sticky
@@ -61,9 +62,15 @@ def explain(trace: Trace, policy_name: str, query: int = 0) -> dict[str, Any]:
         if "fallback_from" in completion.extra:
             step["fallback_from"] = completion.extra["fallback_from"]
         steps.append(step)
+    degraded = trace.degraded.get(query)
+    moved = [s for s in steps if "fallback_from" in s]
+    if degraded is None and moved:
+        degraded = f"{moved[-1]['fallback_from']} failed; {moved[-1]['model']} answered"
     return {
         "policy": policy_name,
         "answered_by": trace.models[int(trace.accepted_model[query])],
+        # Why the answer is not the one the policy asked for (a limit, a failed model).
+        "degraded": degraded,
         "accepted_step": int(trace.accepted_step[query]),
         "steps": steps,
         "cost_usd": float(trace.total("cost_usd")[query]),
@@ -98,6 +105,8 @@ class Job:
     ticket: Ticket | None = None
     #: Done once the request's log row is committed (None: no log, or not recorded yet).
     logged: asyncio.Future[None] | None = None
+    #: The request's own deadline and spend cap (its policy's fill the gaps).
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def prompt(self) -> str:
@@ -153,13 +162,26 @@ def upstream_failure(exc: BackendError) -> Failure:
     return Failure(502, f"upstream failed: {exc}", "upstream_error")
 
 
+def limit_failure(exc: LimitError) -> Failure:
+    """A request its limits left unserved: refused before any call (400), or out of time
+    during one (504); either names the limit."""
+    header = "x-triage-" + exc.limit.replace("_", "-")
+    if exc.during_call:
+        return Failure(504, f"{exc} (set by {header} or the policy)", "upstream_error",
+                       "deadline_exceeded")
+    return Failure(400, f"cannot serve within the request's limits: {exc} (set by {header} "
+                        "or the policy)", "invalid_request_error", f"{exc.limit}_unmeetable")
+
+
 class RequestPath:
     """Runs admitted jobs and accounts for them: spend, sessions, metrics, log, feedback."""
 
     def __init__(self, pool: ModelPool, policies: dict[str, Policy], settings: GatewaySettings,
-                 keys: list[ClientKey]) -> None:
+                 keys: list[ClientKey], limits: dict[str, Limits] | None = None) -> None:
+        """``limits``: per policy, the limits of a request that names none."""
         self.pool = pool
         self.policies = policies
+        self.limits = limits or {}
         #: What runs each policy: itself, within sticky sessions when they are on.
         self.runners: dict[str, Policy] = {
             name: Sticky(p) if settings.sticky_sessions else p for name, p in policies.items()}
@@ -214,9 +236,8 @@ class RequestPath:
             from llmtriage.policies.defaults import models_used
 
             names = sorted(models_used(policy) & set(self.pool.models)) or list(self.pool.models)
-        prompt = sum(len(m["content"].encode()) + 8 for m in job.messages)
-        specs = [self.pool.catalog.spec(n) for n in names]
-        return sum(s.price_in * prompt + s.price_out * job.max_tokens for s in specs) / 1e6
+        return sum(priced_at_most(self.pool.catalog.spec(n), job.messages, job.max_tokens)
+                   for n in names)
 
     async def admit(self, job: Job) -> None:
         """Hold the key's reservation for this job; raises Refused."""
@@ -228,7 +249,9 @@ class RequestPath:
         policy = self.runners[job.policy_name] if is_policy else SingleModel(job.policy_name)
         pinned = await self.pinned(job)
         options = LiveOptions(sink=sink, fallback=is_policy,
-                              decide_in_thread=job.policy_name in self.embedding)
+                              decide_in_thread=job.policy_name in self.embedding,
+                              limits=job.limits.over(self.limits.get(job.policy_name)),
+                              started=job.started)
         if is_policy and self.policies[job.policy_name].learns:
             for lesson in await self.state.lessons(job.policy_name):  # other replicas'
                 self.policies[job.policy_name].learn(lesson.context, lesson.model,
@@ -268,6 +291,8 @@ class RequestPath:
                                                 exc.retry_after))
         except BackendError as exc:
             return await self.fail(job, upstream_failure(exc))
+        except LimitError as exc:
+            return await self.fail(job, limit_failure(exc))
         except PolicyError as exc:
             return await self.fail(job, Failure(500, f"policy failed: {exc}", "server_error"))
         except Exception as exc:  # noqa: BLE001 - the request still gets an answer
@@ -349,6 +374,7 @@ class RequestPath:
                                              for s in info["steps"]),
             "x-triage-cost-usd": f"{info['cost_usd']:.3e}",
             "x-triage-latency-ms": f"{info['latency_ms']:.1f}",
+            **({"x-triage-degraded": "true"} if info.get("degraded") else {}),
         }
 
     async def share_circuits(self, every_s: float = 0.5) -> None:

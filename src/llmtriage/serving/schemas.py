@@ -12,6 +12,8 @@ not an error deeper in).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
@@ -24,6 +26,8 @@ from pydantic import (
     StrictBool,
     model_validator,
 )
+
+from llmtriage.policies.limits import COST, LATENCY, Limits
 
 MAX_TOKENS = 8192
 MAX_TEXT = 200_000
@@ -85,6 +89,48 @@ class ChatMessage(BaseModel):
         return {"role": role, "content": content or ""}
 
 
+#: The longest deadline and the largest spend cap a request may name.
+MAX_DEADLINE_MS = 600_000.0
+MAX_COST_USD = 1000.0
+
+
+class TriageOptions(BaseModel):
+    """The ``triage`` extension of a request body: its limits (see policies.limits); the
+    ``x-triage-max-latency-ms`` and ``x-triage-max-cost-usd`` headers say the same."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_latency_ms: float | None = Field(None, gt=0, le=MAX_DEADLINE_MS, strict=True)
+    max_cost_usd: float | None = Field(None, ge=0, le=MAX_COST_USD, strict=True)
+
+
+#: The headers a request's limits may come in, and each one's bound.
+LIMIT_HEADERS = {"x-triage-max-latency-ms": (LATENCY, MAX_DEADLINE_MS),
+                 "x-triage-max-cost-usd": (COST, MAX_COST_USD)}
+
+
+def limits_of(headers: Mapping[str, str], body: TriageOptions | None) -> Limits:
+    """A request's limits: from its headers, else its body's ``triage`` extension. Raises
+    ValueError naming the header that is not a number in its range."""
+    given: dict[str, float] = {k: v for k, v in (body.model_dump() if body else {}).items()
+                               if v is not None}
+    for header, (name, most) in LIMIT_HEADERS.items():
+        text = headers.get(header)
+        if text is None:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        low_ok = value > 0 if name == LATENCY else value >= 0
+        if not (math.isfinite(value) and low_ok and value <= most):
+            wanted = (f"milliseconds above 0, at most {most:g}" if name == LATENCY
+                      else f"US dollars from 0 to {most:g}")
+            raise ValueError(f"{header} must be a number of {wanted}; got {text[:40]!r}")
+        given[name] = value
+    return Limits(given.get(LATENCY), given.get(COST))
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -93,6 +139,7 @@ class _Common(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, strict=True)
     stream: StrictBool = False
     n: Count = Field(1, ge=1, le=1, description="only 1 is supported")
+    triage: TriageOptions | None = None
 
     @model_validator(mode="before")
     @classmethod
