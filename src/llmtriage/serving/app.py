@@ -137,6 +137,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                 raise Refused(400, f"invalid request: x-triage-session is {len(session)} "
                                    f"characters; at most {MAX_SESSION_ID}",
                               "invalid_request_error", "invalid_session")
+            job.cacheable = body.triage is None or body.triage.cache
             try:
                 job.limits = limits_of(headers, body.triage)
             except ValueError as exc:

@@ -19,6 +19,13 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     metrics_public = false      # /metrics without a key (for a scraper)
     state_url = "redis://127.0.0.1:6379/0"  # shared by replicas; default: in memory
 
+    [gateway.cache]             # the response cache (see serving.cache)
+    enabled = true
+    ttl_s = 600
+    max_entries = 10000
+    semantic = false            # also reuse answers to paraphrases (cosine >= threshold)
+    threshold = 0.95
+
     [[keys]]                    # no keys: no authentication (keep the gateway on loopback)
     name = "team-a"
     sha256 = "9f86d0..."        # `triage key` makes a key and prints this
@@ -61,6 +68,7 @@ from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, prob
 from llmtriage.data.errors import DataError
 from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
+from llmtriage.serving.cache import CacheSettings
 
 
 def default_log_path() -> Path:
@@ -102,6 +110,8 @@ class GatewaySettings(BaseModel):
     #: Where replicas share keys' limits, sessions and feedback scores: a Redis URL
     #: (redis://, rediss://, unix://); none: this process's memory.
     state_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    #: The response cache (``[gateway.cache]``, see serving.cache); off by default.
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @model_validator(mode="after")
     def _log_off(self) -> GatewaySettings:

@@ -32,6 +32,7 @@ from llmtriage.policies.limits import LimitError, Limits
 from llmtriage.policies.loop import PolicyError, arun_policy
 from llmtriage.policies.routers.base import quality_routers
 from llmtriage.policies.sticky import Sticky
+from llmtriage.serving.cache import CacheSettings, Entry, Hit, ResponseCache
 from llmtriage.serving.config import ClientKey, GatewaySettings
 from llmtriage.serving.guard import Admission, KeyRing, Refused
 from llmtriage.serving.requestlog import RequestLog
@@ -39,6 +40,7 @@ from llmtriage.serving.sessions import answered_key, lookup_key
 from llmtriage.serving.state import Ticket, open_state
 from llmtriage.serving.state.base import Lesson, Pending
 from llmtriage.serving.telemetry import GatewayMetrics
+from llmtriage.signals.embedder import Embedder
 
 #: The status a request cancelled by its client is logged with (nginx's convention).
 CLIENT_GONE = 499
@@ -107,6 +109,8 @@ class Job:
     logged: asyncio.Future[None] | None = None
     #: The request's own deadline and spend cap (its policy's fill the gaps).
     limits: Limits = field(default_factory=Limits)
+    #: Whether the response cache may answer it and keep its answer.
+    cacheable: bool = True
 
     @property
     def prompt(self) -> str:
@@ -162,6 +166,12 @@ def upstream_failure(exc: BackendError) -> Failure:
     return Failure(502, f"upstream failed: {exc}", "upstream_error")
 
 
+def _semantic_embedder(settings: CacheSettings) -> Embedder | None:
+    from llmtriage.signals.embedder import default_embedder
+
+    return default_embedder() if settings.semantic else None
+
+
 def limit_failure(exc: LimitError) -> Failure:
     """A request its limits left unserved: refused before any call (400), or out of time
     during one (504); either names the limit."""
@@ -182,6 +192,8 @@ class RequestPath:
         self.pool = pool
         self.policies = policies
         self.limits = limits or {}
+        self.cache = ResponseCache(settings.cache, _semantic_embedder(settings.cache)) \
+            if settings.cache.enabled else None
         #: What runs each policy: itself, within sticky sessions when they are on.
         self.runners: dict[str, Policy] = {
             name: Sticky(p) if settings.sticky_sessions else p for name, p in policies.items()}
@@ -244,7 +256,42 @@ class RequestPath:
         job.ticket = await self.state.admit(job.client, self.most_cost(job))
 
     async def run(self, job: Job, sink: TokenSink | None = None) -> None:
-        """Run one request; fills job.info, job.answer and job.usage from the trace."""
+        """Run one request; fills job.info, job.answer and job.usage from the trace (or
+        from the response cache)."""
+        cached = None
+        if self.cache is not None and job.cacheable and job.temperature == 0:
+            cached = self.cache.keys(self._client(job), job.policy_name, job.max_tokens,
+                                     job.messages)
+            began = time.perf_counter()
+            hit, vector = await self.cache.get(*cached)
+            if hit is not None:
+                self._answer_from(job, hit, (time.perf_counter() - began) * 1000)
+                return
+        await self._run(job, sink)
+        if cached is not None and job.info["degraded"] is None:
+            key, scope, _ = cached
+            self.cache.put(key, scope, Entry(
+                job.answer, job.info["answered_by"], dict(job.usage), job.info["cost_usd"],
+                job.info["latency_ms"], time.monotonic(), scope, vector))
+
+    def _answer_from(self, job: Job, hit: Hit, took_ms: float) -> None:
+        entry = hit.entry
+        step = {"model": "cache", "confidence": None, "latency_ms": round(took_ms, 2),
+                "cost_usd": 0.0, "match": hit.match, "similarity": round(hit.similarity, 4)}
+        job.answer = entry.answer
+        job.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        job.info = {
+            "policy": job.policy_name, "answered_by": entry.answered_by, "degraded": None,
+            "accepted_step": 0, "steps": [step], "cost_usd": 0.0,
+            "latency_ms": step["latency_ms"], "id": job.ident,
+            "cache": {"match": hit.match, "similarity": step["similarity"],
+                      "age_s": round(time.monotonic() - entry.stored, 1),
+                      "saved_usd": entry.cost_usd,
+                      "saved_ms": round(max(entry.latency_ms - took_ms, 0.0), 1)},
+            "gateway_ms": round((time.perf_counter() - job.started) * 1000, 1)}
+        self.metrics.cache_hit(hit.match, entry.cost_usd)
+
+    async def _run(self, job: Job, sink: TokenSink | None = None) -> None:
         is_policy = job.policy_name in self.policies
         policy = self.runners[job.policy_name] if is_policy else SingleModel(job.policy_name)
         pinned = await self.pinned(job)
@@ -375,6 +422,7 @@ class RequestPath:
             "x-triage-cost-usd": f"{info['cost_usd']:.3e}",
             "x-triage-latency-ms": f"{info['latency_ms']:.1f}",
             **({"x-triage-degraded": "true"} if info.get("degraded") else {}),
+            **({"x-triage-cache": info["cache"]["match"]} if "cache" in info else {}),
         }
 
     async def share_circuits(self, every_s: float = 0.5) -> None:

@@ -102,6 +102,8 @@ class TriageOptions(BaseModel):
 
     max_latency_ms: float | None = Field(None, gt=0, le=MAX_DEADLINE_MS, strict=True)
     max_cost_usd: float | None = Field(None, ge=0, le=MAX_COST_USD, strict=True)
+    #: false: neither answered from the response cache nor kept in it.
+    cache: StrictBool = True
 
 
 #: The headers a request's limits may come in, and each one's bound.
@@ -112,8 +114,8 @@ LIMIT_HEADERS = {"x-triage-max-latency-ms": (LATENCY, MAX_DEADLINE_MS),
 def limits_of(headers: Mapping[str, str], body: TriageOptions | None) -> Limits:
     """A request's limits: from its headers, else its body's ``triage`` extension. Raises
     ValueError naming the header that is not a number in its range."""
-    given: dict[str, float] = {k: v for k, v in (body.model_dump() if body else {}).items()
-                               if v is not None}
+    given: dict[str, float] = {k: getattr(body, k) for k in (LATENCY, COST)
+                               if body is not None and getattr(body, k) is not None}
     for header, (name, most) in LIMIT_HEADERS.items():
         text = headers.get(header)
         if text is None:

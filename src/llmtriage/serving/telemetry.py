@@ -39,6 +39,12 @@ class GatewayMetrics:
         self.log_errors = Counter("triage_log_errors_total",
                                   "Request-log writes that failed (their spend is kept)",
                                   registry=self.registry)
+        self.cache_hits = Counter("triage_cache_hits_total",
+                                  "Requests answered from the response cache", ["match"],
+                                  registry=self.registry)
+        self.cache_saved = Counter("triage_cache_saved_usd_total",
+                                   "What the cached answers cost when they were made (USD)",
+                                   registry=self.registry)
         self.trips = Gauge("triage_circuit_trips", "Times a model's circuit opened",
                            ["model"], registry=self.registry)
 
@@ -52,6 +58,10 @@ class GatewayMetrics:
                 self.fallbacks.labels(step["fallback_from"]).inc()
         if len(steps) > 1:
             self.escalations.labels(policy).inc()
+
+    def cache_hit(self, match: str, saved_usd: float) -> None:
+        self.cache_hits.labels(match).inc()
+        self.cache_saved.inc(saved_usd)
 
     def failed(self, policy: str, status: int) -> None:
         self.requests.labels(policy, str(status)).inc()

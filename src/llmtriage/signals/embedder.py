@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import itertools
 import os
 import re
 import threading
@@ -42,6 +43,10 @@ class Embedder(Protocol):
 
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).digest()
+
+
+#: Vectors an embedder keeps in memory (about 80 MB); the oldest go first.
+MAX_REMEMBERED = 50_000
 
 
 class MiniLMEmbedder:
@@ -113,6 +118,10 @@ class MiniLMEmbedder:
                 if k not in self._memory and k not in missing:
                     missing[k] = t
             if missing:
+                # Bounded: a gateway embeds every new prompt, and a client chooses them.
+                overflow = len(self._memory) + len(missing) - MAX_REMEMBERED
+                for old in list(itertools.islice(self._memory, max(overflow, 0))):
+                    del self._memory[old]  # the oldest first (dicts keep insertion order)
                 order = sorted(missing.items(), key=lambda kv: len(kv[1]))  # less padding
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start : start + self.batch_size]
