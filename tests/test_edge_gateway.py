@@ -119,7 +119,7 @@ def test_a_hung_cloud_is_cut_at_the_deadline_then_avoided_and_the_device_answers
         assert "cloud expected to take" in info["degraded"]
         # A request naming the model itself gets it or an error, never a stand-in.
         r, _ = ask(g.url, "cloud", {"x-triage-max-latency-ms": "2000"})
-        assert r.status_code == 400
+        assert r.status_code == 422
         assert r.json()["error"]["code"] == "max_latency_ms_unmeetable"
         r, took = ask(g.url, "cloud", {"x-triage-max-latency-ms": "4000"})
         assert r.status_code == 504
@@ -130,15 +130,15 @@ def test_a_hung_cloud_is_cut_at_the_deadline_then_avoided_and_the_device_answers
         switch(up, "ok")
 
 
-def test_nothing_within_the_limits_is_a_400_naming_the_limit(edge):
+def test_nothing_within_the_limits_is_a_422_naming_the_limit(edge):
     g, _ = edge
     r, _ = ask(g.url, "device-first", {"x-triage-max-latency-ms": "1"})
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert r.json()["error"]["code"] == "max_latency_ms_unmeetable"
     assert "x-triage-max-latency-ms" in r.json()["error"]["message"]
     # The device spends energy, "cloud" money, and the free "cloud-slow" time it lacks.
     r, _ = ask(g.url, "cloud-first", triage={"max_cost_usd": 0, "max_latency_ms": 5000})
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert r.json()["error"]["code"] == "max_cost_usd_unmeetable"
 
 

@@ -84,12 +84,22 @@ def cloud_models(table: OutcomeTable, device: tuple[str, ...]) -> np.ndarray:
     return np.array([m not in device for m in table.models])
 
 
-def over_link(table: OutcomeTable, cloud: np.ndarray, rtt_ms: float) -> OutcomeTable:
-    """The table as a device sees it over a link with this round trip: each cloud answer
-    arrives ``rtt_ms`` later. Policies fitted on it weigh the link like any other cost."""
-    if rtt_ms < 0:
-        raise DataError(f"round trip must be >= 0 ms, not {rtt_ms}")
+def over_link(table: OutcomeTable, cloud: np.ndarray, rtt_ms: float,
+              usd_per_mb: float = 0.0) -> OutcomeTable:
+    """The table as a device sees it over a link with this round trip and this price per
+    megabyte carried (a metered mobile link): each cloud answer arrives ``rtt_ms`` later
+    and costs its prompt's and answer's bytes more (the answer's at four bytes a token).
+    Policies fitted on it weigh the link like any other cost."""
+    if rtt_ms < 0 or usd_per_mb < 0:
+        raise DataError(f"a link's round trip and price must be >= 0, not {rtt_ms} ms and "
+                        f"{usd_per_mb} USD/MB")
     latency = table.latency_ms.copy(order="F")
     latency[:, cloud] += rtt_ms
-    return replace(table, latency_ms=latency,
-                   notes=(*table.notes, f"link round trip {rtt_ms:g} ms"))
+    cost = table.cost_usd.copy(order="F")
+    if usd_per_mb:
+        sent = np.array([len(str(p).encode()) for p in table.prompts], dtype=np.float64)
+        carried = sent[:, None] + 4 * np.nan_to_num(table.tokens_out[:, cloud])
+        cost[:, cloud] += carried / 1e6 * usd_per_mb
+    return replace(table, latency_ms=latency, cost_usd=cost,
+                   notes=(*table.notes, f"link: round trip {rtt_ms:g} ms, "
+                                        f"{usd_per_mb:g} USD per MB"))

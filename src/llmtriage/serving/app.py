@@ -11,9 +11,9 @@ cascade must finish judging first, so the time to the first token is the whole c
 latency); ``stream = "first"`` streams the first model's answer as it is generated (see
 the streaming module).
 
-Every request gets an answer or an OpenAI-style error (401, 404, 413, 429 with Retry-After
-for the gateway's limits and for upstreams that rate-limit, 400, 502/503/504 from upstreams,
-500), and is counted in ``/metrics`` and written to the request log. A client that
+Every request gets an answer or an OpenAI-style error (401, 404, 413, 422 for limits no
+model can meet, 429 with Retry-After for the gateway's limits and for upstreams that
+rate-limit, 400, 502/503/504 from upstreams, 500), and is counted in ``/metrics`` and written to the request log. A client that
 disconnects cancels its request, upstream calls included. With keys configured, every
 endpoint but a bare ``/health`` liveness answer needs one (``/metrics`` may be opened to a
 scraper with ``metrics_public``).
@@ -60,8 +60,9 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses an endpoint returns (OpenAI's error shape)."""
     meaning = {400: "invalid request", 401: "missing or invalid API key",
                404: "no such policy, model or response", 405: "method not allowed",
-               413: "request body too large", 429: "rate limit, budget or capacity; see "
-               "Retry-After", 500: "internal error", 502: "upstream failed",
+               413: "request body too large", 422: "no model can serve the request within "
+               "its limits (x-triage-max-latency-ms, x-triage-max-cost-usd)",
+               429: "rate limit, budget or capacity; see Retry-After", 500: "internal error", 502: "upstream failed",
                503: "upstream unavailable or at capacity", 504: "deadline passed"}
     return {s: {"model": ErrorBody, "description": meaning[s]} for s in statuses}
 
@@ -90,7 +91,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                                  "text/event-stream": {"schema": {
                                      "type": "object",
                                      "properties": {"data": {"type": "string"}}}}}}}
-    posts = {**answers, **documented(400, 401, 404, 413, 429, 500, 502, 503, 504)}
+    posts = {**answers, **documented(400, 401, 404, 413, 422, 429, 500, 502, 503, 504)}
 
     def respond(failure: Failure) -> JSONResponse:
         return error(failure.status, failure.message, failure.kind, failure.code,

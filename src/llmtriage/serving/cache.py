@@ -58,6 +58,8 @@ class Entry:
     #: The scope's key and the semantic vector (None: exact only).
     scope: str
     vector: np.ndarray | None
+    #: The id of the response that produced the answer.
+    source: str = ""
 
 
 @dataclass(frozen=True)

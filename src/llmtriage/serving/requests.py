@@ -173,13 +173,14 @@ def _semantic_embedder(settings: CacheSettings) -> Embedder | None:
 
 
 def limit_failure(exc: LimitError) -> Failure:
-    """A request its limits left unserved: refused before any call (400), or out of time
-    during one (504); either names the limit."""
+    """A request its limits left unserved: refused before any call (422: well formed, but
+    nothing can serve it within them now), or out of time during one (504); either names
+    the limit."""
     header = "x-triage-" + exc.limit.replace("_", "-")
     if exc.during_call:
         return Failure(504, f"{exc} (set by {header} or the policy)", "upstream_error",
                        "deadline_exceeded")
-    return Failure(400, f"cannot serve within the request's limits: {exc} (set by {header} "
+    return Failure(422, f"cannot serve within the request's limits: {exc} (set by {header} "
                         "or the policy)", "invalid_request_error", f"{exc.limit}_unmeetable")
 
 
@@ -272,7 +273,7 @@ class RequestPath:
             key, scope, _ = cached
             self.cache.put(key, scope, Entry(
                 job.answer, job.info["answered_by"], dict(job.usage), job.info["cost_usd"],
-                job.info["latency_ms"], time.monotonic(), scope, vector))
+                job.info["latency_ms"], time.monotonic(), scope, vector, job.ident))
 
     def _answer_from(self, job: Job, hit: Hit, took_ms: float) -> None:
         entry = hit.entry
@@ -285,6 +286,7 @@ class RequestPath:
             "accepted_step": 0, "steps": [step], "cost_usd": 0.0,
             "latency_ms": step["latency_ms"], "id": job.ident,
             "cache": {"match": hit.match, "similarity": step["similarity"],
+                      "from": entry.source,
                       "age_s": round(time.monotonic() - entry.stored, 1),
                       "saved_usd": entry.cost_usd,
                       "saved_ms": round(max(entry.latency_ms - took_ms, 0.0), 1)},
