@@ -127,14 +127,13 @@ def test_replayed_limits_stand_in_stop_or_refuse(joint):
     with pytest.raises(LimitError) as refused:
         run_policy(policy, backend, backend.queries(), Limits(max_latency_ms=1e-3))
     assert refused.value.limit == LATENCY
-    # A cascade stops at its device answer when the next step does not fit.
-    cloud = cloud_models(table, (DEVICE,))
-    slowest = table.models[int(np.argmax(np.where(cloud, np.nanmean(table.latency_ms, 0),
-                                                  -1)))]
-    device_ms = float(table.latency_ms[:, 0].max())
-    cascade = ThresholdCascade([DEVICE, slowest], threshold=np.inf)
+    # A cascade stops at its device answer when the next step does not fit: over a link
+    # with a 60 s round trip, with the deadline the device's expected (mean) latency.
+    far = over_link(table, cloud_models(table, (DEVICE,)), 60_000.0)
+    backend = ReplayBackend(far)
+    cascade = ThresholdCascade([DEVICE, dear], threshold=np.inf)
     stopped = run_policy(cascade, backend, backend.queries(),
-                         Limits(max_latency_ms=device_ms + 1.0))
+                         Limits(max_latency_ms=float(far.latency_ms[:, 0].mean())))
     assert (stopped.accepted_model == 0).all() and (stopped.n_steps == 1).all()
     assert all(r.startswith("stopped") for r in stopped.degraded.values())
     assert COST != LATENCY

@@ -6,6 +6,8 @@ deterministically.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from llmtriage.backends.base import STEP_FIELDS, Queries, StepResult
@@ -45,10 +47,11 @@ class ReplayBackend:
 
     def estimate(self, model: int, queries: Queries, idx: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """What a gateway would expect of a call: the model's mean latency and cost over
-        the table (never the recorded values of these very prompts)."""
-        latency, cost = (_mean(getattr(self.table, f)[:, model]) for f in ("latency_ms",
-                                                                            "cost_usd"))
+        """What a gateway would expect of a call, never the recorded values of these very
+        prompts: the model's mean latency over the table, and its dearest call (the gateway
+        bounds a call's cost from above too)."""
+        latency = _known(self.table.latency_ms[:, model], np.mean)
+        cost = _known(self.table.cost_usd[:, model], np.max)
         return np.full(len(idx), latency), np.full(len(idx), np.nan_to_num(cost))
 
     async def acall(self, model: int, queries: Queries, idx: np.ndarray,
@@ -69,6 +72,6 @@ def _read_only(column: np.ndarray) -> np.ndarray:
     return view
 
 
-def _mean(column: np.ndarray) -> float:
+def _known(column: np.ndarray, summary: Callable[[np.ndarray], float]) -> float:
     known = column[np.isfinite(column)]
-    return float(known.mean()) if known.size else np.nan
+    return float(summary(known)) if known.size else np.nan
