@@ -13,10 +13,10 @@ the streaming module).
 
 Every request gets an answer or an OpenAI-style error (401, 404, 413, 422 for limits no
 model can meet, 429 with Retry-After for the gateway's limits and for upstreams that
-rate-limit, 400, 502/503/504 from upstreams, 500), and is counted in ``/metrics`` and written to the request log. A client that
-disconnects cancels its request, upstream calls included. With keys configured, every
-endpoint but a bare ``/health`` liveness answer needs one (``/metrics`` may be opened to a
-scraper with ``metrics_public``).
+rate-limit, 400, 502/503/504 from upstreams, 500), and is counted in ``/metrics`` and
+written to the request log. A client that disconnects cancels its request, upstream calls
+included. With keys configured, every endpoint but a bare ``/health`` liveness answer needs
+one (``/metrics`` may be opened to a scraper with ``metrics_public``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
                404: "no such policy, model or response", 405: "method not allowed",
                413: "request body too large", 422: "no model can serve the request within "
                "its limits (x-triage-max-latency-ms, x-triage-max-cost-usd)",
-               429: "rate limit, budget or capacity; see Retry-After", 500: "internal error", 502: "upstream failed",
+               429: "rate limit, budget or capacity; see Retry-After",
+               500: "internal error", 502: "upstream failed",
                503: "upstream unavailable or at capacity", 504: "deadline passed"}
     return {s: {"model": ErrorBody, "description": meaning[s]} for s in statuses}
 
