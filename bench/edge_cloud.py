@@ -147,6 +147,17 @@ def chosen(group: Group, objective: Objective) -> Policy:
     return choose(train, objective, outcomes).policy
 
 
+def described(policy: Policy) -> str:
+    """The chosen policy in a few words: a cascade's ladder and thresholds, a router's lam."""
+    ladder = getattr(policy, "ladder", None)
+    if ladder:
+        short = " > ".join(m.split("/")[-1][:22] for m in ladder)
+        threshold = np.atleast_1d(getattr(policy, "threshold", []))
+        return f"{short} @ {', '.join(f'{t:.2f}' for t in threshold)}"
+    lam = getattr(policy, "lam", None)
+    return f"{policy.name} (lam {lam:.3g})" if lam is not None else policy.label
+
+
 def run(group: Group, policy: Policy, outages: Outages | None = None) -> Served:
     test = group.table.split(TEST)
     trace = replay(policy, test)
@@ -192,7 +203,7 @@ def spend_table(table: OutcomeTable, resamples: int) -> None:
                 reference = result
             lo, hi = interval(result.quality, resamples)
             save, s_lo, s_hi = saving(result, reference, resamples)
-            out.add_row(group.name, policy.label[:48],
+            out.add_row(group.name, described(policy),
                         f"{result.quality.mean():.3f} [{lo:.3f}, {hi:.3f}]",
                         f"${result.cost_usd.mean():.2e}",
                         f"{save:+.0%} [{s_lo:+.0%}, {s_hi:+.0%}]",
@@ -215,7 +226,7 @@ def network_sweep(table: OutcomeTable, plot: Path | None) -> None:
             for rate in OUTAGES:
                 result = run(group, policy, Outages(rate, DETECT_MS, seed=int(rtt)))
                 rows.append({"rtt_ms": rtt, "outage": rate, "group": group.name,
-                             "policy": policy.label, **result.summary()})
+                             "policy": described(policy), **result.summary()})
     out = Table(title=f"{table.name}: network sweep (each policy the best quality within a "
                       "mean latency of half the cloud models' own, chosen on train)")
     for col in ("RTT ms", "outage", "group", "quality", "cost/query", "p50 ms", "p95 ms",
