@@ -32,6 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmtriage.signals.embedder import Embedder
 
+#: Vectors one scope (a key's and policy's conversations at one position) is matched
+#: against: a miss costs one product with at most this many, whatever the cache holds.
+MAX_SCOPE = 1024
+
 
 class CacheSettings(BaseModel):
     """``[gateway.cache]``."""
@@ -137,7 +141,10 @@ class ResponseCache:
             self._drop(key)
         self._entries[key] = entry
         if entry.vector is not None and scope:
-            self._scopes.setdefault(scope, {})[key] = entry.vector
+            vectors = self._scopes.setdefault(scope, {})
+            vectors[key] = entry.vector
+            if len(vectors) > MAX_SCOPE:  # the oldest leave the semantic index only
+                del vectors[next(iter(vectors))]
         while len(self._entries) > self.settings.max_entries:
             self._drop(next(iter(self._entries)))
 
