@@ -47,7 +47,7 @@ class CacheSettings(BaseModel):
     max_entries: int = Field(10_000, gt=0, le=1_000_000)
     semantic: bool = False
     #: Cosine similarity of the last user turns at or above which a cached answer is reused.
-    threshold: float = Field(0.95, gt=0, le=1)
+    threshold: float = Field(0.98, gt=0, le=1)
 
 
 @dataclass(frozen=True)
