@@ -18,8 +18,9 @@ test split:
 - cloud-only routing: logistic and kNN routers over the cloud models alone;
 - local-first: calibrated cascades that ask a device model first and escalate to one cloud
   model (device > cloud, and 0.5B > 1.5B > cloud), each rung's confidence calibrated;
-- every tier: the routers over device and cloud models together, and the local-first
-  cascades, whichever the objective picks.
+- cascade routing over device and cloud models (each step any model, or stop);
+- every tier: the routers over device and cloud models together, the local-first cascades
+  and cascade routing, whichever the objective picks.
 
 Objectives (chosen on train only): the best cloud model's train quality at the least cost,
 and a cheaper cloud model's (the cheapest within 10 points of the best). Reported: test
@@ -49,7 +50,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from llmtriage.data import load_table  # noqa: E402
-from llmtriage.data.joint import cloud_models, join_tiers, over_link  # noqa: E402
+from llmtriage.data.joint import CloudTiming, cloud_models, join_tiers, over_link  # noqa: E402
 from llmtriage.data.loaders import routerbench, zeroeval  # noqa: E402
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable  # noqa: E402
 from llmtriage.evaluation.evaluate import replay  # noqa: E402
@@ -68,16 +69,17 @@ DETECT_MS = 1000.0
 console = Console(width=150)
 
 
-def joint_tables(crux: Path, arc: Path) -> list[OutcomeTable]:
+def joint_tables(crux: Path, arc: Path, timing: CloudTiming | None = None
+                 ) -> list[OutcomeTable]:
     out = []
     if crux.is_file():
         cloud = zeroeval.load(SHARED / "zeroeval", task="crux")
-        out.append(join_tiers(load_table(str(crux)), cloud, name="CRUXEval"))
+        out.append(join_tiers(load_table(str(crux)), cloud, timing, name="CRUXEval"))
     if arc.is_file():
         cloud = routerbench.load(SHARED / "routerbench" / "arc_challenge_test.csv")
         train = routerbench.load(SHARED / "routerbench" / "arc_challenge_train.csv")
         both = _stack(train, cloud)
-        out.append(join_tiers(load_table(str(arc)), both, name="ARC-Challenge"))
+        out.append(join_tiers(load_table(str(arc)), both, timing, name="ARC-Challenge"))
     return out
 
 
@@ -115,6 +117,7 @@ def groups(table: OutcomeTable) -> list[Group]:
     ladders += [(*DEVICE, table.models[i]) for i in tops]
     local_first = [CalibratedCascade(list(ladder)) for ladder in ladders]
     routers = candidates(train, ("logistic", "knn"), embedder="minilm")
+    cascade_routing = candidates(train, ("cascade-routing",), embedder="minilm")
     cloud_routers = candidates(cloud_view.split(TRAIN), ("logistic", "knn"), embedder="minilm")
     device = table.model_index(best_local)
     return [
@@ -124,7 +127,8 @@ def groups(table: OutcomeTable) -> list[Group]:
                                                  *candidates(cloud_view.split(TRAIN),
                                                              ("single",))], None),
         Group("local-first cascade", table, local_first, device),
-        Group("every tier", table, [*local_first, *routers], device),
+        Group("cascade routing", table, cascade_routing, device),
+        Group("every tier", table, [*local_first, *routers, *cascade_routing], device),
     ]
 
 
@@ -277,8 +281,13 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--sweep-only", action="store_true")
+    parser.add_argument("--first-token-ms", type=float, default=CloudTiming.first_token_ms,
+                        help="the cloud latency model: time to the first token")
+    parser.add_argument("--ms-per-token", type=float, default=CloudTiming.ms_per_token,
+                        help="the cloud latency model: time per output token")
     args = parser.parse_args()
-    tables = joint_tables(args.crux, args.arc)
+    tables = joint_tables(args.crux, args.arc, CloudTiming(args.first_token_ms,
+                                                           args.ms_per_token))
     if not tables:
         raise SystemExit("no device recording found: run the `triage collect` commands above")
     for table in tables:

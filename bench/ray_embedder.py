@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -66,6 +67,10 @@ def main() -> None:
     words = ["route", "model", "cheap", "query", "answer", "cloud", "device", "latency",
              "budget", "python", "capital", "number", "explain", "code", "sum", "list"]
     texts = [" ".join(rng.choice(words, 12)) + f" #{i}" for i in range(args.texts)]
+    # A new local Ray instance writes an auth token to ~/.ray/auth_token, which clusters
+    # started later on this machine then require; remove it if this run made it.
+    token = Path.home() / ".ray" / "auth_token"
+    had_token = token.exists()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"port": 0})
     table = Table(title=f"triage-embedder: {args.texts} fresh texts, {args.concurrency} "
@@ -80,6 +85,8 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+        if not had_token:
+            token.unlink(missing_ok=True)
     Console(width=120).print(table)
 
 
