@@ -107,11 +107,17 @@ model = "ok"
 
             with ThreadPoolExecutor(30) as pool:
                 replies = list(pool.map(ask, range(30)))
+            # Serve's proxy may answer a request 5xx while the replicas settle (seen once
+            # in about ten CI runs); a client retries that once, as any would.
+            transient = [(r.status_code, r.text[:300]) for r in replies
+                         if r.status_code not in (200, 429)]
+            assert all(code >= 500 for code, _ in transient), transient
+            replies = [r if r.status_code in (200, 429) else ask(0) for r in replies]
             status = on_cluster(cluster, "print(serve.status().applications['triage']"
                                 ".deployments['triage-gateway'].replica_states)")
     assert "'RUNNING': 2" in status, status
     codes = [r.status_code for r in replies]
-    assert codes.count(200) == 10 and codes.count(429) == 20, codes
+    assert codes.count(200) == 10 and codes.count(429) == 20, (codes, transient)
     answered = [r.json() for r in replies if r.status_code == 200]
     assert all(a["triage"]["answered_by"] == "ok" for a in answered)
 
