@@ -107,8 +107,8 @@ model = "ok"
 
             with ThreadPoolExecutor(30) as pool:
                 replies = list(pool.map(ask, range(30)))
-            # Serve's proxy may answer a request 5xx while the replicas settle (seen once
-            # in about ten CI runs); a client retries that once, as any would.
+            # Serve's proxy may answer a request 5xx while the replicas settle (seen in one
+            # clean-clone CI run); a client retries that once, as any would.
             transient = [(r.status_code, r.text[:300]) for r in replies
                          if r.status_code not in (200, 429)]
             assert all(code >= 500 for code, _ in transient), transient
