@@ -7,6 +7,7 @@ deterministically.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 
 import numpy as np
 
@@ -50,9 +51,16 @@ class ReplayBackend:
         """What a gateway would expect of a call, never the recorded values of these very
         prompts: the model's mean latency over the table, and its dearest call (the gateway
         bounds a call's cost from above too)."""
-        latency = _known(self.table.latency_ms[:, model], np.mean)
-        cost = _known(self.table.cost_usd[:, model], np.max)
-        return np.full(len(idx), latency), np.full(len(idx), np.nan_to_num(cost))
+        latency, cost = self._expected
+        return np.full(len(idx), latency[model]), np.full(len(idx), cost[model])
+
+    @cached_property
+    def _expected(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per model, once: the mean recorded latency (NaN: none) and the dearest call."""
+        t = self.table
+        latency = np.array([_known(t.latency_ms[:, m], np.mean) for m in range(t.n_models)])
+        cost = np.array([_known(t.cost_usd[:, m], np.max) for m in range(t.n_models)])
+        return latency, np.nan_to_num(cost)
 
     async def acall(self, model: int, queries: Queries, idx: np.ndarray,
                     options: object = None) -> StepResult:

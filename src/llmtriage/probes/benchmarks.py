@@ -17,19 +17,18 @@ be joined into one table (:mod:`llmtriage.data.joint`).
 from __future__ import annotations
 
 import ast
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from llmtriage.data.errors import DataError
+from llmtriage.probes.graders import CHOICE_LETTER
 from llmtriage.probes.types import Probe
 
 #: Room for the literal and a model's "assert f(...) == " around it.
 CRUX_MAX_TOKENS = 64
 ARC_MAX_TOKENS = 8
-_LETTER = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -61,7 +60,7 @@ def _unlist(text: object) -> str:
 
 
 def _letter(response: object) -> str | None:
-    match = _LETTER.search(_unlist(response).strip())
+    match = CHOICE_LETTER.search(_unlist(response).strip())
     return match.group(1) if match else None
 
 

@@ -14,7 +14,8 @@ import unicodedata
 
 #: A number, with commas only as thousands separators ("12,345" but not "3,91").
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-_LETTER = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
+#: A standalone choice letter A-D (not the "A" of "Answer").
+CHOICE_LETTER = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
 
 
 def first_line(text: str) -> str:
@@ -54,7 +55,7 @@ def grade_alias(answer: str, gold: str, aliases: tuple[str, ...] = ()) -> bool:
 
 def grade_choice(answer: str, gold: str) -> bool:
     """The first standalone letter A-D on the first line is the gold letter."""
-    match = _LETTER.search(first_line(answer))
+    match = CHOICE_LETTER.search(first_line(answer))
     return bool(match) and match.group(1) == gold.strip().upper()
 
 

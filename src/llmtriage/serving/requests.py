@@ -36,6 +36,7 @@ from llmtriage.serving.cache import CacheSettings, Entry, Hit, ResponseCache
 from llmtriage.serving.config import ClientKey, GatewaySettings
 from llmtriage.serving.guard import Admission, KeyRing, Refused
 from llmtriage.serving.requestlog import RequestLog
+from llmtriage.serving.schemas import limit_header
 from llmtriage.serving.sessions import answered_key, lookup_key
 from llmtriage.serving.state import Ticket, open_state
 from llmtriage.serving.state.base import Lesson, Pending
@@ -176,7 +177,7 @@ def limit_failure(exc: LimitError) -> Failure:
     """A request its limits left unserved: refused before any call (422: well formed, but
     nothing can serve it within them now), or out of time during one (504); either names
     the limit."""
-    header = "x-triage-" + exc.limit.replace("_", "-")
+    header = limit_header(exc.limit)
     if exc.during_call:
         return Failure(504, f"{exc} (set by {header} or the policy)", "upstream_error",
                        "deadline_exceeded")

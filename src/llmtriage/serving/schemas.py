@@ -106,9 +106,14 @@ class TriageOptions(BaseModel):
     cache: StrictBool = True
 
 
+def limit_header(limit: str) -> str:
+    """The header a limit comes in: ``max_latency_ms`` in ``x-triage-max-latency-ms``."""
+    return "x-triage-" + limit.replace("_", "-")
+
+
 #: The headers a request's limits may come in, and each one's bound.
-LIMIT_HEADERS = {"x-triage-max-latency-ms": (LATENCY, MAX_DEADLINE_MS),
-                 "x-triage-max-cost-usd": (COST, MAX_COST_USD)}
+LIMIT_HEADERS = {limit_header(LATENCY): (LATENCY, MAX_DEADLINE_MS),
+                 limit_header(COST): (COST, MAX_COST_USD)}
 
 
 def limits_of(headers: Mapping[str, str], body: TriageOptions | None) -> Limits:
