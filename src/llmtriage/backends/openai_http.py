@@ -82,8 +82,9 @@ class Deadline:
         return max(0.0, limit - (time.monotonic() - self.started))
 
     async def run(self, awaitable: Any, first_byte: bool = False) -> Any:
-        try:
-            return await asyncio.wait_for(awaitable, self.left(first_byte))
+        try:  # a timeout scope, not wait_for: no task per call
+            async with asyncio.timeout(self.left(first_byte)):
+                return await awaitable
         except TimeoutError:
             what = (f"no first byte within {self.first_byte_s:g} s" if first_byte
                     else f"not done within {self.spec.timeout_s:g} s")
@@ -115,16 +116,22 @@ class ModelGate:
 
 async def read_capped(response: aiohttp.ClientResponse, name: str, deadline: Deadline
                       ) -> bytes:
-    """The whole body, within the deadline and MAX_REPLY_BYTES."""
-    async def read() -> bytes:
+    """The whole body, within the deadline and MAX_REPLY_BYTES: read at once when its
+    announced length is within the cap and it is not compressed (aiohttp holds a body to
+    its announced length; a compressed one may grow past it), else part by part,
+    counting."""
+    async def partwise() -> bytes:
         body = bytearray()
         async for part in response.content.iter_any():
             body += part
             if len(body) > MAX_REPLY_BYTES:
                 raise BackendError(f"{name}: upstream reply over {MAX_REPLY_BYTES} bytes")
         return bytes(body)
+    length = response.content_length
+    whole = (length is not None and length <= MAX_REPLY_BYTES
+             and "content-encoding" not in response.headers)
     try:
-        return await deadline.run(read())
+        return await deadline.run(response.read() if whole else partwise())
     except TRANSPORT_ERRORS as exc:
         raise BackendError(f"{name}: reply broke off: {type(exc).__name__}",
                            retryable=True) from None

@@ -153,7 +153,8 @@ async def arun_policy(policy: Policy, backend: AsyncBackend, queries: Queries,
         else:
             left = limits.max_latency_ms / 1000 - (time.perf_counter() - started)
             try:
-                results = await asyncio.wait_for(gather_all(calls), max(left, 0.0))
+                async with asyncio.timeout(max(left, 0.0)):
+                    results = await gather_all(calls)
             except TimeoutError:
                 out_of_time(episode, np.concatenate([idx for _, idx in groups]), limits)
                 continue

@@ -22,15 +22,18 @@ one (``/metrics`` may be opened to a scraper with ``metrics_public``).
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmtriage.backends.catalog import Catalog
@@ -41,7 +44,7 @@ from llmtriage.policies.limits import Limits
 from llmtriage.policies.routers.base import quality_routers
 from llmtriage.serving.config import ClientKey, GatewayConfig, GatewaySettings
 from llmtriage.serving.guard import Refused
-from llmtriage.serving.middleware import BodyLimit
+from llmtriage.serving.middleware import Ingress
 from llmtriage.serving.requests import CLIENT_GONE, Failure, Job, RequestPath
 from llmtriage.serving.schemas import (
     ChatBody,
@@ -68,12 +71,32 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorBody, "description": meaning[s]} for s in statuses}
 
 
+#: Bodies the completion endpoints parse themselves (see :class:`Ingress`), declared to
+#: the OpenAPI document by hand.
+RAW_BODIES: tuple[type[BaseModel], ...] = (ChatBody, CompletionBody)
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def body_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that parses ``model`` itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def faults(errors: Sequence[Any], skip: int = 0) -> str:
+    """At most five validation errors, each where it is (less ``skip`` leading parts of
+    its location) and what is wrong."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][skip:])}: {e['msg']}"
+                     for e in errors[:5])
+
+
 def create_app(pool: ModelPool, policies: dict[str, Policy],
                settings: GatewaySettings | None = None,
                keys: list[ClientKey] | None = None,
-               limits: dict[str, Limits] | None = None) -> FastAPI:
+               limits: dict[str, Limits] | None = None) -> Ingress:
     """The gateway over a pool of models and the named policies (each scores answers with
-    the signal it holds); ``limits``: per policy, those of a request that sets none."""
+    the signal it holds); ``limits``: per policy, those of a request that sets none. An
+    ASGI app: the FastAPI app behind its :class:`Ingress`."""
     settings = settings or GatewaySettings(request_log=None)
     path = RequestPath(pool, policies, settings, keys or [], limits)
 
@@ -107,34 +130,44 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
 
     async def until_done(request: Request, work: Awaitable[Failure | None]
                          ) -> Failure | None:
-        """Run ``work`` unless the client goes away first; then cancel it."""
-        task = asyncio.ensure_future(work)
-        gone = asyncio.ensure_future(disconnected(request))
+        """Run ``work`` unless the client goes away first; then cancel it. The work runs
+        in the request's own task, watched by one other (a task a request is cheaper than
+        two and a wait over both)."""
+        handler = asyncio.current_task()
+        assert handler is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            await disconnected(request)
+            gone = True
+            handler.cancel()
+
+        watcher = asyncio.create_task(watch())
         try:
-            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            return await work
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            handler.uncancel()
             return Failure(CLIENT_GONE, "client disconnected", "client_closed")
-        return task.result()
+        finally:
+            watcher.cancel()
 
     async def serve(request: Request, body: ChatBody | CompletionBody,
                     messages: list[dict[str, str]], chat: bool) -> Response:
         max_tokens = (getattr(body, "max_completion_tokens", None) or body.max_tokens
                       or settings.max_tokens)
-        headers = request.headers
+        # One pass over the raw headers (Starlette's mapping scans them at every lookup).
+        headers = {k.decode("latin-1"): v.decode("latin-1")
+                   for k, v in reversed(request.scope["headers"])}
         session = headers.get("x-triage-session") or None
         job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
                   policy_name=body.model, messages=messages, max_tokens=max_tokens,
                   temperature=body.temperature, client=None,
                   session=session[:MAX_SESSION_ID] if session else None)
         try:
-            job.client = client_of(request)
+            job.client = path.ring.identify(headers.get("authorization"))
             if session is not None and len(session) > MAX_SESSION_ID:
                 raise Refused(400, f"invalid request: x-triage-session is {len(session)} "
                                    f"characters; at most {MAX_SESSION_ID}",
@@ -155,7 +188,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
             await path.logged(job)
             return respond(failed)
         shape = Shape(job, chat)
-        mode = request.headers.get("x-triage-stream") or settings.stream
+        mode = headers.get("x-triage-stream") or settings.stream
         if body.stream and mode == "first":
             return await first_stream(path, job, shape, request)
         failed = await until_done(request, path.attempt(job))
@@ -175,12 +208,24 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
             return refusal(exc)
         return None
 
+    def rejected(message: str) -> JSONResponse:
+        path.metrics.failed("unknown", 400)
+        return error(400, f"invalid request: {message}")
+
+    def parse(model: type[Body], raw: bytes) -> Body | JSONResponse:
+        """The body as ``model``, or the 400 that says what is wrong with it. The json
+        module parses it: pydantic's own parser refuses a lone surrogate escape without
+        saying so, where the schema's text check names it."""
+        try:
+            return model.model_validate(json.loads(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return rejected(f"the body is not JSON: {exc}")
+        except ValidationError as exc:
+            return rejected(faults(exc.errors()))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}"
-                          for e in exc.errors()[:5])
-        path.metrics.failed("unknown", 400)
-        return error(400, f"invalid request: {where}")
+        return rejected(faults(exc.errors(), skip=1))  # FastAPI's start at "body"
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -190,12 +235,12 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         return error(exc.status_code, f"invalid request: {exc.detail}",
                      headers=dict(exc.headers or {}))
 
-    @app.exception_handler(Exception)
-    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+    def crash(exc: Exception) -> JSONResponse:
         return error(500, f"internal error: {type(exc).__name__}", "server_error")
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
-                       on_refused=lambda: path.metrics.failed("unknown", 413))
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        return crash(exc)
 
     @app.get("/health", responses={200: {"description": "liveness; with a valid key (or "
                                               "none configured) also models, policies, "
@@ -223,6 +268,9 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     def schema() -> dict[str, Any]:
         """FastAPI's document, with the names a request's ``model`` may take."""
         document = app.openapi()
+        _, raw = models_json_schema([(m, "validation") for m in RAW_BODIES],
+                                    ref_template="#/components/schemas/{model}")
+        document["components"]["schemas"].update(raw["$defs"])
         names = [*policies, *pool.models]
         for body in ("ChatBody", "CompletionBody"):
             model = document["components"]["schemas"][body]["properties"]["model"]
@@ -248,12 +296,18 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                  for name in pool.models]
         return JSONResponse({"object": "list", "data": data})
 
-    @app.post("/v1/chat/completions", responses=posts)
-    async def chat(body: ChatBody, request: Request) -> Response:
+    @app.post("/v1/chat/completions", responses=posts, openapi_extra=body_of(ChatBody))
+    async def chat(request: Request) -> Response:
+        body = parse(ChatBody, await request.body())
+        if isinstance(body, JSONResponse):
+            return body
         return await serve(request, body, [m.flat() for m in body.messages], chat=True)
 
-    @app.post("/v1/completions", responses=posts)
-    async def completions(body: CompletionBody, request: Request) -> Response:
+    @app.post("/v1/completions", responses=posts, openapi_extra=body_of(CompletionBody))
+    async def completions(request: Request) -> Response:
+        body = parse(CompletionBody, await request.body())
+        if isinstance(body, JSONResponse):
+            return body
         return await serve(request, body, [{"role": "user", "content": body.text()}],
                            chat=False)
 
@@ -271,12 +325,14 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                          "not_found_error", "response_not_found")
         return JSONResponse(result)
 
-    return app
+    return Ingress(app, settings.max_body_bytes,
+                   direct={"/v1/chat/completions": chat, "/v1/completions": completions},
+                   crashed=crash, on_refused=lambda: path.metrics.failed("unknown", 413))
 
 
 def build_gateway(config: GatewayConfig, catalog: Catalog,
                   backends: dict[str, LiveBackend] | None = None,
-                  embedder: Embedder | None = None) -> tuple[FastAPI, list[str]]:
+                  embedder: Embedder | None = None) -> tuple[Ingress, list[str]]:
     """The gateway a config describes (its policies built or loaded, a circuit breaker per
     model), and the names of its policies: what ``triage serve`` runs, alone or as each
     Ray Serve replica. A replica passes ``backends`` that reach the embedded models'
