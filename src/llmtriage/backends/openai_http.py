@@ -20,7 +20,6 @@ and the call is most of what a passed-through request costs.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import time
@@ -28,6 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from llmtriage.backends.catalog import Catalog, ModelSpec
 from llmtriage.backends.live import (
@@ -193,7 +193,8 @@ class OpenAIBackend:
     @staticmethod
     def _headers(spec: ModelSpec) -> dict[str, str]:
         key = spec.secret()
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        json_body = {"Content-Type": "application/json"}
+        return {**json_body, "Authorization": f"Bearer {key}"} if key else json_body
 
     async def _post(self, spec: ModelSpec, body: dict[str, Any]
                     ) -> tuple[aiohttp.ClientResponse, Deadline]:
@@ -207,7 +208,7 @@ class OpenAIBackend:
             deadline = Deadline(spec)
             try:
                 response = await deadline.run(client.post(
-                    self._url(spec), json=body, headers=self._headers(spec),
+                    self._url(spec), data=orjson.dumps(body), headers=self._headers(spec),
                     allow_redirects=False), first_byte=True)
             except TRANSPORT_ERRORS as exc:
                 error = BackendError(f"{spec.name}: connection failed: {type(exc).__name__}",
@@ -259,8 +260,8 @@ class OpenAIBackend:
             finally:
                 hand_back(response)
             try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
                 text = raw[:400].decode(errors="replace")
                 raise BackendError(
                     f"{name}: upstream sent a body that is not JSON: {_excerpt(text)}"
@@ -301,7 +302,7 @@ class OpenAIBackend:
                         done = True
                         break
                     try:
-                        chunk = json.loads(payload)
+                        chunk = orjson.loads(payload)
                         usage = chunk.get("usage") or usage
                         for choice in chunk.get("choices") or ():
                             delta = (choice.get("delta") or {}).get("content") or ""
@@ -312,7 +313,7 @@ class OpenAIBackend:
                             if delta:
                                 parts.append(delta)
                                 yield delta
-                    except (json.JSONDecodeError, *MALFORMED) as exc:
+                    except (orjson.JSONDecodeError, *MALFORMED) as exc:
                         raise BackendError(f"{name}: malformed stream chunk ({exc}): "
                                            f"{_excerpt(payload)}") from None
             except TRANSPORT_ERRORS as exc:

@@ -29,6 +29,15 @@ STOP = -1
 LAST = -1
 
 
+def span(steps: np.ndarray) -> tuple[int, int]:
+    """The least and greatest step index of a batch. A live batch holds one query or a
+    few, where two numpy reductions cost more than reading the values out."""
+    if steps.size <= 16:
+        values = steps.tolist()
+        return min(values), max(values)
+    return int(steps.min()), int(steps.max())
+
+
 class StepColumns:
     """Per-step arrays of a batch, one length-B column per step index.
 
@@ -54,9 +63,9 @@ class StepColumns:
     def write(self, k: np.ndarray, idx: np.ndarray, model: int, result: StepResult) -> None:
         """Record a call to ``model`` (or, per query, the model that actually answered, when
         the backend reports it) for the queries ``idx`` at their step indices ``k``."""
-        while self.width <= int(k.max()):
+        k_lo, k_hi = span(k)
+        while self.width <= k_hi:
             self._grow()
-        k_lo, k_hi = int(k.min()), int(k.max())
         whole = k_lo == k_hi and len(idx) == self.size  # every query, in lockstep
         answered = result.models
         for step in range(k_lo, k_hi + 1):
@@ -85,7 +94,7 @@ class StepColumns:
         """Each query's value of a measurement at its own step index (NaN where absent).
 
         Read-only: in lockstep (all at one step) it is the stored column itself."""
-        lo, hi = int(steps.min()), int(steps.max())
+        lo, hi = span(steps)
         if lo == hi:
             column = self.values[field_name][lo] if 0 <= lo < self.width else None
             return np.full(self.size, np.nan) if column is None else column
@@ -97,7 +106,7 @@ class StepColumns:
         return out
 
     def model_at(self, steps: np.ndarray) -> np.ndarray:
-        lo, hi = int(steps.min()), int(steps.max())
+        lo, hi = span(steps)
         if lo == hi and 0 <= lo < self.width:
             return self.called[lo].copy()
         out = np.full(self.size, STOP, dtype=np.int64)
@@ -182,10 +191,11 @@ class State:
 
 
 def count_models(indices: np.ndarray, n_models: int) -> np.ndarray:
-    """How often each model index occurs (STOP and other negatives ignored)."""
+    """How often each model index occurs (STOP, other negatives and indices past the last
+    model ignored)."""
     if n_models <= 8:  # a few comparisons beat a bincount on long arrays
         return np.array([np.count_nonzero(indices == j) for j in range(n_models)])
-    return np.bincount(indices + 1, minlength=n_models + 1)[1:]
+    return np.bincount(indices[(indices >= 0) & (indices < n_models)], minlength=n_models)
 
 
 @dataclass(frozen=True)

@@ -45,23 +45,26 @@ class Episode:
         self.degraded: dict[int, str] = {}
 
     def pending(self) -> list[tuple[int, np.ndarray]]:
-        """Ask the policy; close the queries it stops; return the calls to make, per model."""
+        """Ask the policy; close the queries it stops; return the calls to make, per model.
+
+        Counts (``np.count_nonzero``) rather than ``any``/``min``/``max``: on the gateway's
+        batches of one, each numpy reduction's call costs more than its work."""
         state = self.state
-        if not state.open.any():
+        if not np.count_nonzero(state.open):
             return []
         decision = self.policy.step(state)
         targets = decision.call
         stopping = state.open & (targets == STOP)
-        if stopping.any():
+        if np.count_nonzero(stopping):
             taken = state.n_steps[stopping]
-            if (taken == 0).any():
+            if np.count_nonzero(taken == 0):
                 raise PolicyError(f"{self.policy.label} stopped a query before calling any model")
             if decision.accept is None:
                 self.accepted[stopping] = taken - 1
             else:
                 accept = decision.accept[stopping]
                 accept = np.where(accept == LAST, taken - 1, accept)
-                if ((accept < 0) | (accept >= taken)).any():
+                if np.count_nonzero((accept < 0) | (accept >= taken)):
                     raise PolicyError(f"{self.policy.label} accepted a step never taken")
                 self.accepted[stopping] = accept
             state.open &= ~stopping
@@ -69,17 +72,15 @@ class Episode:
         n_calling = int(np.count_nonzero(calling))
         if n_calling == 0:
             return []
-        if state.n_steps.max() >= self.max_steps and (
-            state.n_steps[calling] >= self.max_steps
-        ).any():
+        if np.count_nonzero(state.n_steps[calling] >= self.max_steps):
             raise PolicyError(f"{self.policy.label} did not stop within {self.max_steps} steps")
         wanted = targets if n_calling == len(targets) else targets[calling]
-        n_models = len(state.models)
-        if wanted.min() < 0 or wanted.max() >= n_models:
+        counts = count_models(wanted, len(state.models))
+        if int(counts.sum()) != n_calling:  # an index that is no model's
             raise PolicyError(f"{self.policy.label} asked for a model index out of range")
-        counts = count_models(wanted, n_models)
-        if counts.max() == n_calling:
-            return [(int(counts.argmax()), np.flatnonzero(calling))]
+        for m, count in enumerate(counts.tolist()):
+            if count == n_calling:
+                return [(m, np.flatnonzero(calling))]
         return [
             (int(m), np.flatnonzero(calling & (targets == m)))
             for m in np.flatnonzero(counts)

@@ -22,12 +22,12 @@ one (``/metrics`` may be opened to a scraper with ``metrics_public``).
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -51,6 +51,7 @@ from llmtriage.serving.schemas import (
     CompletionBody,
     ErrorBody,
     FeedbackBody,
+    Reply,
     error,
     limits_of,
 )
@@ -198,7 +199,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         if body.stream:
             return StreamingResponse(shape.events(job.answer), media_type="text/event-stream",
                                      headers=path.headers(job))
-        return JSONResponse(shape.whole(), headers=path.headers(job))
+        return Reply(shape.whole(), headers=path.headers(job))
 
     def guarded(request: Request) -> JSONResponse | None:
         """The refusal for a caller without a valid key (None: let it in)."""
@@ -213,12 +214,11 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         return error(400, f"invalid request: {message}")
 
     def parse(model: type[Body], raw: bytes) -> Body | JSONResponse:
-        """The body as ``model``, or the 400 that says what is wrong with it. The json
-        module parses it: pydantic's own parser refuses a lone surrogate escape without
-        saying so, where the schema's text check names it."""
+        """The body as ``model``, or the 400 that says what is wrong with it (orjson
+        parses it: faster than pydantic's parser, and its errors name a lone surrogate)."""
         try:
-            return model.model_validate(json.loads(raw))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return model.model_validate(orjson.loads(raw))
+        except orjson.JSONDecodeError as exc:
             return rejected(f"the body is not JSON: {exc}")
         except ValidationError as exc:
             return rejected(faults(exc.errors()))

@@ -33,6 +33,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from llmtriage.data.errors import DataError
@@ -210,8 +211,8 @@ class RequestLog:
 
     def _insert_all(self, rows: list[dict[str, Any]]) -> None:
         """Commit rows in one transaction; if that fails, each on its own (see _insert)."""
-        values = [tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)
-                  for row in rows]
+        values = [tuple(orjson.dumps(row[c]).decode() if c == "steps" else row.get(c)
+                        for c in COLUMNS) for row in rows]
         try:
             with self._db.transaction():
                 self._db.executemany(upsert(COLUMNS), values)

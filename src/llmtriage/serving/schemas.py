@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi.responses import JSONResponse
 from pydantic import (
     AfterValidator,
@@ -205,12 +206,20 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class Reply(JSONResponse):
+    """A JSON response rendered by orjson (several times faster than the json module,
+    and a non-finite number becomes null, never the invalid ``NaN``)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def error(status: int, message: str, kind: str = "invalid_request_error",
           code: str | None = None, retry_after: float | None = None,
-          headers: dict[str, str] | None = None) -> JSONResponse:
+          headers: dict[str, str] | None = None) -> Reply:
     """An error in OpenAI's shape."""
     headers = dict(headers or {})
     if retry_after is not None:
         headers["retry-after"] = f"{max(1, round(retry_after))}"
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}},
-                        status_code=status, headers=headers or None)
+    return Reply({"error": {"message": message, "type": kind, "code": code}},
+                 status_code=status, headers=headers or None)

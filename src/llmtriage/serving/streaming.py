@@ -14,11 +14,11 @@ cancels the request, upstream calls included.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -62,7 +62,7 @@ class Shape:
                  "choices": [choice]}
         if extra:
             event.update(extra)
-        return f"data: {json.dumps(event)}\n\n".encode()
+        return b"data: " + orjson.dumps(event) + b"\n\n"
 
     async def events(self, answer: str) -> AsyncIterator[bytes]:
         """The accepted answer as chunks, word by word, then [DONE]."""
@@ -140,7 +140,7 @@ async def _first_events(path: RequestPath, task: asyncio.Task, first: asyncio.Fu
         failed = task.result()
         await path.logged(job)  # the end of the stream is its acknowledgement
         if failed is not None:
-            yield f"data: {json.dumps(error_body(failed))}\n\n".encode()
+            yield b"data: " + orjson.dumps(error_body(failed)) + b"\n\n"
             return
         streamed = "".join(sent)
         if streamed != job.answer:  # the policy escalated: the accepted answer replaces it
