@@ -40,6 +40,7 @@ from llmtriage.backends.live import (
     parse_logprobs,
     parse_usage,
 )
+from llmtriage.data.jsontext import loads
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: Backoff: first wait, growth factor, and cap (seconds); Retry-After overrides, capped too.
@@ -260,8 +261,8 @@ class OpenAIBackend:
             finally:
                 hand_back(response)
             try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                data = loads(raw)
+            except ValueError:  # not JSON, or not UTF-8
                 text = raw[:400].decode(errors="replace")
                 raise BackendError(
                     f"{name}: upstream sent a body that is not JSON: {_excerpt(text)}"
@@ -302,7 +303,7 @@ class OpenAIBackend:
                         done = True
                         break
                     try:
-                        chunk = orjson.loads(payload)
+                        chunk = loads(payload)
                         usage = chunk.get("usage") or usage
                         for choice in chunk.get("choices") or ():
                             delta = (choice.get("delta") or {}).get("content") or ""
@@ -313,7 +314,7 @@ class OpenAIBackend:
                             if delta:
                                 parts.append(delta)
                                 yield delta
-                    except (orjson.JSONDecodeError, *MALFORMED) as exc:
+                    except (ValueError, *MALFORMED) as exc:
                         raise BackendError(f"{name}: malformed stream chunk ({exc}): "
                                            f"{_excerpt(payload)}") from None
             except TRANSPORT_ERRORS as exc:

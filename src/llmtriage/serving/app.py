@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -39,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llmtriage.backends.catalog import Catalog
 from llmtriage.backends.live import LiveBackend
 from llmtriage.backends.pool import ModelPool
+from llmtriage.data.jsontext import loads
 from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
 from llmtriage.policies.routers.base import quality_routers
@@ -214,12 +214,13 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         return error(400, f"invalid request: {message}")
 
     def parse(model: type[Body], raw: bytes) -> Body | JSONResponse:
-        """The body as ``model``, or the 400 that says what is wrong with it (orjson
-        parses it: faster than pydantic's parser, and its errors name a lone surrogate)."""
+        """The body as ``model``, or the 400 that says what is wrong with it."""
         try:
-            return model.model_validate(orjson.loads(raw))
-        except orjson.JSONDecodeError as exc:
+            data = loads(raw)
+        except ValueError as exc:  # not JSON, or not UTF-8
             return rejected(f"the body is not JSON: {exc}")
+        try:
+            return model.model_validate(data)
         except ValidationError as exc:
             return rejected(faults(exc.errors()))
 
