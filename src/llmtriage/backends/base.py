@@ -43,9 +43,11 @@ class Queries:
         return cls(table.prompt_ids, table.prompts, table.tasks, np.arange(table.n_prompts))
 
     @classmethod
-    def from_texts(cls, texts: list[str], task: str = "") -> Queries:
+    def from_texts(cls, texts: list[str], task: str = "", **live: Any) -> Queries:
+        """Queries of the given texts; ``live``: the fields only live queries have."""
         ids = np.array([f"q{i}" for i in range(len(texts))], dtype=object)
-        return cls(ids, np.array(texts, dtype=object), np.full(len(texts), task, dtype=object))
+        return cls(ids, np.array(texts, dtype=object), np.full(len(texts), task, dtype=object),
+                   **live)
 
     def __len__(self) -> int:
         return len(self.prompt_ids)

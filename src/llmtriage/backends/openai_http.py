@@ -28,6 +28,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
+from multidict import CIMultiDict
 
 from llmtriage.backends.catalog import Catalog, ModelSpec
 from llmtriage.backends.live import (
@@ -167,6 +169,7 @@ class OpenAIBackend:
         self._client: aiohttp.ClientSession | None = None
         self._gates: dict[str, ModelGate] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._targets: dict[str, tuple[yarl.URL, CIMultiDict[str]]] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -186,16 +189,18 @@ class OpenAIBackend:
             self._gates[spec.name] = ModelGate(spec)
         return self._gates[spec.name]
 
-    @staticmethod
-    def _url(spec: ModelSpec) -> str:
-        assert spec.endpoint is not None
-        return spec.endpoint.rstrip("/") + "/chat/completions"
-
-    @staticmethod
-    def _headers(spec: ModelSpec) -> dict[str, str]:
-        key = spec.secret()
-        json_body = {"Content-Type": "application/json"}
-        return {**json_body, "Authorization": f"Bearer {key}"} if key else json_body
+    def _target(self, spec: ModelSpec) -> tuple[yarl.URL, CIMultiDict[str]]:
+        """Where a model's calls go and their headers, built once per model (a URL given
+        as text is parsed again on every call)."""
+        target = self._targets.get(spec.name)
+        if target is None:
+            assert spec.endpoint is not None
+            headers = CIMultiDict({"Content-Type": "application/json"})
+            if key := spec.secret():
+                headers["Authorization"] = f"Bearer {key}"
+            target = self._targets[spec.name] = (
+                yarl.URL(spec.endpoint.rstrip("/") + "/chat/completions"), headers)
+        return target
 
     async def _post(self, spec: ModelSpec, body: dict[str, Any]
                     ) -> tuple[aiohttp.ClientResponse, Deadline]:
@@ -207,9 +212,10 @@ class OpenAIBackend:
             attempt += 1
             wait: float | None = None
             deadline = Deadline(spec)
+            url, headers = self._target(spec)
             try:
                 response = await deadline.run(client.post(
-                    self._url(spec), data=orjson.dumps(body), headers=self._headers(spec),
+                    url, data=orjson.dumps(body), headers=headers,
                     allow_redirects=False), first_byte=True)
             except TRANSPORT_ERRORS as exc:
                 error = BackendError(f"{spec.name}: connection failed: {type(exc).__name__}",

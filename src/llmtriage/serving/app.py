@@ -22,7 +22,7 @@ one (``/metrics`` may be opened to a scraper with ``metrics_public``).
 from __future__ import annotations
 
 import asyncio
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -163,7 +163,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         headers = {k.decode("latin-1"): v.decode("latin-1")
                    for k, v in reversed(request.scope["headers"])}
         session = headers.get("x-triage-session") or None
-        job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+        job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
                   policy_name=body.model, messages=messages, max_tokens=max_tokens,
                   temperature=body.temperature, client=None,
                   session=session[:MAX_SESSION_ID] if session else None)

@@ -16,8 +16,6 @@ import hmac
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from llmtriage.serving.config import ClientKey
 
@@ -74,22 +72,37 @@ class Admission:
         mean = sum(self._latencies) / len(self._latencies) if self._latencies else 1.0
         return max(1.0, math.ceil(mean * (self.waiting + 1) / self.max_in_flight))
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self.waiting >= self.max_queue and self._slots.locked():
-            raise Refused(429, f"the gateway is at capacity ({self.running} running, "
-                               f"{self.waiting} waiting); retry later",
-                          "rate_limit_error", "overloaded", retry_after=self.retry_after())
-        self.waiting += 1
+    def slot(self) -> Slot:
+        """One request's place among those running; entering it raises Refused when the
+        queue before the gateway is full."""
+        return Slot(self)
+
+
+class Slot:
+    """A class, not a generator context manager: it is entered on every request."""
+
+    __slots__ = ("admission", "started")
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.started = 0.0
+
+    async def __aenter__(self) -> None:
+        gate = self.admission
+        if gate.waiting >= gate.max_queue and gate._slots.locked():
+            raise Refused(429, f"the gateway is at capacity ({gate.running} running, "
+                               f"{gate.waiting} waiting); retry later",
+                          "rate_limit_error", "overloaded", retry_after=gate.retry_after())
+        gate.waiting += 1
         try:
-            await self._slots.acquire()
+            await gate._slots.acquire()
         finally:
-            self.waiting -= 1
-        self.running += 1
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._latencies.append(time.perf_counter() - started)
-            self.running -= 1
-            self._slots.release()
+            gate.waiting -= 1
+        gate.running += 1
+        self.started = time.perf_counter()
+
+    async def __aexit__(self, *_: object) -> None:
+        gate = self.admission
+        gate._latencies.append(time.perf_counter() - self.started)
+        gate.running -= 1
+        gate._slots.release()

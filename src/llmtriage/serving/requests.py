@@ -124,9 +124,8 @@ class Job:
         model its sticky session binds it to."""
         request = ChatRequest(tuple(self.messages), max_tokens=self.max_tokens,
                               temperature=self.temperature)
-        one = Queries.from_texts([self.prompt])
-        return Queries(one.prompt_ids, one.prompts, one.tasks, conversations=[self.messages],
-                       requests=[request], pinned=[pinned])
+        return Queries.from_texts([self.prompt], conversations=[self.messages],
+                                  requests=[request], pinned=[pinned])
 
 
 @dataclass(frozen=True)
