@@ -4,6 +4,8 @@ gateways in a process do not share counters."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from llmtriage.backends.breaker import CircuitBreaker
@@ -47,24 +49,34 @@ class GatewayMetrics:
                                    registry=self.registry)
         self.trips = Gauge("triage_circuit_trips", "Times a model's circuit opened",
                            ["model"], registry=self.registry)
+        #: Each metric's series by label values, looked up once (``labels`` validates
+        #: and locks at every call). Bounded: the values are configured names.
+        self._series: dict[tuple[object, ...], Any] = {}
+
+    def _of(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*labels)
+        return series
 
     def observe(self, policy: str, seconds: float, steps: list[dict]) -> None:
-        self.requests.labels(policy, "200").inc()
-        self.latency.labels(policy).observe(seconds)
+        self._of(self.requests, policy, "200").inc()
+        self._of(self.latency, policy).observe(seconds)
         for step in steps:
-            self.calls.labels(step["model"]).inc()
-            self.cost.labels(step["model"]).inc(step["cost_usd"])
+            self._of(self.calls, step["model"]).inc()
+            self._of(self.cost, step["model"]).inc(step["cost_usd"])
             if step.get("fallback_from"):
-                self.fallbacks.labels(step["fallback_from"]).inc()
+                self._of(self.fallbacks, step["fallback_from"]).inc()
         if len(steps) > 1:
-            self.escalations.labels(policy).inc()
+            self._of(self.escalations, policy).inc()
 
     def cache_hit(self, match: str, saved_usd: float) -> None:
         self.cache_hits.labels(match).inc()
         self.cache_saved.inc(saved_usd)
 
     def failed(self, policy: str, status: int) -> None:
-        self.requests.labels(policy, str(status)).inc()
+        self._of(self.requests, policy, str(status)).inc()
 
     def render(self, running: int, waiting: int, breaker: CircuitBreaker | None) -> bytes:
         self.in_flight.set(running)
