@@ -1,19 +1,25 @@
-"""Where the gateway's CPU goes on a passed-through request: py-spy samples it under load.
+"""Where the gateway's CPU goes on a passed-through request: measured, compared, profiled.
 
-    python bench/gateway_profile.py [--requests 4000] [--concurrency 16] [--seconds 20]
+    python bench/gateway_profile.py [--requests 3000] [--rounds 4] [--concurrency 1,16]
+                                    [--against REF] [--no-profile]
 
 Starts the fixed-answer upstream and ``triage serve`` (one model passed through, a keyed
 client with a rate limit and a budget, the request log on: the configuration of
 ``bench/gateway_overhead.py``'s pass-through row), pins the gateway to core 0 and this
 script's load generator and the upstream to core 1, and reports:
 
-- the gateway's CPU milliseconds per request (from /proc, over the whole load);
-- the share of its sampled CPU time by the library the innermost frame is in (own time),
-  the busiest functions (own time), and the inclusive share of the gateway's own
-  functions (the admission, the policy run, the upstream call, the log row, ...).
+- the gateway's CPU milliseconds per request (from /proc, user + system, every thread),
+  per number of requests in flight, as the median and range over ``--rounds`` rounds;
+- with ``--against REF``: the same for the code at a git ref (a worktree of it, run by
+  this interpreter), its rounds alternating with this tree's, so that both see the same
+  machine (timings on a shared machine drift by a third from one minute to the next);
+- unless ``--no-profile``: the share of the gateway's sampled CPU time by the library the
+  innermost frame is in (own time), the busiest functions (own time), and the inclusive
+  share of the gateway's own functions (the admission, the policy run, the upstream
+  call, the log row, ...).
 
-Needs py-spy (installed with Ray's ``serve`` extra, or ``pip install py-spy``) and the
-permission to attach to a child process (root, or ptrace_scope 0).
+Needs py-spy for the profile (installed with Ray's ``serve`` extra, or ``pip install
+py-spy``) and the permission to attach to a child process (root, or ptrace_scope 0).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import collections
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,10 +62,50 @@ def library(frame: str) -> str:
     return "other" if ".py" in path else "native"
 
 
+def gateway(upstream: str, work: Path, src: Path | None, core: set[int]
+            ) -> tuple[subprocess.Popen, str]:
+    """A pass-through gateway pinned to ``core`` (of the code under ``src``, if given)."""
+    work.mkdir()
+    (work / "triage.toml").write_text(gateway_config(upstream, work, ("fixed-a",)))
+    port = free_port()
+    proc = start([sys.executable, "-m", "llmtriage.cli", "serve", "--port", str(port),
+                  "--config", str(work / "triage.toml")],
+                 f"http://127.0.0.1:{port}/health", work / "triage.log",
+                 env={"PYTHONPATH": str(src)} if src else None)
+    os.sched_setaffinity(proc.pid, core)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    asyncio.run(load(url, "fixed-a", 200, 4, "warm"))
+    return proc, url
+
+
+def compare(gateways: dict[str, tuple[subprocess.Popen, str]], concurrency: list[int],
+            requests: int, rounds: int) -> None:
+    """CPU per request of each gateway, rounds alternating between them."""
+    for c in concurrency:
+        spent: dict[str, list[float]] = {name: [] for name in gateways}
+        rates: dict[str, list[float]] = {name: [] for name in gateways}
+        for r in range(rounds):
+            for name, (proc, url) in gateways.items():
+                before = cpu_seconds(proc.pid)
+                result = asyncio.run(load(url, "fixed-a", requests, c, f"{name}-{r}"))
+                spent[name].append((cpu_seconds(proc.pid) - before) * 1000 / requests)
+                rates[name].append(result["rps"])
+                if result["failures"]:
+                    print(f"  {name}: {result['failures']} failures", flush=True)
+        for name in gateways:
+            ms = sorted(spent[name])
+            print(f"{name:>12}, {c:>2} in flight: {statistics.median(ms):.2f} ms CPU per "
+                  f"request (rounds {ms[0]:.2f}-{ms[-1]:.2f}), "
+                  f"{statistics.median(rates[name]):.0f} req/s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=3000, help="per round")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--concurrency", default="1,16", help="in flight, comma-separated")
+    parser.add_argument("--against", metavar="REF", help="also run the code at this git ref")
+    parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     cores = sorted(os.sched_getaffinity(0))
@@ -72,66 +119,68 @@ def main() -> None:
         upstream = f"http://127.0.0.1:{up_port}"
         procs.append(start([sys.executable, str(HERE / "servers" / "fixed_upstream.py"),
                             str(up_port)], f"{upstream}/v1/models", work / "upstream.log"))
-        (work / "triage.toml").write_text(gateway_config(upstream, work, ("fixed-a",)))
-        port = free_port()
-        gateway = start([sys.executable, "-m", "llmtriage.cli", "serve", "--port", str(port),
-                         "--config", str(work / "triage.toml")],
-                        f"http://127.0.0.1:{port}/health", work / "triage.log")
-        procs.append(gateway)
-        os.sched_setaffinity(gateway.pid, gateway_core)
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        asyncio.run(load(url, "fixed-a", 200, 4, "warm"))
-
-        before = cpu_seconds(gateway.pid)
-        result = asyncio.run(load(url, "fixed-a", args.requests, args.concurrency, "cpu"))
-        cpu_ms = (cpu_seconds(gateway.pid) - before) * 1000 / args.requests
-
-        raw = work / "stacks.txt"
-        recorder = subprocess.Popen([spy, "record", "--pid", str(gateway.pid), "--rate",
-                                     "500", "--format", "raw", "--output", str(raw),
-                                     "--nonblocking"], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-        asyncio.run(load(url, "fixed-a", args.requests, args.concurrency, "profile"))
-        recorder.send_signal(2)
-        recorder.wait(timeout=60)
-
-        own: collections.Counter[str] = collections.Counter()
-        leaves: collections.Counter[str] = collections.Counter()
-        threads: collections.Counter[str] = collections.Counter()
-        stages: collections.Counter[str] = collections.Counter()
-        total = 0
-        for line in raw.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            n = int(count)
-            frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-            if "select (selectors.py" in frames[-1] or "epoll" in frames[-1]:
-                continue  # the idle event loop waiting on its sockets
-            total += n
-            own[library(frames[-1])] += n
-            leaves[frames[-1]] += n
-            threads[" > ".join(frames[:3])] += n
-            for frame in {f for f in frames if library(f) == "llmtriage"}:
-                stages[frame] += n
-        print(f"gateway CPU per request (core {sorted(gateway_core)}, load on "
-              f"{sorted(load_cores)}): {cpu_ms:.2f} ms at {args.concurrency} in flight, "
-              f"{result['rps']:.0f} req/s, {result['failures']} failures")
-        print(f"{total} busy samples; own time by library:")
-        for name, n in own.most_common():
-            print(f"  {name:<20} {100 * n / total:5.1f}%")
-        print("by thread (its outermost frames):")
-        for name, n in threads.most_common(6):
-            print(f"  {100 * n / total:5.1f}%  {name}")
-        print("own time, the 40 busiest functions:")
-        for name, n in leaves.most_common(40):
-            print(f"  {100 * n / total:5.1f}%  {name}")
-        print("inclusive time, the gateway's 20 busiest functions (one may hold others):")
-        for name, n in stages.most_common(20):
-            print(f"  {100 * n / total:5.1f}%  {name}")
+        gateways = {"this tree": gateway(upstream, work / "this", None, gateway_core)}
+        if args.against:
+            tree = work / "against"
+            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach",
+                            "-q", str(tree), args.against], check=True)
+            gateways[args.against] = gateway(upstream, work / "old", tree / "src",
+                                             gateway_core)
+        procs += [proc for proc, _ in gateways.values()]
+        print(f"gateway on core {sorted(gateway_core)}, load and upstream on "
+              f"{sorted(load_cores)}; {args.requests} requests a round", flush=True)
+        compare(gateways, [int(c) for c in args.concurrency.split(",")], args.requests,
+                args.rounds)
+        if not args.no_profile:
+            profile(spy, *gateways["this tree"], args.requests, work / "stacks.txt")
     finally:
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=30)
+        if args.against:
+            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force",
+                            str(work / "against")], check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def profile(spy: str, proc: subprocess.Popen, url: str, requests: int, raw: Path) -> None:
+    """py-spy's samples of the gateway under load (16 in flight), summarised."""
+    recorder = subprocess.Popen([spy, "record", "--pid", str(proc.pid), "--rate", "500",
+                                 "--format", "raw", "--output", str(raw), "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    asyncio.run(load(url, "fixed-a", requests, 16, "profile"))
+    recorder.send_signal(2)
+    recorder.wait(timeout=60)
+
+    own: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    stages: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        if "select (selectors.py" in frames[-1] or "epoll" in frames[-1]:
+            continue  # the idle event loop waiting on its sockets
+        total += n
+        own[library(frames[-1])] += n
+        leaves[frames[-1]] += n
+        threads[" > ".join(frames[:3])] += n
+        for frame in {f for f in frames if library(f) == "llmtriage"}:
+            stages[frame] += n
+    print(f"{total} busy samples at 16 in flight; own time by library:")
+    for name, n in own.most_common():
+        print(f"  {name:<20} {100 * n / total:5.1f}%")
+    print("by thread (its outermost frames):")
+    for name, n in threads.most_common(6):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("own time, the 40 busiest functions:")
+    for name, n in leaves.most_common(40):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("inclusive time, the gateway's 20 busiest functions (one may hold others):")
+    for name, n in stages.most_common(20):
+        print(f"  {100 * n / total:5.1f}%  {name}")
 
 
 if __name__ == "__main__":

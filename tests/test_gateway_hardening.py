@@ -314,6 +314,21 @@ def test_a_lone_surrogate_is_a_400(gw, endpoint, body):
     assert r.status_code == 400 and ("surrogate" in message or "unicode" in message), message
 
 
+@pytest.mark.parametrize("body, says", [
+    (b'{"model": "ok", "messages": [', "not json"),
+    (b'\xff\xfe{"model": "ok"}', "not json"),
+    (b"[1, 2]", "valid dictionary"),
+    (b'{"model": "ok", "max_tokens": 1' + b"0" * 30 + b', "messages": [{"role": "user", '
+     b'"content": "hi"}]}', "max_tokens"),
+])
+def test_a_malformed_body_is_a_400_that_names_the_fault(gw, body, says):
+    g, _ = gw
+    r = httpx.post(f"{g.url}/v1/chat/completions", content=body, timeout=30,
+                   headers=headers(**{"content-type": "application/json"}))
+    assert r.status_code == 400, r.text
+    assert says in r.json()["error"]["message"].lower(), r.text
+
+
 @pytest.mark.parametrize("messages", [
     [{"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text",
                                                                     "text": "there"}]}],

@@ -87,8 +87,8 @@ def body_of(model: type[BaseModel]) -> dict[str, Any]:
 def faults(errors: Sequence[Any], skip: int = 0) -> str:
     """At most five validation errors, each where it is (less ``skip`` leading parts of
     its location) and what is wrong."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][skip:])}: {e['msg']}"
-                     for e in errors[:5])
+    return "; ".join(f"{where}: {e['msg']}" if (where := ".".join(map(str, e["loc"][skip:])))
+                     else e["msg"] for e in errors[:5])
 
 
 def create_app(pool: ModelPool, policies: dict[str, Policy],

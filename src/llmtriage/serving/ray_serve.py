@@ -1,4 +1,4 @@
-"""The gateway on Ray Serve: the same FastAPI app as the ingress deployment with N replicas,
+"""The gateway on Ray Serve: the same ASGI app as the ingress deployment with N replicas,
 each embedded model as its own deployment, and one batching embedder for the routers.
 
 ``triage serve --ray ADDRESS --replicas N`` joins the cluster and deploys one application:
