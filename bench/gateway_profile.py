@@ -9,7 +9,8 @@ client with a rate limit and a budget, the request log on: the configuration of
 script's load generator and the upstream to core 1, and reports:
 
 - the gateway's CPU milliseconds per request (from /proc, user + system, every thread),
-  per number of requests in flight, as the median and range over ``--rounds`` rounds;
+  per number of requests in flight, as the median and range over ``--rounds`` rounds, and
+  how much of it the event loop's thread spent (the rest is the request-log writer's);
 - with ``--against REF``: the same for the code at a git ref (a worktree of it, run by
   this interpreter), its rounds alternating with this tree's, so that both see the same
   machine (timings on a shared machine drift by a third from one minute to the next);
@@ -78,24 +79,40 @@ def gateway(upstream: str, work: Path, src: Path | None, core: set[int]
     return proc, url
 
 
+def loop_cpu_seconds(pid: int) -> float:
+    """CPU time so far of a process's main thread (the gateway's event loop); the rest of
+    its CPU is its other threads' (the request-log writer)."""
+    return cpu_seconds_of(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def compare(gateways: dict[str, tuple[subprocess.Popen, str]], concurrency: list[int],
             requests: int, rounds: int) -> None:
     """CPU per request of each gateway, rounds alternating between them."""
     for c in concurrency:
         spent: dict[str, list[float]] = {name: [] for name in gateways}
+        looped: dict[str, list[float]] = {name: [] for name in gateways}
         rates: dict[str, list[float]] = {name: [] for name in gateways}
         for r in range(rounds):
             for name, (proc, url) in gateways.items():
-                before = cpu_seconds(proc.pid)
+                before, loop_before = cpu_seconds(proc.pid), loop_cpu_seconds(proc.pid)
                 result = asyncio.run(load(url, "fixed-a", requests, c, f"{name}-{r}"))
                 spent[name].append((cpu_seconds(proc.pid) - before) * 1000 / requests)
+                looped[name].append((loop_cpu_seconds(proc.pid) - loop_before) * 1000
+                                    / requests)
                 rates[name].append(result["rps"])
                 if result["failures"]:
                     print(f"  {name}: {result['failures']} failures", flush=True)
         for name in gateways:
             ms = sorted(spent[name])
+            loop = statistics.median(looped[name])
             print(f"{name:>12}, {c:>2} in flight: {statistics.median(ms):.2f} ms CPU per "
-                  f"request (rounds {ms[0]:.2f}-{ms[-1]:.2f}), "
+                  f"request (rounds {ms[0]:.2f}-{ms[-1]:.2f}; event loop {loop:.2f}, other "
+                  f"threads {statistics.median(ms) - loop:.2f}), "
                   f"{statistics.median(rates[name]):.0f} req/s", flush=True)
 
 
