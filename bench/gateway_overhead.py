@@ -62,13 +62,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180,
+               answered: Callable[[int], bool] = lambda status: status < 500) -> None:
+    """Until ``url`` answers with a status ``answered`` accepts (by default any but a
+    server error: some servers want a key for their health page)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
+            if answered(httpx.get(url, timeout=2).status_code):
                 return
         except httpx.HTTPError:
             pass
@@ -76,12 +79,12 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise RuntimeError(f"{url}: not ready after {timeout} s")
 
 
-def start(command: list[str], ready: str, log: Path, env: dict | None = None
-          ) -> subprocess.Popen:
+def start(command: list[str], ready: str, log: Path, env: dict | None = None,
+          answered: Callable[[int], bool] = lambda status: status < 500) -> subprocess.Popen:
     out = open(log, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})})
-    wait_ready(ready, proc)
+    wait_ready(ready, proc, answered=answered)
     return proc
 
 
@@ -212,7 +215,9 @@ def ray_rows(work: Path, measure) -> list[dict]:  # noqa: ANN001
             proc = start([sys.executable, "-m", "llmtriage.cli", "serve", "--config",
                           str(work / "redis.toml"), "--ray", address, "--replicas",
                           str(replicas), "--port", str(port)],
-                         f"http://127.0.0.1:{port}/health", work / f"ray-{replicas}.log")
+                         f"http://127.0.0.1:{port}/health", work / f"ray-{replicas}.log",
+                         # Serve's proxy answers 404 until it routes to the gateway.
+                         answered=lambda status: status == 200)
             os.sched_setaffinity(proc.pid, GATEWAY_CORES)
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             try:

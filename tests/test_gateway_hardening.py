@@ -329,6 +329,20 @@ def test_a_malformed_body_is_a_400_that_names_the_fault(gw, body, says):
     assert says in r.json()["error"]["message"].lower(), r.text
 
 
+@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_only_a_json_body_is_served(gw, kind):
+    """A web page can make its visitor's browser POST these types to a gateway on their
+    machine without a preflight; JSON it cannot."""
+    g, _ = gw
+    body = b'{"model": "ok", "messages": [{"role": "user", "content": "spend"}]}'
+    sent = headers(**({"content-type": kind} if kind else {}))
+    r = httpx.post(f"{g.url}/v1/chat/completions", content=body, timeout=30, headers=sent)
+    assert r.status_code == 400 and "application/json" in r.json()["error"]["message"]
+    ok = httpx.post(f"{g.url}/v1/chat/completions", content=body, timeout=30,
+                    headers={**sent, "content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200, ok.text
+
+
 @pytest.mark.parametrize("messages", [
     [{"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text",
                                                                     "text": "there"}]}],

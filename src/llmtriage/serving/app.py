@@ -84,6 +84,13 @@ def body_of(model: type[BaseModel]) -> dict[str, Any]:
         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
+def headers_of(request: Request) -> dict[str, str]:
+    """A request's headers in one pass (Starlette's mapping scans them at every lookup);
+    the first of repeated ones."""
+    return {k.decode("latin-1"): v.decode("latin-1")
+            for k, v in reversed(request.scope["headers"])}
+
+
 def faults(errors: Sequence[Any], skip: int = 0) -> str:
     """At most five validation errors, each where it is (less ``skip`` leading parts of
     its location) and what is wrong."""
@@ -155,13 +162,10 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         finally:
             watcher.cancel()
 
-    async def serve(request: Request, body: ChatBody | CompletionBody,
+    async def serve(request: Request, headers: dict[str, str], body: ChatBody | CompletionBody,
                     messages: list[dict[str, str]], chat: bool) -> Response:
         max_tokens = (getattr(body, "max_completion_tokens", None) or body.max_tokens
                       or settings.max_tokens)
-        # One pass over the raw headers (Starlette's mapping scans them at every lookup).
-        headers = {k.decode("latin-1"): v.decode("latin-1")
-                   for k, v in reversed(request.scope["headers"])}
         session = headers.get("x-triage-session") or None
         job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
                   policy_name=body.model, messages=messages, max_tokens=max_tokens,
@@ -213,8 +217,16 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         path.metrics.failed("unknown", 400)
         return error(400, f"invalid request: {message}")
 
-    def parse(model: type[Body], raw: bytes) -> Body | JSONResponse:
-        """The body as ``model``, or the 400 that says what is wrong with it."""
+    def parse(model: type[Body], headers: dict[str, str], raw: bytes
+              ) -> Body | JSONResponse:
+        """The body as ``model``, or the 400 that says what is wrong with it. Only a body
+        sent as JSON: a page in a browser may send a form or text/plain to the gateway on
+        its user's machine without asking first (no CORS preflight), never JSON."""
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        if not (kind == "application/json" or
+                (kind.startswith("application/") and kind.endswith("+json"))):
+            return rejected(f"send the body as JSON (content-type: application/json), not "
+                            f"{kind[:60] or 'without a content-type'}")
         try:
             data = loads(raw)
         except ValueError as exc:  # not JSON, or not UTF-8
@@ -299,17 +311,20 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
 
     @app.post("/v1/chat/completions", responses=posts, openapi_extra=body_of(ChatBody))
     async def chat(request: Request) -> Response:
-        body = parse(ChatBody, await request.body())
+        headers = headers_of(request)
+        body = parse(ChatBody, headers, await request.body())
         if isinstance(body, JSONResponse):
             return body
-        return await serve(request, body, [m.flat() for m in body.messages], chat=True)
+        return await serve(request, headers, body, [m.flat() for m in body.messages],
+                           chat=True)
 
     @app.post("/v1/completions", responses=posts, openapi_extra=body_of(CompletionBody))
     async def completions(request: Request) -> Response:
-        body = parse(CompletionBody, await request.body())
+        headers = headers_of(request)
+        body = parse(CompletionBody, headers, await request.body())
         if isinstance(body, JSONResponse):
             return body
-        return await serve(request, body, [{"role": "user", "content": body.text()}],
+        return await serve(request, headers, body, [{"role": "user", "content": body.text()}],
                            chat=False)
 
     @app.post("/v1/feedback", responses=documented(400, 401, 404, 413, 429))
