@@ -139,8 +139,8 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     async def until_done(request: Request, work: Awaitable[Failure | None]
                          ) -> Failure | None:
         """Run ``work`` unless the client goes away first; then cancel it. The work runs
-        in the request's own task, watched by one other (a task a request is cheaper than
-        two and a wait over both)."""
+        in the request's own task and one other task watches the client (cheaper than a
+        task for each and a wait over both)."""
         handler = asyncio.current_task()
         assert handler is not None
         gone = False
@@ -163,12 +163,12 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
             watcher.cancel()
 
     async def serve(request: Request, headers: dict[str, str], body: ChatBody | CompletionBody,
-                    messages: list[dict[str, str]], chat: bool) -> Response:
+                    chat: bool) -> Response:
         max_tokens = (getattr(body, "max_completion_tokens", None) or body.max_tokens
                       or settings.max_tokens)
         session = headers.get("x-triage-session") or None
         job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
-                  policy_name=body.model, messages=messages, max_tokens=max_tokens,
+                  policy_name=body.model, messages=body.conversation(), max_tokens=max_tokens,
                   temperature=body.temperature, client=None,
                   session=session[:MAX_SESSION_ID] if session else None)
         try:
@@ -309,23 +309,21 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                  for name in pool.models]
         return JSONResponse({"object": "list", "data": data})
 
-    @app.post("/v1/chat/completions", responses=posts, openapi_extra=body_of(ChatBody))
-    async def chat(request: Request) -> Response:
+    async def answer(request: Request, model: type[ChatBody] | type[CompletionBody]
+                     ) -> Response:
         headers = headers_of(request)
-        body = parse(ChatBody, headers, await request.body())
+        body = parse(model, headers, await request.body())
         if isinstance(body, JSONResponse):
             return body
-        return await serve(request, headers, body, [m.flat() for m in body.messages],
-                           chat=True)
+        return await serve(request, headers, body, chat=model is ChatBody)
+
+    @app.post("/v1/chat/completions", responses=posts, openapi_extra=body_of(ChatBody))
+    async def chat(request: Request) -> Response:
+        return await answer(request, ChatBody)
 
     @app.post("/v1/completions", responses=posts, openapi_extra=body_of(CompletionBody))
     async def completions(request: Request) -> Response:
-        headers = headers_of(request)
-        body = parse(CompletionBody, headers, await request.body())
-        if isinstance(body, JSONResponse):
-            return body
-        return await serve(request, headers, body, [{"role": "user", "content": body.text()}],
-                           chat=False)
+        return await answer(request, CompletionBody)
 
     @app.post("/v1/feedback", responses=documented(400, 401, 404, 413, 429))
     async def feedback(body: FeedbackBody, request: Request) -> Response:

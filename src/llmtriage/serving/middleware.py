@@ -22,7 +22,7 @@ class Ingress:
     Pure ASGI (no per-request task). The direct endpoints are the app's own route
     functions, declared to FastAPI as usual (its OpenAPI document lists them); the ingress
     skips FastAPI's middleware (error pages, telemetry, its own body limit), routing and
-    dependency machinery, about a fifth of a passed-through request's CPU. An endpoint
+    dependency machinery (a tenth of a passed-through request's CPU, measured). An endpoint
     that raises gets ``crashed``'s response, as the app's own 500 handler would give it.
     """
 

@@ -176,6 +176,9 @@ class ChatBody(_Common):
                                      "models without tool calling")
         return data
 
+    def conversation(self) -> list[dict[str, str]]:
+        return [m.flat() for m in self.messages]
+
 
 class CompletionBody(_Common):
     """The legacy text completions API: one prompt (or a list holding one)."""
@@ -184,6 +187,9 @@ class CompletionBody(_Common):
 
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def conversation(self) -> list[dict[str, str]]:
+        return [{"role": "user", "content": self.text()}]
 
 
 class FeedbackBody(BaseModel):
