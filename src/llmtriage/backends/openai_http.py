@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import orjson
 import yarl
 from multidict import CIMultiDict
 
@@ -42,7 +41,7 @@ from llmtriage.backends.live import (
     parse_logprobs,
     parse_usage,
 )
-from llmtriage.data.jsontext import loads
+from llmtriage.data.jsontext import dumps, loads
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: Backoff: first wait, growth factor, and cap (seconds); Retry-After overrides, capped too.
@@ -215,7 +214,7 @@ class OpenAIBackend:
             url, headers = self._target(spec)
             try:
                 response = await deadline.run(client.post(
-                    url, data=orjson.dumps(body), headers=headers,
+                    url, data=dumps(body), headers=headers,
                     allow_redirects=False), first_byte=True)
             except TRANSPORT_ERRORS as exc:
                 error = BackendError(f"{spec.name}: connection failed: {type(exc).__name__}",

@@ -33,10 +33,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pandas as pd
 
 from llmtriage.data.errors import DataError
+from llmtriage.data.jsontext import dumps
 from llmtriage.serving.logdb import is_url, open_database
 
 COLUMNS = ("id", "created", "client", "policy", "session", "status", "answered_by", "steps",
@@ -211,7 +211,7 @@ class RequestLog:
 
     def _insert_all(self, rows: list[dict[str, Any]]) -> None:
         """Commit rows in one transaction; if that fails, each on its own (see _insert)."""
-        values = [tuple(orjson.dumps(row[c]).decode() if c == "steps" else row.get(c)
+        values = [tuple(dumps(row[c]).decode() if c == "steps" else row.get(c)
                         for c in COLUMNS) for row in rows]
         try:
             with self._db.transaction():

@@ -16,7 +16,6 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi.responses import JSONResponse
 from pydantic import (
     AfterValidator,
@@ -28,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from llmtriage.data.jsontext import dumps
 from llmtriage.policies.limits import COST, LATENCY, Limits
 
 MAX_TOKENS = 8192
@@ -217,7 +217,7 @@ class Reply(JSONResponse):
     and a non-finite number becomes null, never the invalid ``NaN``)."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return dumps(content)
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error",

@@ -18,10 +18,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from llmtriage.data.jsontext import dumps
 from llmtriage.serving.requests import CLIENT_GONE, Failure, Job, RequestPath
 from llmtriage.serving.schemas import error
 
@@ -62,7 +62,7 @@ class Shape:
                  "choices": [choice]}
         if extra:
             event.update(extra)
-        return b"data: " + orjson.dumps(event) + b"\n\n"
+        return b"data: " + dumps(event) + b"\n\n"
 
     async def events(self, answer: str) -> AsyncIterator[bytes]:
         """The accepted answer as chunks, word by word, then [DONE]."""
@@ -140,7 +140,7 @@ async def _first_events(path: RequestPath, task: asyncio.Task, first: asyncio.Fu
         failed = task.result()
         await path.logged(job)  # the end of the stream is its acknowledgement
         if failed is not None:
-            yield b"data: " + orjson.dumps(error_body(failed)) + b"\n\n"
+            yield b"data: " + dumps(error_body(failed)) + b"\n\n"
             return
         streamed = "".join(sent)
         if streamed != job.answer:  # the policy escalated: the accepted answer replaces it

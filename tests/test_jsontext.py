@@ -1,0 +1,32 @@
+"""JSON on the hot path: orjson where it can, the json module for valid JSON it refuses."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from llmtriage.data.jsontext import dumps, loads
+
+
+@pytest.mark.parametrize("text", [b'{"n": 1e999}', b'{"s": "\\ud800"}',
+                                  '{"s": "caf\\u00e9"}', b'[1, 2.5, null, true]'])
+def test_valid_json_parses_as_the_json_module_parses_it(text):
+    assert repr(loads(text)) == repr(json.loads(text))
+
+
+def test_an_integer_past_64_bits_is_read_as_the_nearest_float():
+    assert loads(b'{"n": 1180591620717411303424}') == {"n": float(2**70)}
+
+
+@pytest.mark.parametrize("text", [b"{not json", b"\xff\xfe{}", b"", b'{"a": 1} trailing'])
+def test_what_is_not_json_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        loads(text)
+
+
+def test_numpy_numbers_are_written_as_numbers_and_non_finite_as_null():
+    value = {"f": np.float64(0.25), "g": np.float32(0.5), "i": np.int64(3),
+             "nan": float("nan"), "inf": np.float64(math.inf), "list": [np.float64(1.0)]}
+    assert json.loads(dumps(value)) == {"f": 0.25, "g": 0.5, "i": 3, "nan": None,
+                                        "inf": None, "list": [1.0]}
