@@ -88,9 +88,11 @@ def start(command: list[str], ready: str, log: Path, env: dict | None = None,
     return proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User plus system CPU time of a process so far, or of one of its threads (from
+    /proc)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -79,17 +79,6 @@ def gateway(upstream: str, work: Path, src: Path | None, core: set[int]
     return proc, url
 
 
-def loop_cpu_seconds(pid: int) -> float:
-    """CPU time so far of a process's main thread (the gateway's event loop); the rest of
-    its CPU is its other threads' (the request-log writer)."""
-    return cpu_seconds_of(Path(f"/proc/{pid}/task/{pid}/stat"))
-
-
-def cpu_seconds_of(stat: Path) -> float:
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def compare(gateways: dict[str, tuple[subprocess.Popen, str]], concurrency: list[int],
             requests: int, rounds: int) -> None:
     """CPU per request of each gateway, rounds alternating between them."""
@@ -99,10 +88,11 @@ def compare(gateways: dict[str, tuple[subprocess.Popen, str]], concurrency: list
         rates: dict[str, list[float]] = {name: [] for name in gateways}
         for r in range(rounds):
             for name, (proc, url) in gateways.items():
-                before, loop_before = cpu_seconds(proc.pid), loop_cpu_seconds(proc.pid)
+                # The main thread runs the event loop; the others are the log writer.
+                before, loop_before = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)
                 result = asyncio.run(load(url, "fixed-a", requests, c, f"{name}-{r}"))
                 spent[name].append((cpu_seconds(proc.pid) - before) * 1000 / requests)
-                looped[name].append((loop_cpu_seconds(proc.pid) - loop_before) * 1000
+                looped[name].append((cpu_seconds(proc.pid, proc.pid) - loop_before) * 1000
                                     / requests)
                 rates[name].append(result["rps"])
                 if result["failures"]:

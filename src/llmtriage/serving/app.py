@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -132,9 +133,9 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     def refusal(exc: Refused) -> JSONResponse:
         return error(exc.status, str(exc), exc.kind, exc.code, exc.retry_after)
 
-    def client_of(request: Request) -> ClientKey | None:
+    def client_of(headers: Mapping[str, str]) -> ClientKey | None:
         """The calling key (None with no keys configured); raises Refused."""
-        return path.ring.identify(request.headers.get("authorization"))
+        return path.ring.identify(headers.get("authorization"))
 
     async def until_done(request: Request, work: Awaitable[Failure | None]
                          ) -> Failure | None:
@@ -172,7 +173,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                   temperature=body.temperature, client=None,
                   session=session[:MAX_SESSION_ID] if session else None)
         try:
-            job.client = path.ring.identify(headers.get("authorization"))
+            job.client = client_of(headers)
             if session is not None and len(session) > MAX_SESSION_ID:
                 raise Refused(400, f"invalid request: x-triage-session is {len(session)} "
                                    f"characters; at most {MAX_SESSION_ID}",
@@ -208,7 +209,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     def guarded(request: Request) -> JSONResponse | None:
         """The refusal for a caller without a valid key (None: let it in)."""
         try:
-            client_of(request)
+            client_of(request.headers)
         except Refused as exc:
             return refusal(exc)
         return None
@@ -330,7 +331,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         """Attach a quality score (0-1) to an earlier response, by its id. A response
         teaches a learning policy once; a later score replaces the earlier one."""
         try:
-            client = client_of(request)
+            client = client_of(request.headers)
             result = await path.feedback(body.id, body.score, client)
         except Refused as exc:
             return refusal(exc)
@@ -339,9 +340,11 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                          "not_found_error", "response_not_found")
         return JSONResponse(result)
 
-    return Ingress(app, settings.max_body_bytes,
-                   direct={"/v1/chat/completions": chat, "/v1/completions": completions},
-                   crashed=crash, on_refused=lambda: path.metrics.failed("unknown", 413))
+    # The completion routes as declared above, called by the ingress itself.
+    direct = {route.path: route.endpoint for route in app.routes
+              if isinstance(route, APIRoute) and route.endpoint in (chat, completions)}
+    return Ingress(app, settings.max_body_bytes, direct=direct, crashed=crash,
+                   on_refused=lambda: path.metrics.failed("unknown", 413))
 
 
 def build_gateway(config: GatewayConfig, catalog: Catalog,
