@@ -82,6 +82,7 @@ def three_rungs(gsm):
     return voted.select_models(["gemma-2-2b-it", agreement_name(FIRST, [VOTER]), TOP])
 
 
+@pytest.mark.slow
 def test_cascade_routing_beats_routing_alone_on_the_same_models(three_rungs):
     result = compare(three_rungs, [*(SingleModel(m) for m in three_rungs.models), KNNRouter(),
                                    CascadeRouter(KNNRouter())], bootstrap=0)
@@ -92,6 +93,7 @@ def test_cascade_routing_beats_routing_alone_on_the_same_models(three_rungs):
     assert any(1.05 < p.calls_per_query < 1.9 for p in routing.points)
 
 
+@pytest.mark.slow
 def test_cascade_routing_tries_a_cheap_model_first_for_its_option_value(three_rungs):
     """With the learnt spread of beliefs, a cheap model whose answer may turn out certain is
     worth trying before the top model; with no spread (beliefs never move), the first call is

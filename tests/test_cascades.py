@@ -60,6 +60,7 @@ def scored_mbpp(data_dir, tmp_path_factory):
     return with_learned_confidence(table, ladder, scorer=AnswerScorer(embedder)), ladder
 
 
+@pytest.mark.slow
 def test_learned_scorer_separates_right_from_wrong(scored_mbpp):
     table, ladder = scored_mbpp
     test = table.split("test")
@@ -72,6 +73,7 @@ def test_learned_scorer_separates_right_from_wrong(scored_mbpp):
     assert np.isnan(table.confidence[:, table.model_index(other)]).all()
 
 
+@pytest.mark.slow
 def test_calibrated_cascade_on_scored_answers(scored_mbpp):
     table, ladder = scored_mbpp
     policies = [p for p in default_policies(table) if p.name != "calibrated-cascade"]
@@ -87,6 +89,7 @@ def test_calibrated_cascade_on_scored_answers(scored_mbpp):
     assert last.quality == pytest.approx(table.split("test").quality[:, j].mean())
 
 
+@pytest.mark.slow
 def test_budget_search_respects_the_budget(scored_mbpp):
     table, ladder = scored_mbpp
     calib = table.split("train")
@@ -100,6 +103,7 @@ def test_budget_search_respects_the_budget(scored_mbpp):
     assert quality >= never.mean()
 
 
+@pytest.mark.slow
 def test_learn_then_test_certifies_only_what_the_data_supports(scored_mbpp):
     table, ladder = scored_mbpp
     calib = table.split("train")
@@ -111,6 +115,7 @@ def test_learn_then_test_certifies_only_what_the_data_supports(scored_mbpp):
     assert not impossible.certified
 
 
+@pytest.mark.slow
 def test_learned_scorer_charges_its_own_cost(data_dir, scored_mbpp):
     table, ladder = scored_mbpp
     plain = load_table(f"routerbench:{data_dir / 'routerbench'}", task="mbpp")
@@ -119,4 +124,4 @@ def test_learned_scorer_charges_its_own_cost(data_dir, scored_mbpp):
     others = [j for j in range(table.n_models) if j not in scored]
     assert (added[:, scored] > 0).all() and np.allclose(added[:, others], 0)
     assert np.allclose(added[:, scored], added[0, scored[0]])  # one measured price an answer
-    assert "ms and $" in table.notes[-1]
+    assert "ms, $" in table.notes[-1] and " J an answer" in table.notes[-1]

@@ -124,6 +124,7 @@ def test_session_ids_are_bounded_and_scoped_per_key(gw):
     assert "sticky" not in chat(g.url, "sticky", key="b", headers=session).json()["triage"]
 
 
+@pytest.mark.slow
 def test_large_prompts_and_many_sessions_do_not_grow_memory(gw):
     g, _ = gw
     big = "x" * 190_000  # four of them: a 760 KB prompt, under the 1 MB body limit
@@ -187,6 +188,7 @@ def test_a_trickling_upstream_gets_a_504_at_its_deadline(gw):
     assert httpx.get(f"{g.url}/health", headers=headers()).json()["in_flight"] == 0
 
 
+@pytest.mark.slow
 def test_a_hanging_model_does_not_starve_a_healthy_one(gw):
     g, _ = gw
 
@@ -377,6 +379,7 @@ def test_what_cannot_be_honoured_is_refused_not_ignored(gw, extra, named):
 # 7: connections that never send a request -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_half_open_connections_are_capped_and_timed_out(up, tmp_path):
     config = write_config(tmp_path / "gateway.toml", up, {"ok": {"remote_name": "ok"}},
                           extra="[gateway]\nmax_connections = 40\nheader_timeout_s = 1\n")

@@ -97,6 +97,7 @@ def test_export_refuses_a_missing_log(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_the_bandit_learns_from_feedback_and_remembers_it(setup):
     tmp, config = setup
     prompt = "Which of the two models should answer this very question?"

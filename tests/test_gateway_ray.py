@@ -31,6 +31,8 @@ from servers.processes import (
 
 from llmtriage.serving.guard import key_hash
 
+pytestmark = pytest.mark.slow
+
 KEY = "tri-ray-key-limited"
 
 

@@ -18,6 +18,8 @@ from servers.processes import gateway, postgres_server, redis_server, write_conf
 
 from llmtriage.serving.guard import key_hash
 
+pytestmark = pytest.mark.slow
+
 #: Per Redis URL, how to start it again on its port (it lives until the module ends).
 RESTART: dict = {}
 KEYS = {"limited": "tri-replica-limited", "budget": "tri-replica-budget",

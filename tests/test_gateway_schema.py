@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from servers.processes import gateway, upstream, write_config
 
 from llmtriage.serving.guard import key_hash
+
+pytestmark = pytest.mark.slow
 
 KEY = "tri-schema-key"
 CONFIG = Path(__file__).with_name("schemathesis.toml")

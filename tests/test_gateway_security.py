@@ -172,6 +172,7 @@ def test_upstream_secrets_never_leak(gw):
     assert "bad key Bearer ***" in stored.decode(errors="replace")  # the error was logged
 
 
+@pytest.mark.slow
 def test_a_failed_log_write_loses_no_spend(gw):
     _, tmp = gw
     journal = tmp / "requests.sqlite.spend.jsonl"

@@ -54,6 +54,7 @@ def replayed(path, table):
     return test, np.array(test.models)[trace.accepted_model]
 
 
+@pytest.mark.slow
 def test_bench_replays_the_saved_policies(fitted):
     tmp, source, table, paths = fitted
     run = subprocess.run([*CLI, "bench", source, "--task", "mbpp", "-p", "oracle",
@@ -75,6 +76,7 @@ def test_bench_replays_the_saved_policies(fitted):
     assert len({r["policy"] for r in records if r["family"] == "single"}) == table.n_models
 
 
+@pytest.mark.slow
 def test_serve_runs_the_saved_policies_with_the_replayed_decisions(fitted):
     tmp, _, table, paths = fitted
     with upstream() as url:
@@ -94,8 +96,8 @@ def test_serve_runs_the_saved_policies_with_the_replayed_decisions(fitted):
                     assert r.headers["x-triage-model"] == picked[i], (kind, i)
 
 
-def test_bad_policy_files_get_one_clear_line(fitted, tmp_path):
-    _, source, _, _ = fitted
+def test_bad_policy_files_get_one_clear_line(data_dir, tmp_path):
+    source = f"routerbench:{data_dir / 'routerbench'}"
     fake = tmp_path / "fake.npz"
     fake.write_bytes(b"PK\x03\x04 not really a zip")
     run = subprocess.run([*CLI, "bench", source, "--task", "mbpp", "--policy-file", str(fake)],

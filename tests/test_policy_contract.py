@@ -214,7 +214,21 @@ def test_a_cascade_with_a_learned_scorer_keeps_the_contract(table, tmp_path):
     batch = decisions(policy, backend, queries)
     assert 1 < batch[0].shape[1] and (batch[0][:, 1] != STOP).any()  # it does escalate
     assert (batch[0][:, 1] == STOP).any()  # and it does stop early
+    # It pays for its own scoring: every answer it judges costs the CPU time, price and
+    # energy measured when it was fitted, on top of the call that produced the answer.
+    ms, usd, joules = policy.scoring_cost_
+    assert ms > 0 and usd > 0 and joules > 0
+    called = batch[0]
+    taken = called != STOP
+    rows = np.repeat(queries.rows[:, None], called.shape[1], axis=1)
+    recorded = np.where(taken, test.cost_usd[rows, np.where(taken, called, 0)], 0).sum(1)
+    trace = run_policy(policy, backend, queries)
+    np.testing.assert_allclose(trace.steps.total("cost_usd"),
+                               recorded + usd * taken.sum(1), rtol=1e-9)
     loaded = load(save(policy, tmp_path / "scored.npz"))
+    assert loaded.scoring_cost_ == pytest.approx(policy.scoring_cost_)
+    np.testing.assert_allclose(run_policy(loaded, backend, queries).steps.total("cost_usd"),
+                               trace.steps.total("cost_usd"))
     same(batch, decisions(loaded, backend, queries))
     alone = decisions(loaded, backend, Queries(queries.prompt_ids[:1], queries.prompts[:1],
                                                queries.tasks[:1], queries.rows[:1]))

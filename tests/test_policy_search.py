@@ -134,6 +134,7 @@ def test_a_quality_target_with_a_guarantee_is_certified_not_just_reached(mbpp):
         assert cv_q[sure.chosen] > target
 
 
+@pytest.mark.slow
 def test_the_searched_policy_is_one_object_that_sweeps_saves_and_serves(mbpp, tmp_path):
     policy = PolicySearch(families=QUICK, embedder="hashing").fit(mbpp.split("train"))
     assert len(policy.members_) >= 3
@@ -174,6 +175,7 @@ def test_headlines_bound_their_figures(mbpp):
     assert cost_to_reach(np.array([1.0, 3.0]), np.array([0.5, 0.9]), 0.95) == np.inf
 
 
+@pytest.mark.slow
 def test_leave_one_task_out_fits_without_the_held_out_task(data_dir):
     table = load_table(f"routerbench:{data_dir / 'routerbench'}")
     sizes = {t: int((table.tasks == t).sum()) for t in set(table.tasks)}
@@ -192,6 +194,7 @@ def test_leave_one_task_out_fits_without_the_held_out_task(data_dir):
     assert sorted(seen) == sorted(sizes)
 
 
+@pytest.mark.slow
 def test_fit_with_an_objective_saves_the_choice_and_prints_what_it_beat(mbpp, data_dir,
                                                                         tmp_path):
     out = tmp_path / "chosen.npz"
@@ -240,6 +243,7 @@ def test_match_asks_for_the_best_single_models_quality_less_a_margin(mbpp):
     assert cost[result.chosen] == pytest.approx(cost[q >= target - 1e-9].min())
 
 
+@pytest.mark.slow
 def test_task_folds_hold_each_task_out(data_dir):
     from llmtriage.policies.search.crossval import split_folds
 

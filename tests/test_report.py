@@ -16,6 +16,8 @@ from llmtriage.data import load_table
 from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.loaders.generic import write_frame
 
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "llmtriage.cli"]
 
 

@@ -143,6 +143,7 @@ def test_onboarding_a_new_model_from_a_small_sample(mbpp, embedder):
     assert np.corrcoef(onboarded, retrained)[0, 1] > 0.5
 
 
+@pytest.mark.slow
 def test_fit_and_tune_commands(data_dir, tmp_path):
     source = f"routerbench:{data_dir / 'routerbench'}"
     run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "fit", source, "--task",
@@ -200,6 +201,7 @@ def test_battles_by_hand():
     assert wins.tolist() == [[0, 1, 0.5], [0, 0, 0], [0.5, 1, 0]]
 
 
+@pytest.mark.slow
 def test_bandit_learns_online_and_its_updates_are_exact(data_dir, embedder):
     from llmtriage.policies.routers import LinUCBRouter
 
@@ -231,6 +233,7 @@ def test_bandit_learns_online_and_its_updates_are_exact(data_dir, embedder):
     np.testing.assert_allclose(replay.a_inv_[m], np.linalg.inv(a), rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_a_router_on_an_openai_compatible_embeddings_endpoint(mbpp, embedder):
     from pathlib import Path
 
@@ -281,6 +284,7 @@ def test_the_mlp_router_is_scikit_learns_mlp_and_saves_as_arrays(mbpp, embedder,
     assert result.curve("mlp").aiq > result.curve("random").aiq + 0.03
 
 
+@pytest.mark.slow
 def test_hashing_embedder_is_fast_features_that_route(data_dir, tmp_path):
     from llmtriage.signals.embedder import HashingEmbedder, embedder_named
 
@@ -305,6 +309,7 @@ def test_hashing_embedder_is_fast_features_that_route(data_dir, tmp_path):
         embedder_named("word2vec")
 
 
+@pytest.mark.slow
 def test_fit_command_with_the_hashing_embedder(data_dir, tmp_path):
     source = f"routerbench:{data_dir / 'routerbench'}"
     command = [sys.executable, "-m", "llmtriage.cli", "fit", source, "--task", "mbpp",

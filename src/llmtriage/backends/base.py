@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -74,6 +74,18 @@ class StepResult:
     #: Live only: each query's completion, and the calls its confidence signal made.
     completions: list[Completion] | None = None
     signal_calls: list[list[Completion]] | None = None
+
+
+def charged(result: StepResult, latency_ms: float, cost_usd: float, energy_j: float
+            ) -> StepResult:
+    """The result with a per-answer charge added to every query's latency, cost and energy
+    (those the backend reported; an unknown measurement stays unknown)."""
+    def plus(values: np.ndarray | None, amount: float) -> np.ndarray | None:
+        return values if values is None or amount == 0 else values + amount
+
+    return replace(result, latency_ms=plus(result.latency_ms, latency_ms),
+                   cost_usd=plus(result.cost_usd, cost_usd),
+                   energy_j=plus(result.energy_j, energy_j))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom
 
 from llmtriage.data.table import OutcomeTable
 from llmtriage.evaluation.evaluate import gold_quality, replay
@@ -59,6 +58,8 @@ class Certified:
 def learn_then_test(cascade: ThresholdCascade, table: OutcomeTable, epsilon: float,
                     delta: float = 0.1, grid: np.ndarray | None = None) -> Certified:
     """The most lenient shared threshold whose error rate is certified <= epsilon."""
+    from scipy.stats import binom  # scipy.stats takes 0.3 s to import: only when testing
+
     grid = np.linspace(1.0, 0.0, 41) if grid is None else np.sort(grid)[::-1]
     chosen: Certified | None = None
     for t in grid:  # cautious first: a high threshold escalates more

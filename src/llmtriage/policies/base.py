@@ -249,6 +249,13 @@ class Policy(ABC):
 
         return signal_named(self.signal)
 
+    def own_cost(self, model: str) -> tuple[float, float, float] | None:
+        """(milliseconds, USD, joules) of the policy's own computing per answer of ``model``
+        it judges (a learned scorer embedding the answer on the CPU): the loop adds it to
+        the step that produced the answer, replayed and live alike, so every report and
+        every bill pays for it. None: judging costs nothing beyond the call."""
+        return None
+
     def remember(self, prompt: str) -> Any:
         """What :meth:`learn` will need of ``prompt``, computed when it is answered: a
         server keeps this (a few numbers, bounded) per response awaiting feedback, never

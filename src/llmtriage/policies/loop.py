@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from llmtriage.backends.base import LiveOptions, Queries, StepResult, gather_all
+from llmtriage.backends.base import LiveOptions, Queries, StepResult, charged, gather_all
 from llmtriage.policies.base import LAST, STOP, Policy, State, Trace, count_models
 from llmtriage.policies.limits import LATENCY, Estimator, LimitError, Limits, within
 
@@ -87,6 +87,9 @@ class Episode:
         ]
 
     def record(self, model: int, idx: np.ndarray, result: StepResult) -> None:
+        own = self.policy.own_cost(self.state.models[model])
+        if own is not None:
+            result = charged(result, *own)
         self.state.record(model, idx, result)
 
     def within(self, groups: list[tuple[int, np.ndarray]], estimator: Estimator,

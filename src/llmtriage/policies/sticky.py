@@ -43,6 +43,9 @@ class Sticky(Policy):
     def live_signal(self):  # noqa: ANN201 - the wrapped policy's
         return self.policy.live_signal()
 
+    def own_cost(self, model: str) -> tuple[float, float, float] | None:
+        return self.policy.own_cost(model)
+
     def remember(self, prompt: str) -> Any:
         return self.policy.remember(prompt)
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 
 @dataclass
@@ -37,6 +35,11 @@ class Calibrator:
         if ok.sum() < 5 or len(np.unique(correct[ok])) < 2:
             return cls(method, np.array([0.0]), np.array([base]), base)
         s, c = scores[ok], correct[ok]
+        # Imported only to fit: applying a calibrator is numpy (a served policy never loads
+        # scikit-learn).
+        from sklearn.isotonic import IsotonicRegression
+        from sklearn.linear_model import LogisticRegression
+
         if method == "isotonic":
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(s, c)
             return cls(method, iso.X_thresholds_.astype(np.float64),

@@ -7,22 +7,28 @@ confidence like any other: calibrate it per model before thresholding.
 
 Scoring is not free: each answer is embedded on the CPU. :func:`with_learned_confidence`
 measures that time on answers never embedded before and adds it to the scored models' latency,
-and its price (the core-seconds at :data:`CPU_USD_PER_CORE_HOUR`) to their cost, so a cascade
-that reads the scorer pays for it in every report, as a pool with a live signal does.
+its price (the core-seconds at :data:`CPU_USD_PER_CORE_HOUR`) to their cost and its energy to
+theirs, so a cascade that reads the scorer pays for it in every report, as a pool with a live
+signal does. A learned-scorer cascade measures the same when fitted and charges it to every
+answer it judges (``Policy.own_cost``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
+from llmtriage.backends.catalog import WATTS_PER_CORE
 from llmtriage.backends.live import ChatRequest, Completion
 from llmtriage.data.table import TRAIN, OutcomeTable
 from llmtriage.signals.embedder import Embedder, MiniLMEmbedder, default_embedder, text_features
 from llmtriage.signals.live import Signal
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 #: The price of one CPU core-hour used to charge local signals: AWS c7i on-demand, us-east-1,
 #: $0.08925 an hour for 2 vCPUs (2024 list price).
@@ -43,6 +49,8 @@ class AnswerScorer:
                   ) -> LogisticRegression | float:
         if len(np.unique(correct)) < 2:
             return float(correct.mean())
+        from sklearn.linear_model import LogisticRegression  # to fit only (see calibration)
+
         return LogisticRegression(C=self.c, max_iter=3000).fit(
             self.features(prompts, answers), correct)
 
@@ -125,10 +133,11 @@ def out_of_fold_scores(table: OutcomeTable, models: list[str], embedder: Embedde
 
 
 def scoring_cost(scorer: AnswerScorer, prompts: np.ndarray, answers: np.ndarray
-                 ) -> tuple[float, float]:
-    """(milliseconds, USD) to score one answer with ``scorer``'s embedder, measured on the
-    given sample and priced by core-seconds. A MiniLM embedder is timed as a fresh copy,
-    since its cache already holds these texts and would make scoring look free."""
+                 ) -> tuple[float, float, float]:
+    """(milliseconds, USD, joules) to score one answer with ``scorer``'s embedder, measured
+    on the given sample, priced by core-seconds and powered at :data:`WATTS_PER_CORE`. A
+    MiniLM embedder is timed as a fresh copy, since its cache already holds these texts and
+    would make scoring look free."""
     embedder = scorer.embedder
     if isinstance(embedder, MiniLMEmbedder):
         embedder = MiniLMEmbedder(embedder.max_tokens, embedder.batch_size, embedder.threads)
@@ -138,7 +147,8 @@ def scoring_cost(scorer: AnswerScorer, prompts: np.ndarray, answers: np.ndarray
     timed.features(prompts[2:], answers[2:])
     seconds = (time.perf_counter() - start) / max(len(prompts) - 2, 1)
     cores = getattr(embedder, "threads", 1)
-    return seconds * 1000, seconds * cores * CPU_USD_PER_CORE_HOUR / 3600
+    return (seconds * 1000, seconds * cores * CPU_USD_PER_CORE_HOUR / 3600,
+            seconds * cores * WATTS_PER_CORE)
 
 
 def with_learned_confidence(table: OutcomeTable, models: list[str], folds: int = 5,
@@ -175,9 +185,13 @@ def with_learned_confidence(table: OutcomeTable, models: list[str], folds: int =
     cols = [table.model_index(m) for m in models]
     sample = np.random.default_rng(seed).choice(table.n_prompts, min(66, table.n_prompts),
                                                 replace=False)
-    ms, usd = scoring_cost(scorer, table.prompts[sample], table.responses[sample, cols[0]])
+    ms, usd, joules = scoring_cost(scorer, table.prompts[sample],
+                                   table.responses[sample, cols[0]])
     cost, latency = table.cost_usd.copy(order="F"), table.latency_ms.copy(order="F")
+    energy = table.energy_j.copy(order="F")
     cost[:, cols] += usd
     latency[:, cols] += ms
-    return replace(scored, cost_usd=cost, latency_ms=latency).with_notes(
-        f"scoring charged to {models}: {ms:.1f} ms and ${usd:.2e} an answer (measured)")
+    energy[:, cols] += joules
+    return replace(scored, cost_usd=cost, latency_ms=latency, energy_j=energy).with_notes(
+        f"scoring charged to {models}: {ms:.1f} ms, ${usd:.2e} and {joules:.2f} J an "
+        "answer (measured)")

@@ -50,12 +50,22 @@ class CalibratedCascade(ThresholdCascade):
     def fit(self, table: OutcomeTable) -> CalibratedCascade:
         if self.signal == LEARNED:
             from llmtriage.signals.embedder import embedder_named
-            from llmtriage.signals.scorer import FittedScorer, out_of_fold_scores
+            from llmtriage.signals.scorer import (
+                AnswerScorer,
+                FittedScorer,
+                out_of_fold_scores,
+                scoring_cost,
+            )
 
             features = embedder_named(self.embedder)
             scores = out_of_fold_scores(table, list(self.ladder), features)
             raw = {m: scores[:, k] for k, m in enumerate(self.ladder)}
             self.scorer_ = FittedScorer.fit(table, list(self.ladder), features)
+            sample = np.random.default_rng(0).choice(
+                table.n_prompts, min(34, table.n_prompts), replace=False)
+            self.scoring_cost_ = scoring_cost(
+                AnswerScorer(features), table.prompts[sample],
+                table.responses[sample, table.model_index(self.ladder[0])])
         else:
             super().fit(table)
             raw = {m: table.confidence[:, table.model_index(m)] for m in self.ladder}
@@ -65,6 +75,14 @@ class CalibratedCascade(ThresholdCascade):
             for m in self.ladder
         }
         return self
+
+    def own_cost(self, model: str) -> tuple[float, float, float] | None:
+        """Scoring an answer with the learned scorer: its CPU time, price and energy per
+        answer as measured when fitted (an artifact saved before these were measured
+        charges nothing)."""
+        if self.signal != LEARNED or model not in self.ladder:
+            return None
+        return getattr(self, "scoring_cost_", None)
 
     def grid(self, table: OutcomeTable) -> list[float]:
         return np.linspace(0.0, 1.0, 21).tolist() + [1.01]

@@ -29,7 +29,6 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
@@ -98,6 +97,8 @@ class CascadeRouter(Policy):
         calibrated = self._out_of_fold_calibrated(table.confidence, right)
         self.ex_post_ = np.zeros((m, 3))  # per model: weights on logit(q), logit(conf), bias
         moves = np.zeros(predicted.shape)
+        from sklearn.linear_model import LogisticRegression  # to fit only (see calibration)
+
         for j in range(m):
             x = self._ex_post_features(predicted[:, j], calibrated[:, j])
             if right[:, j].all() or not right[:, j].any():

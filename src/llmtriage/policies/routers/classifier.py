@@ -10,10 +10,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.special import expit
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from llmtriage.policies.routers.base import QualityRouter
 
@@ -22,6 +18,11 @@ C_CANDIDATES = (0.01, 0.1, 1.0)
 HIDDEN = 64  # units of the MLP's one hidden layer
 #: Where each per-model array of a predictor lives, stacked over models (first axis).
 STACKED = {"w": "weights_", "b": "bias_", "w1": "w1_", "b1": "b1_", "w2": "w2_"}
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-z) without overflow for large |z| (scipy's expit, in numpy)."""
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 class ClassifierRouter(QualityRouter):
@@ -45,6 +46,11 @@ class ClassifierRouter(QualityRouter):
         return self.kind
 
     def _estimator(self, binary: bool, c: float):  # noqa: ANN202
+        # scikit-learn is imported only to fit: a served router predicts with numpy alone,
+        # and a gateway or CLI start does not pay the import (0.7 s).
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+
         if self.kind == "mlp":
             cls = MLPClassifier if binary else MLPRegressor
             return cls(hidden_layer_sizes=(HIDDEN,), alpha=1e-3 / c, max_iter=300,
@@ -60,6 +66,8 @@ class ClassifierRouter(QualityRouter):
         if binary and np.bincount(y.astype(int), minlength=2).min() < 3:
             # (almost) always right or always wrong on train: nothing to learn but the rate
             return self._constant(x.shape[1], _logit(y.mean()))
+        from sklearn.exceptions import ConvergenceWarning
+
         est = self._estimator(binary, c)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -90,7 +98,7 @@ class ClassifierRouter(QualityRouter):
             z = np.einsum("mnh,mh->nm", hidden, self.w2_) + self.bias_
         else:
             z = x @ self.weights_.T + self.bias_
-        return expit(z) if self.binary_ else z
+        return sigmoid(z) if self.binary_ else z
 
     def add_model(self, name: str, texts: np.ndarray, quality: np.ndarray, cost: float
                   ) -> ClassifierRouter:

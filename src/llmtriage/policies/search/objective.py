@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import binom
 
 from llmtriage.data.errors import DataError
 from llmtriage.data.table import OutcomeTable
@@ -135,6 +134,8 @@ class Objective:
             groups.setdefault(index, []).append(row)
         level = float(self.delta) / len(groups)
         if np.isin(q, (0.0, 1.0)).all():
+            from scipy.stats import binom  # 0.3 s to import: only when a guarantee is asked
+
             errors = (q < 0.5).sum(axis=1)
             passes = binom.cdf(errors, n, 1.0 - target) <= level
         else:

@@ -84,6 +84,9 @@ class PolicySearch(Policy):
     def live_signal(self):  # noqa: ANN201 - the serving member's
         return self.member().live_signal()
 
+    def own_cost(self, model: str) -> tuple[float, float, float] | None:
+        return self.member().own_cost(model)
+
     def grid(self, table: OutcomeTable) -> list[float]:
         return self.member_cost_.tolist()
 
