@@ -89,6 +89,7 @@ def test_two_model_report_has_routellm_metrics(data_dir):
     assert any(r["on_frontier"] for r in recs)
 
 
+@pytest.mark.slow
 def test_bench_command_writes_json_and_plot(data_dir, tmp_path):
     out, png = tmp_path / "gsm8k.json", tmp_path / "gsm8k.png"
     run = subprocess.run(

@@ -59,6 +59,7 @@ def feedback(url: str, ident: str, score: float) -> httpx.Response:
     return httpx.post(f"{url}/v1/feedback", json={"id": ident, "score": score}, timeout=30)
 
 
+@pytest.mark.slow
 def test_feedback_export_and_retrain(setup):
     tmp, config = setup
     scores = {}

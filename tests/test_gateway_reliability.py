@@ -141,6 +141,7 @@ request_log = ""
     assert all("capacity" in r.json()["error"]["message"] for r in refused)
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests(up, tmp_path):
     config = write_config(tmp_path / "drain.toml", up, {
         "slow": {"remote_name": "slow", "max_concurrency": 64}}, extra="""

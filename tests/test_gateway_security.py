@@ -117,10 +117,11 @@ def test_concurrent_requests_cannot_overshoot_a_budget(gw):
     with ThreadPoolExecutor(50) as pool:
         codes = list(pool.map(lambda _: ask(g.url, KEYS["burst"]).status_code, range(50)))
     assert codes.count(200) >= 4 and set(codes) <= {200, 429}
-    time.sleep(0.5)  # the log writer commits
-    assert spent(tmp, "burst") <= 0.05 + 1e-9  # $0.65 before reservations
+    # Every row is logged before its answer goes out (without reservations: $0.65).
+    assert spent(tmp, "burst") <= 0.05 + 1e-9
 
 
+@pytest.mark.slow
 def test_a_key_runs_at_most_its_max_in_flight(gw):
     g, _ = gw
     with ThreadPoolExecutor(6) as pool:

@@ -87,9 +87,9 @@ def test_timeout_is_reported_and_not_retried(upstream):
 def test_a_trickling_upstream_hits_the_whole_call_deadline(upstream):
     # Headers at once, then a byte every half second: each read is quick, the call is not.
     start = time.perf_counter()
-    with pytest.raises(BackendError, match="not done within 2 s") as caught:
-        run(_complete(upstream, "trickle", "slowly", timeout_s=2.0, max_retries=0))
-    assert time.perf_counter() - start < 3.5
+    with pytest.raises(BackendError, match="not done within 1.2 s") as caught:
+        run(_complete(upstream, "trickle", "slowly", timeout_s=1.2, max_retries=0))
+    assert time.perf_counter() - start < 2.7
     assert caught.value.status == 504 and caught.value.upstream_fault
 
 
@@ -108,7 +108,7 @@ def test_a_malformed_stream_chunk_is_an_upstream_failure(upstream):
 def test_a_model_at_capacity_fails_fast_without_blaming_the_upstream(upstream):
     async def burst():
         backend = OpenAIBackend(catalog(upstream, max_concurrency=2, max_queue=3,
-                                        timeout_s=1.5, max_retries=0))
+                                        timeout_s=0.5, max_retries=0))
         try:
             return await asyncio.gather(*(backend.complete("hang", ChatRequest.ask(f"q{i}"))
                                           for i in range(10)), return_exceptions=True)

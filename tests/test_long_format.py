@@ -64,6 +64,7 @@ def test_unseen_nine_model_log_loads(llmrouter_table, tmp_path, suffix):
     assert table.latency_ms[i, j] == pytest.approx(pick["latency_ms"])
 
 
+@pytest.mark.slow
 def test_unseen_log_benches_from_the_command_line(llmrouter_table, tmp_path):
     path = tmp_path / "support-bot.csv"
     unseen_nine_model_file(llmrouter_table, path)

@@ -197,6 +197,7 @@ def test_sticky_sessions_wrap_any_policy(table):
     same((sticky[0][~pinned], sticky[1][~pinned]), (free[0][~pinned], free[1][~pinned]))
 
 
+@pytest.mark.slow
 def test_a_cascade_with_a_learned_scorer_keeps_the_contract(table, tmp_path):
     """The scorer is the cascade's own: fitted with it, saved with it, applied by it to each
     answer's text, so a recorded answer and the same answer live score the same."""

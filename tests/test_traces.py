@@ -101,6 +101,7 @@ def test_ask_names_the_model_that_answered(setup):
     assert "answer (backup)" in run.stdout
 
 
+@pytest.mark.slow
 def test_an_upstream_429_reaches_the_client_as_429_with_retry_after(setup):
     tmp, config = setup
     with gateway(config, tmp) as g:

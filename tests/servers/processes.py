@@ -76,7 +76,7 @@ def gateway(config: Path | None, tmp: Path, *args: str, startup_s: float = 120
         if time.time() > deadline:
             proc.kill()
             raise RuntimeError(f"gateway did not start: {gw.output()}")
-        time.sleep(0.2)
+        time.sleep(0.05)
     try:
         yield gw
     finally:
