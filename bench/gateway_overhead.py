@@ -39,7 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -63,9 +64,10 @@ def free_port() -> int:
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180,
-               answered: Callable[[int], bool] = lambda status: status < 500) -> None:
+               answered: Callable[[int], bool] = lambda status: status < 500,
+               poll_s: float = 0.3) -> None:
     """Until ``url`` answers with a status ``answered`` accepts (by default any but a
-    server error: some servers want a key for their health page)."""
+    server error: some servers want a key for their health page), asked every ``poll_s``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -75,17 +77,35 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180,
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(poll_s)
     raise RuntimeError(f"{url}: not ready after {timeout} s")
 
 
 def start(command: list[str], ready: str, log: Path, env: dict | None = None,
-          answered: Callable[[int], bool] = lambda status: status < 500) -> subprocess.Popen:
+          answered: Callable[[int], bool] = lambda status: status < 500,
+          poll_s: float = 0.3) -> subprocess.Popen:
     out = open(log, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})})
-    wait_ready(ready, proc, answered=answered)
+    wait_ready(ready, proc, answered=answered, poll_s=poll_s)
     return proc
+
+
+@contextmanager
+def worktree(ref: str | None, where: Path) -> Iterator[Path | None]:
+    """A detached git worktree of this repository at ``ref``, at ``where``, removed
+    afterwards (None, and nothing made, without a ref): the code a bench compares against,
+    run side by side with this tree's."""
+    if ref is None:
+        yield None
+        return
+    subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", "-q",
+                    str(where), ref], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force",
+                        str(where)], check=False)
 
 
 def cpu_seconds(pid: int, thread: int | None = None) -> float:

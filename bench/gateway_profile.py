@@ -45,6 +45,7 @@ from gateway_overhead import (  # noqa: E402
     gateway_config,
     load,
     start,
+    worktree,
 )
 
 #: Libraries a frame's file may belong to, most specific first.
@@ -126,27 +127,22 @@ def main() -> None:
         upstream = f"http://127.0.0.1:{up_port}"
         procs.append(start([sys.executable, str(HERE / "servers" / "fixed_upstream.py"),
                             str(up_port)], f"{upstream}/v1/models", work / "upstream.log"))
-        gateways = {"this tree": gateway(upstream, work / "this", None, gateway_core)}
-        if args.against:
-            tree = work / "against"
-            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach",
-                            "-q", str(tree), args.against], check=True)
-            gateways[args.against] = gateway(upstream, work / "old", tree / "src",
-                                             gateway_core)
-        procs += [proc for proc, _ in gateways.values()]
-        print(f"gateway on core {sorted(gateway_core)}, load and upstream on "
-              f"{sorted(load_cores)}; {args.requests} requests a round", flush=True)
-        compare(gateways, [int(c) for c in args.concurrency.split(",")], args.requests,
-                args.rounds)
-        if not args.no_profile:
-            profile(spy, *gateways["this tree"], args.requests, work / "stacks.txt")
+        with worktree(args.against, work / "against") as tree:
+            gateways = {"this tree": gateway(upstream, work / "this", None, gateway_core)}
+            if tree is not None:
+                gateways[args.against] = gateway(upstream, work / "old", tree / "src",
+                                                 gateway_core)
+            procs += [proc for proc, _ in gateways.values()]
+            print(f"gateway on core {sorted(gateway_core)}, load and upstream on "
+                  f"{sorted(load_cores)}; {args.requests} requests a round", flush=True)
+            compare(gateways, [int(c) for c in args.concurrency.split(",")], args.requests,
+                    args.rounds)
+            if not args.no_profile:
+                profile(spy, *gateways["this tree"], args.requests, work / "stacks.txt")
     finally:
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=30)
-        if args.against:
-            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force",
-                            str(work / "against")], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 

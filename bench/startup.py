@@ -22,10 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_overhead import HERE, free_port, gateway_config  # noqa: E402
+from gateway_overhead import free_port, gateway_config, start, worktree  # noqa: E402
 
 
 def timed_help(env: dict) -> float:
@@ -36,28 +34,16 @@ def timed_help(env: dict) -> float:
 
 
 def timed_serve(env: dict, config: Path, log: Path) -> float:
-    """Launch to the first 200 on /health, polled every 10 ms."""
+    """Launch to the first 200 on /health, asked every 10 ms."""
     port = free_port()
     began = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "llmtriage.cli", "serve", "--port",
-                                 str(port), "--config", str(config)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited with {proc.returncode}: see {log}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    return time.perf_counter() - began
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - began > 120:
-                raise RuntimeError(f"the gateway did not start in 120 s: see {log}")
-            time.sleep(0.01)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc = start([sys.executable, "-m", "llmtriage.cli", "serve", "--port", str(port),
+                  "--config", str(config)], f"http://127.0.0.1:{port}/health", log, env=env,
+                 answered=lambda status: status == 200, poll_s=0.01)
+    took = time.perf_counter() - began
+    proc.terminate()
+    proc.wait(timeout=30)
+    return took
 
 
 def main() -> None:
@@ -66,34 +52,32 @@ def main() -> None:
     parser.add_argument("--against", metavar="REF", help="also run the code at this git ref")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="triage-startup-"))
-    trees = {"this tree": {}}
     try:
-        if args.against:
-            tree = work / "against"
-            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach",
-                            "-q", str(tree), args.against], check=True)
-            trees[args.against] = {"PYTHONPATH": str(tree / "src")}
-        config = work / "triage.toml"
-        # The upstream is never called: the gateway connects on the first request.
-        config.write_text(gateway_config("http://127.0.0.1:9", work, ("fixed-a",)))
-        times: dict[str, dict[str, list[float]]] = {
-            name: {"triage --help": [], "triage serve": []} for name in trees}
-        for r in range(args.rounds):
-            for name, extra in trees.items():
-                env = {**os.environ, **extra}
-                times[name]["triage --help"].append(timed_help(env))
-                times[name]["triage serve"].append(
-                    timed_serve(env, config, work / f"serve-{r}.log"))
-        for what in ("triage --help", "triage serve"):
-            for name in trees:
-                s = sorted(times[name][what])
-                print(f"{what:>14} ({name}): {statistics.median(s):.2f} s "
-                      f"(rounds {s[0]:.2f}-{s[-1]:.2f})", flush=True)
+        with worktree(args.against, work / "against") as tree:
+            trees = {"this tree": {}}
+            if tree is not None:
+                trees[args.against] = {"PYTHONPATH": str(tree / "src")}
+            measure(trees, args.rounds, work)
     finally:
-        if args.against:
-            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force",
-                            str(work / "against")], check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(trees: dict[str, dict[str, str]], rounds: int, work: Path) -> None:
+    """Each tree's start times (its extra environment given), rounds alternating."""
+    config = work / "triage.toml"
+    # The upstream is never called: the gateway connects on the first request.
+    config.write_text(gateway_config("http://127.0.0.1:9", work, ("fixed-a",)))
+    times = {name: {"triage --help": [], "triage serve": []} for name in trees}
+    for r in range(rounds):
+        for name, extra in trees.items():
+            times[name]["triage --help"].append(timed_help({**os.environ, **extra}))
+            times[name]["triage serve"].append(timed_serve(extra, config,
+                                                           work / f"serve-{r}.log"))
+    for what in ("triage --help", "triage serve"):
+        for name in trees:
+            s = sorted(times[name][what])
+            print(f"{what:>14} ({name}): {statistics.median(s):.2f} s "
+                  f"(rounds {s[0]:.2f}-{s[-1]:.2f})", flush=True)
 
 
 if __name__ == "__main__":
