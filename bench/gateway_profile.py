@@ -2,6 +2,7 @@
 
     python bench/gateway_profile.py [--requests 3000] [--rounds 4] [--concurrency 1,16]
                                     [--against REF] [--no-profile]
+                                    [--profile-in-flight 16]
 
 Starts the fixed-answer upstream and ``triage serve`` (one model passed through, a keyed
 client with a rate limit and a budget, the request log on: the configuration of
@@ -114,6 +115,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16", help="in flight, comma-separated")
     parser.add_argument("--against", metavar="REF", help="also run the code at this git ref")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--profile-in-flight", type=int, default=16, metavar="N",
+                        help="requests in flight while profiling")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     cores = sorted(os.sched_getaffinity(0))
@@ -138,7 +141,8 @@ def main() -> None:
             compare(gateways, [int(c) for c in args.concurrency.split(",")], args.requests,
                     args.rounds)
             if not args.no_profile:
-                profile(spy, *gateways["this tree"], args.requests, work / "stacks.txt")
+                profile(spy, *gateways["this tree"], args.requests, args.profile_in_flight,
+                        work / "stacks.txt")
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -146,12 +150,14 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def profile(spy: str, proc: subprocess.Popen, url: str, requests: int, raw: Path) -> None:
-    """py-spy's samples of the gateway under load (16 in flight), summarised."""
+def profile(spy: str, proc: subprocess.Popen, url: str, requests: int, in_flight: int,
+            raw: Path) -> None:
+    """py-spy's samples of the gateway under load (``in_flight`` requests at a time),
+    summarised."""
     recorder = subprocess.Popen([spy, "record", "--pid", str(proc.pid), "--rate", "500",
                                  "--format", "raw", "--output", str(raw), "--nonblocking"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    asyncio.run(load(url, "fixed-a", requests, 16, "profile"))
+    asyncio.run(load(url, "fixed-a", requests, in_flight, "profile"))
     recorder.send_signal(2)
     recorder.wait(timeout=60)
 
@@ -172,7 +178,7 @@ def profile(spy: str, proc: subprocess.Popen, url: str, requests: int, raw: Path
         threads[" > ".join(frames[:3])] += n
         for frame in {f for f in frames if library(f) == "llmtriage"}:
             stages[frame] += n
-    print(f"{total} busy samples at 16 in flight; own time by library:")
+    print(f"{total} busy samples at {in_flight} in flight; own time by library:")
     for name, n in own.most_common():
         print(f"  {name:<20} {100 * n / total:5.1f}%")
     print("by thread (its outermost frames):")
