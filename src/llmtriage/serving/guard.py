@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import math
 import time
 from collections import deque
@@ -51,11 +50,13 @@ class KeyRing:
         if scheme.lower() != "bearer" or not token.strip():
             raise Refused(401, "missing API key: send 'Authorization: Bearer <key>'",
                           "invalid_request_error", "missing_api_key")
-        digest = key_hash(token.strip())
-        for stored, key in self.keys.items():
-            if hmac.compare_digest(stored, digest):
-                return key
-        raise Refused(401, "invalid API key", "invalid_request_error", "invalid_api_key")
+        # Looked up by its digest: what a lookup's timing could reveal is a prefix of the
+        # SHA-256 of a guess, never of a stored key's text, so no constant-time scan over
+        # every key (which cost 0.7 ms a request with 10,000 keys) is needed.
+        key = self.keys.get(key_hash(token.strip()))
+        if key is None:
+            raise Refused(401, "invalid API key", "invalid_request_error", "invalid_api_key")
+        return key
 
 
 class Admission:
