@@ -384,6 +384,58 @@ def test_what_cannot_be_honoured_is_refused_not_ignored(gw, extra, named):
     assert r.status_code == 400 and named in r.json()["error"]["message"]
 
 
+# 8: headers: the parser holds every one until the last arrives ----------------------------
+
+
+def flood(url: str, line: bytes, total: int) -> tuple[int, bytes]:
+    """Send a request line, then ``line`` over and over as headers, up to ``total`` bytes;
+    returns how many were sent before the gateway closed the connection, and its answer."""
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        sent, chunk = 0, line * max(1, 65536 // len(line))
+        try:
+            while sent < total:
+                s.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            answer = s.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+    return sent, answer
+
+
+def test_headers_are_bounded_in_count_and_size(gw):
+    g, _ = gw
+    many = {f"x-h{i}": "v" for i in range(120)}
+    big = {"x-note": "n" * 70_000}
+    for extra in (many, big):
+        refused = chat(g.url, "ok", headers=extra)
+        assert refused.status_code == 431
+        assert refused.json()["error"]["code"] == "headers_too_large"
+    # Within both bounds: served, on a connection that keeps serving.
+    with httpx.Client(timeout=30) as client:
+        for _ in range(3):
+            body = {"model": "ok", "messages": [{"role": "user", "content": "hi"}]}
+            r = client.post(f"{g.url}/v1/chat/completions", json=body, headers=headers(
+                **{f"x-h{i}": "v" for i in range(80)}, **{"x-note": "n" * 50_000}))
+            assert r.status_code == 200
+
+
+def test_a_header_flood_is_cut_off_without_growing_memory(gw):
+    g, _ = gw
+    before = rss_kib(g.proc.pid)
+    for line in (b"x-a: b\r\n", b"x-big: " + b"a" * 65536):  # many short headers; one long
+        for _ in range(4):
+            sent, answer = flood(g.url, line, 64 << 20)
+            assert sent < 8 << 20, f"{sent} bytes of headers taken"
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 431")
+    assert rss_kib(g.proc.pid) - before < 50_000  # 2.6 GB before the bounds
+    assert chat(g.url, "ok").status_code == 200
+
+
 # 7: connections that never send a request -------------------------------------------------
 
 

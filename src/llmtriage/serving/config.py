@@ -16,6 +16,8 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     request_timeout_s = 300     # a request's whole deadline (504 after it)
     max_connections = 512       # open connections; more are closed on arrival
     header_timeout_s = 10       # a connection must send its request headers within this
+    max_header_bytes = 65536    # request line and headers; more, or more headers, is a 431
+    max_headers = 100
     metrics_public = false      # /metrics without a key (for a scraper)
     state_url = "redis://127.0.0.1:6379/0"  # shared by replicas; default: in memory
 
@@ -103,6 +105,11 @@ class GatewaySettings(BaseModel):
     #: A connection that has not sent a request's headers this long after opening (or
     #: after its last response) is closed: half-open connections cannot pile up.
     header_timeout_s: float = Field(10.0, gt=0)
+    #: A request line and headers longer than this, or more headers than ``max_headers``,
+    #: get a 431 and the connection is closed (the HTTP parser holds them all until the
+    #: last arrives).
+    max_header_bytes: int = Field(65536, ge=1024)
+    max_headers: int = Field(100, gt=0)
     #: Idle keep-alive connections are closed after this long.
     keep_alive_s: float = Field(5.0, gt=0)
     #: Serve /metrics without a key (for a scraper) when keys are configured.

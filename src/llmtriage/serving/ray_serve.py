@@ -17,8 +17,8 @@ each embedded model as its own deployment, and one batching embedder for the rou
   query's embedding is a call that Serve batches with the calls of other requests and
   other gateway replicas (``[ray] embed_batch``, ``embed_wait_ms``).
 
-Serve's proxy, not uvicorn, speaks HTTP here, so the connection cap and header deadline of
-:mod:`.server` do not apply; put the same reverse proxy in front.
+Serve's proxy, not uvicorn, speaks HTTP here, so the connection cap, header deadline and
+header bounds of :mod:`.server` do not apply; put the same reverse proxy in front.
 
 Ray is an optional dependency (the ``scale`` extra), imported only here.
 """

@@ -6,6 +6,10 @@
 - **A header deadline** (``header_timeout_s``): a connection must send a request's headers
   within this long of opening (or of its previous response), so half-open and slow-header
   (slowloris) connections are closed instead of held forever.
+- **Bounded headers** (``max_header_bytes``, ``max_headers``): the request line and headers
+  past either bound get a 431 and the connection is closed. The HTTP parser keeps every
+  header of a request until the last one arrives, and neither it nor uvicorn bounds them:
+  four connections sending 64 MiB of short headers each made the gateway hold 2.6 GB.
 - **Rate-limited error logging**: the same error line (say, the event loop's "Too many open
   files" on accept) is printed at most a few times a minute, not once per event.
 
@@ -24,13 +28,27 @@ import time
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from llmtriage.data.jsontext import dumps
 from llmtriage.serving.config import GatewaySettings
 
 
-def guarded_protocol(max_connections: int, header_timeout_s: float
+def headers_refusal(max_header_bytes: int, max_headers: int) -> bytes:
+    """The whole 431 response, in OpenAI's error shape, sent before the connection closes."""
+    body = dumps({"error": {
+        "message": f"request headers too large: at most {max_headers} headers and "
+                   f"{max_header_bytes} bytes with the request line",
+        "type": "invalid_request_error", "code": "headers_too_large"}})
+    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def guarded_protocol(max_connections: int, header_timeout_s: float,
+                     max_header_bytes: int = 65536, max_headers: int = 100
                      ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol (a C parser, cheaper per request than the pure-Python
-    h11) with a connection cap and a header deadline."""
+    h11) with a connection cap, a header deadline and bounded headers."""
+    refusal = headers_refusal(max_header_bytes, max_headers)
 
     class Guarded(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -38,7 +56,52 @@ def guarded_protocol(max_connections: int, header_timeout_s: float
                 transport.abort()
                 return
             super().connection_made(transport)
+            # Bytes received since the current request's headers began (an upper bound:
+            # a chunk that ends one request and starts the next counts whole).
+            self._header_bytes = 0
+            self._reading_headers = True
             self._arm_header_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            if not self._reading_headers:  # a body: the ingress bounds it
+                super().data_received(data)
+                return
+            self._header_bytes += len(data)
+            super().data_received(data)
+            # Headers still incomplete after a chunk: what the parser holds is at most the
+            # bounds plus one chunk, and only until this check closes the connection.
+            if (self._reading_headers and not self.transport.is_closing()
+                    and (self._header_bytes > max_header_bytes
+                         or len(self.headers or ()) > max_headers)):
+                self._refuse_headers()
+
+        def on_headers_complete(self) -> None:
+            self._reading_headers = False
+            over = len(self.headers) > max_headers or (
+                self._header_bytes > max_header_bytes  # exact size only when it may be over
+                and len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
+                > max_header_bytes)
+            self._header_bytes = 0
+            if over:
+                # Raised inside the parser, it stops parsing; uvicorn then answers "bad
+                # request", which send_400_response turns into this 431.
+                self._headers_too_large = True
+                raise ValueError("request headers too large")
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._reading_headers = True
+
+        def send_400_response(self, msg: str) -> None:
+            if getattr(self, "_headers_too_large", False):
+                self._refuse_headers()
+            else:
+                super().send_400_response(msg)
+
+        def _refuse_headers(self) -> None:
+            self.transport.write(refusal)
+            self.transport.close()
 
         def _arm_header_deadline(self) -> None:
             armed_for = self.cycle
@@ -110,6 +173,8 @@ def run(app: object, host: str, port: int, settings: GatewaySettings) -> None:
     # No access log (the request log is the record) and no X-Forwarded-For rewriting
     # (nothing reads the client's address): neither costs a request anything.
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                proxy_headers=False, http=guarded_protocol(cap, settings.header_timeout_s),
+                proxy_headers=False,
+                http=guarded_protocol(cap, settings.header_timeout_s, settings.max_header_bytes,
+                                      settings.max_headers),
                 timeout_keep_alive=int(max(1, settings.keep_alive_s)),
                 timeout_graceful_shutdown=int(settings.shutdown_timeout_s))
