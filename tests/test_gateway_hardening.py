@@ -436,6 +436,54 @@ def test_a_header_flood_is_cut_off_without_growing_memory(gw):
     assert chat(g.url, "ok").status_code == 200
 
 
+# 9: pipelining: uvicorn reads on after every answer, however many requests wait -------------
+
+
+def pipelined(url: str, count: int) -> tuple[int, bool]:
+    """Send ``count`` requests on one connection in one write, then read what comes back:
+    the number of answers and whether the gateway closed the connection."""
+    port = int(url.rsplit(":", 1)[1])
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            s.sendall(request * count)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received, closed = b"", False
+        s.settimeout(2)
+        while received.count(b"HTTP/1.1 ") < count:
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            except TimeoutError:
+                break
+            if not data:
+                closed = True
+                break
+            received += data
+    assert all(line.startswith(b"HTTP/1.1 200") for line in
+               received.split(b"\r\n") if line.startswith(b"HTTP/1.1"))
+    return received.count(b"HTTP/1.1 "), closed
+
+
+def test_pipelined_requests_are_answered_in_order(gw):
+    g, _ = gw
+    assert pipelined(g.url, 20) == (20, False)
+
+
+def test_a_pipelining_flood_is_cut_off_without_growing_memory(gw):
+    g, _ = gw
+    before = rss_kib(g.proc.pid)
+    for _ in range(20):
+        answered, closed = pipelined(g.url, 5000)
+        assert closed and answered <= 40
+    assert rss_kib(g.proc.pid) - before < 50_000
+    started = time.monotonic()
+    assert chat(g.url, "ok").status_code == 200
+    assert time.monotonic() - started < 5
+
+
 # 7: connections that never send a request -------------------------------------------------
 
 

@@ -10,6 +10,11 @@
   past either bound get a 431 and the connection is closed. The HTTP parser keeps every
   header of a request until the last one arrives, and neither it nor uvicorn bounds them:
   four connections sending 64 MiB of short headers each made the gateway hold 2.6 GB.
+- **Bounded pipelining**: a connection may queue at most ``MAX_PIPELINED`` requests behind
+  the one running (HTTP/1.1 pipelining; no common client pipelines at all), and it is not
+  read from while any wait. uvicorn resumes reading after every response however many are
+  queued, so 100 connections pipelining tiny requests without reading the answers grew the
+  gateway past 1 GB within seconds and starved every other client.
 - **Rate-limited error logging**: the same error line (say, the event loop's "Too many open
   files" on accept) is printed at most a few times a minute, not once per event.
 
@@ -30,6 +35,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from llmtriage.data.jsontext import dumps
 from llmtriage.serving.config import GatewaySettings
+
+#: Requests a connection may queue behind the one running; one more closes it.
+MAX_PIPELINED = 32
 
 
 def headers_refusal(max_header_bytes: int, max_headers: int) -> bytes:
@@ -82,6 +90,9 @@ def guarded_protocol(max_connections: int, header_timeout_s: float,
                 and len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
                 > max_header_bytes)
             self._header_bytes = 0
+            if len(self.pipeline) >= MAX_PIPELINED:
+                self.transport.abort()  # answers in flight cannot be cut short in order
+                raise ValueError("too many pipelined requests")
             if over:
                 # Raised inside the parser, it stops parsing; uvicorn then answers "bad
                 # request", which send_400_response turns into this 431.
@@ -116,6 +127,8 @@ def guarded_protocol(max_connections: int, header_timeout_s: float,
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if not self.transport.is_closing():
+                if self.pipeline:  # read on only once the queue has drained
+                    self.flow.pause_reading()
                 self._header_deadline.cancel()
                 self._arm_header_deadline()
 
