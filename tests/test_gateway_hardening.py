@@ -512,3 +512,31 @@ def test_half_open_connections_are_capped_and_timed_out(up, tmp_path):
     assert ok == [200] * 5
     assert closed == 300  # every idle connection was closed by the gateway
     assert len(log) < 20_000, f"{len(log)} bytes of log"
+
+
+@pytest.mark.slow
+def test_a_trickled_body_is_cut_off_at_its_deadline(up, tmp_path):
+    config = write_config(tmp_path / "gateway.toml", up, {"ok": {"remote_name": "ok"}},
+                          extra="[gateway]\nbody_timeout_s = 1\nmax_connections = 30\n")
+    body = json.dumps({"model": "ok", "messages": [{"role": "user", "content": "hi"}]})
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: "
+            f"application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode()
+    with gateway(config, tmp_path) as g:
+        port = int(g.url.rsplit(":", 1)[1])
+        slow = []
+        for _ in range(30):  # every connection the gateway allows, each trickling a body
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(head + body[:5].encode())
+            slow.append(s)
+        # A body sent in two parts within the deadline is served (once the slow ones go).
+        time.sleep(1.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(head + body[:10].encode())
+            time.sleep(0.3)
+            s.sendall(body[10:].encode())
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        for s in slow:
+            answer = s.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
+            assert s.recv(1) == b""  # and closed
+            s.close()

@@ -16,6 +16,7 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     request_timeout_s = 300     # a request's whole deadline (504 after it)
     max_connections = 512       # open connections; more are closed on arrival
     header_timeout_s = 10       # a connection must send its request headers within this
+    body_timeout_s = 30         # a request's body must arrive within this of its headers
     max_header_bytes = 65536    # request line and headers; more, or more headers, is a 431
     max_headers = 100
     metrics_public = false      # /metrics without a key (for a scraper)
@@ -105,6 +106,9 @@ class GatewaySettings(BaseModel):
     #: A connection that has not sent a request's headers this long after opening (or
     #: after its last response) is closed: half-open connections cannot pile up.
     header_timeout_s: float = Field(10.0, gt=0)
+    #: A request's body must arrive within this long of its headers (else a 408 and the
+    #: connection closes): trickled bodies cannot hold every connection.
+    body_timeout_s: float = Field(30.0, gt=0)
     #: A request line and headers longer than this, or more headers than ``max_headers``,
     #: get a 431 and the connection is closed (the HTTP parser holds them all until the
     #: last arrives).

@@ -6,6 +6,9 @@
 - **A header deadline** (``header_timeout_s``): a connection must send a request's headers
   within this long of opening (or of its previous response), so half-open and slow-header
   (slowloris) connections are closed instead of held forever.
+- **A body deadline** (``body_timeout_s``): a request's body must arrive within this long
+  of its headers (else a 408 and the connection closes), so bodies trickled a byte at a
+  time cannot hold every connection (512 such connections shut everyone else out).
 - **Bounded headers** (``max_header_bytes``, ``max_headers``): the request line and headers
   past either bound get a 431 and the connection is closed. The HTTP parser keeps every
   header of a request until the last one arrives, and neither it nor uvicorn bounds them:
@@ -51,12 +54,23 @@ def headers_refusal(max_header_bytes: int, max_headers: int) -> bytes:
             b"content-length: %d\r\n\r\n%s" % (len(body), body))
 
 
-def guarded_protocol(max_connections: int, header_timeout_s: float,
-                     max_header_bytes: int = 65536, max_headers: int = 100
+def timeout_refusal(body_timeout_s: float) -> bytes:
+    """The whole 408 response for a body not received in time."""
+    body = dumps({"error": {
+        "message": f"request body not received within {body_timeout_s:g} s of its headers",
+        "type": "invalid_request_error", "code": "body_timeout"}})
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def guarded_protocol(settings: GatewaySettings, max_connections: int
                      ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol (a C parser, cheaper per request than the pure-Python
-    h11) with a connection cap, a header deadline and bounded headers."""
+    h11) with a connection cap, deadlines for headers and body, and bounded headers."""
+    header_timeout_s, body_timeout_s = settings.header_timeout_s, settings.body_timeout_s
+    max_header_bytes, max_headers = settings.max_header_bytes, settings.max_headers
     refusal = headers_refusal(max_header_bytes, max_headers)
+    too_slow = timeout_refusal(body_timeout_s)
 
     class Guarded(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -68,6 +82,8 @@ def guarded_protocol(max_connections: int, header_timeout_s: float,
             # a chunk that ends one request and starts the next counts whole).
             self._header_bytes = 0
             self._reading_headers = True
+            self._in_body = False
+            self._body_deadline: asyncio.TimerHandle | None = None
             self._arm_header_deadline()
 
         def data_received(self, data: bytes) -> None:
@@ -82,6 +98,10 @@ def guarded_protocol(max_connections: int, header_timeout_s: float,
                     and (self._header_bytes > max_header_bytes
                          or len(self.headers or ()) > max_headers)):
                 self._refuse_headers()
+            # A body still to come after the chunk that ended its headers: it has until the
+            # deadline (armed only then, so a request that comes whole pays nothing).
+            if self._in_body and self._body_deadline is None:
+                self._body_deadline = self.loop.call_later(body_timeout_s, self._body_late)
 
         def on_headers_complete(self) -> None:
             self._reading_headers = False
@@ -98,11 +118,24 @@ def guarded_protocol(max_connections: int, header_timeout_s: float,
                 # request", which send_400_response turns into this 431.
                 self._headers_too_large = True
                 raise ValueError("request headers too large")
+            self._in_body = True
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._reading_headers = True
+            self._reading_headers, self._in_body = True, False
+            if self._body_deadline is not None:
+                self._body_deadline.cancel()
+                self._body_deadline = None
+
+        def _body_late(self) -> None:
+            """A body trickled in (or never sent) holds a connection and the handler
+            reading it: past the deadline both are let go."""
+            self._body_deadline = None
+            if self._in_body and not self.transport.is_closing():
+                if not self.pipeline and not self.cycle.response_started:
+                    self.transport.write(too_slow)
+                self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
             if getattr(self, "_headers_too_large", False):
@@ -133,9 +166,10 @@ def guarded_protocol(max_connections: int, header_timeout_s: float,
                 self._arm_header_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            deadline = getattr(self, "_header_deadline", None)
-            if deadline is not None:
-                deadline.cancel()
+            for deadline in (getattr(self, "_header_deadline", None),
+                             getattr(self, "_body_deadline", None)):
+                if deadline is not None:
+                    deadline.cancel()
             if self in self.connections or exc is not None or self.cycle is not None:
                 super().connection_lost(exc)
 
@@ -186,8 +220,6 @@ def run(app: object, host: str, port: int, settings: GatewaySettings) -> None:
     # No access log (the request log is the record) and no X-Forwarded-For rewriting
     # (nothing reads the client's address): neither costs a request anything.
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                proxy_headers=False,
-                http=guarded_protocol(cap, settings.header_timeout_s, settings.max_header_bytes,
-                                      settings.max_headers),
+                proxy_headers=False, http=guarded_protocol(settings, cap),
                 timeout_keep_alive=int(max(1, settings.keep_alive_s)),
                 timeout_graceful_shutdown=int(settings.shutdown_timeout_s))
