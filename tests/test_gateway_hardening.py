@@ -330,6 +330,14 @@ def test_a_lone_surrogate_is_a_400(gw, endpoint, body):
     (b"[1, 2]", "valid dictionary"),
     (b'{"model": "ok", "max_tokens": 1' + b"0" * 30 + b', "messages": [{"role": "user", '
      b'"content": "hi"}]}', "max_tokens"),
+    # Nested past any parser's depth (this was a 500: the json module's RecursionError).
+    (b"[" * 200_000 + b"]" * 200_000, "nested more than 1024 levels"),
+    (b'{"model": "ok", "messages": [{"role": "user", "content": ' + b"[" * 5000
+     + b"]" * 5000 + b"}]}", "nested more than 1024 levels"),
+    (b'{"model": "ok", "max_tokens": ' + b"9" * 5000 + b', "messages": []}', "digits"),
+    # Where it is, by fields and indices only (no pydantic union tags).
+    (b'{"model": "ok", "messages": [{"role": "user", "content": [[1]]}]}',
+     "messages.0.content: input should be a valid string; messages.0.content.0:"),
 ])
 def test_a_malformed_body_is_a_400_that_names_the_fault(gw, body, says):
     g, _ = gw

@@ -25,6 +25,18 @@ def test_what_is_not_json_is_a_value_error(text):
         loads(text)
 
 
+@pytest.mark.parametrize("text, says", [
+    (b"[" * 1025 + b"]" * 1025, "nested more than 1024"),
+    (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nested more than 1024"),
+    (b"[" * 1025 + b"1e999" + b"]" * 1025, "nested more than 1024"),  # the json module's turn
+    (b'{"n": ' + b"7" * 5000 + b"}", "thousands of digits"),
+])
+def test_what_this_reader_refuses_is_a_value_error_that_says_why(text, says):
+    with pytest.raises(ValueError, match=says):
+        loads(text)
+    assert loads(b"[" * 1024 + b"]" * 1024)  # as deep as it goes
+
+
 def test_numpy_numbers_are_written_as_numbers_and_non_finite_as_null():
     value = {"f": np.float64(0.25), "g": np.float32(0.5), "i": np.int64(3),
              "nan": float("nan"), "inf": np.float64(math.inf), "list": [np.float64(1.0)]}

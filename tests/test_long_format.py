@@ -159,3 +159,38 @@ def test_price_lookup_folds_provider_spellings():
     assert catalog.lookup("Llama-3.1-405B-Inst@sambanova") == catalog.lookup(
         "llama-3.1-405b-inst")
     assert catalog.lookup("no-such-model") is None
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+NOT_UTF8 = b"\xff\xfe\x00 not text"
+
+
+@pytest.mark.parametrize("case", ["config deep", "config binary", "prices deep", "probes deep",
+                                  "probes binary", "llmrouter deep", "llmrouter binary"])
+def test_files_nested_past_reading_or_not_text_get_one_clear_line(data_dir, tmp_path, case):
+    """Each was a RecursionError or UnicodeDecodeError traceback."""
+    what, kind = case.split()
+    deep = ("x = " + DEEP_JSON + "\n") if what == "config" else DEEP_JSON
+    body = deep.encode() if kind == "deep" else NOT_UTF8
+    source = str(write_csv(tmp_path, "prompt_id,model,quality,cost_usd\np1,a,1,0.1\n"))
+    if what == "config":
+        (tmp_path / "c.toml").write_bytes(body)
+        args = ["ask", "--config", str(tmp_path / "c.toml"), "hi"]
+    elif what == "prices":
+        (tmp_path / "p.json").write_bytes(body)
+        args = ["bench", source, "--prices", str(tmp_path / "p.json")]
+    elif what == "probes":
+        (tmp_path / "p.jsonl").write_bytes(body)
+        args = ["collect", "--probes", str(tmp_path / "p.jsonl"), "--out",
+                str(tmp_path / "out.csv")]
+    else:
+        for name in ("dcrouter_train.json", "dcrouter_test.json"):
+            (tmp_path / name).write_bytes(body)
+        (tmp_path / "default_llm.json").write_text("{}")
+        args = ["bench", f"llmrouter:{tmp_path}"]
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", *args],
+                         capture_output=True, text=True, timeout=120)
+    said = " ".join((run.stderr + run.stdout).split())
+    assert run.returncode == 2, said
+    assert "Traceback" not in said and "Error:" not in said.replace("error:", "")
+    assert ("nested" in said) if kind == "deep" else ("UTF-8" in said or "utf-8" in said), said

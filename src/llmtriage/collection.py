@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from llmtriage.backends.live import ChatRequest, Completion
+from llmtriage.data.jsontext import loads
 from llmtriage.data.loaders.generic import write_frame
 from llmtriage.data.splits import hash_splits
 from llmtriage.probes import Probe, prompt_of
@@ -82,8 +83,8 @@ def read_journal(path: Path) -> list[dict]:
     with path.open() as f:
         for line in f:
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                rows.append(loads(line))
+            except ValueError:
                 intact = False
                 break
     if not intact:  # rewrite without the damaged tail, so appends start on a clean line

@@ -133,8 +133,13 @@ def read_toml(path: Path, what: str) -> dict:
         return tomllib.loads(path.read_text())
     except OSError as exc:
         raise DataError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{what} {path}: not UTF-8 text (TOML is UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"{what} {path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and tables
+        raise DataError(f"{what} {path}: invalid TOML: arrays or tables nested too deeply "
+                        "to read") from None
 
 
 def problems(exc: ValidationError) -> str:

@@ -6,7 +6,9 @@ some valid JSON: numbers past the float range and escapes of lone surrogates. Th
 the json module, so that what is wrong is named by whoever validates the values (a token
 count out of range, text that is not Unicode), and only text that is not JSON at all is
 called so. An integer past 64 bits is read as the nearest float (orjson's reading), which
-every count and limit here refuses as out of range all the same.
+every count and limit here refuses as out of range all the same. Text nested deeper than
+orjson's 1,024 levels is refused as such (the json module would recurse until Python's
+stack limit stops it).
 """
 
 from __future__ import annotations
@@ -16,13 +18,28 @@ from typing import Any
 
 import orjson
 
+#: The deepest nesting of arrays and objects orjson parses.
+MAX_DEPTH = 1024
+
 
 def loads(text: bytes | str) -> Any:
-    """The parsed value; raises ValueError (json.JSONDecodeError) if it is not JSON."""
+    """The parsed value; raises ValueError (json.JSONDecodeError) if it is not JSON, or is
+    JSON this reader refuses (nested too deep, an integer of thousands of digits)."""
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise ValueError(f"arrays or objects nested more than {MAX_DEPTH} levels "
+                             "deep") from None
+    try:
         return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"arrays or objects nested more than {MAX_DEPTH} levels "
+                         "deep") from None
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's 4,300-digit limit
+            raise ValueError("a number with thousands of digits") from None
+        raise
 
 
 def dumps(value: Any) -> bytes:

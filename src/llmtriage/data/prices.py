@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from llmtriage.data.errors import DataError
+from llmtriage.data.jsontext import loads
 
 #: Characters per token where a source gives only text lengths (the usual English estimate).
 CHARS_PER_TOKEN = 4.0
@@ -72,7 +73,7 @@ class PriceCatalog:
                     for r in rows
                 }
                 return cls(prices, origin=str(path))
-            return cls._from_json(json.loads(path.read_text()), origin=str(path))
+            return cls._from_json(loads(path.read_text()), origin=str(path))
         except (ValueError, KeyError, TypeError) as exc:
             if isinstance(exc, DataError):
                 raise

@@ -19,6 +19,7 @@ import numpy as np
 
 from llmtriage.data.errors import DataError
 from llmtriage.data.files import write_atomic
+from llmtriage.data.jsontext import loads
 from llmtriage.policies import registry
 from llmtriage.policies.base import Policy
 from llmtriage.signals.calibration import Calibrator
@@ -72,9 +73,9 @@ def info(path: str | Path) -> dict[str, Any]:
 def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["__header__"]))
+            header = loads(str(data["__header__"]))
             arrays = {k: data[k] for k in data.files if k != "__header__"}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError, EOFError,
+    except (OSError, ValueError, KeyError, EOFError,
             zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: not a Triage policy artifact ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT \

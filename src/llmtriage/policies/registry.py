@@ -139,10 +139,10 @@ def kind_of(policy: Policy) -> str:
 def parse_value(text: str) -> Any:
     """A parameter value from the command line or a header: JSON where it parses (numbers,
     lists, true/false), a comma list as a list of names, else the string itself."""
-    import json
+    from llmtriage.data.jsontext import loads
 
     try:
-        return json.loads(text)
+        return loads(text)
     except ValueError:
         pass
     if "," in text:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from llmtriage.data.errors import DataError
+from llmtriage.data.jsontext import loads
 from llmtriage.probes.benchmarks import SHARED
 from llmtriage.probes.builtin import builtin_probes
 from llmtriage.probes.graders import GRADERS
@@ -30,13 +30,17 @@ def load_probes(source: str | None = None) -> list[Probe]:
     if not path.is_file():
         raise DataError(f"prompt set {path} does not exist")
     probes, seen = [], set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"prompt set {path} is not UTF-8 text") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
+            row = loads(line)
+        except ValueError as exc:
+            raise DataError(f"{path}:{n}: invalid JSON: {exc}") from None
         missing = [k for k in ("id", "question", "answer") if not str(row.get(k, "")).strip()]
         if missing:
             raise DataError(f"{path}:{n}: missing {missing}")

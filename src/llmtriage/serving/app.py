@@ -94,9 +94,15 @@ def headers_of(request: Request) -> dict[str, str]:
 
 def faults(errors: Sequence[Any], skip: int = 0) -> str:
     """At most five validation errors, each where it is (less ``skip`` leading parts of
-    its location) and what is wrong."""
-    return "; ".join(f"{where}: {e['msg']}" if (where := ".".join(map(str, e["loc"][skip:])))
-                     else e["msg"] for e in errors[:5])
+    its location) and what is wrong. A location names fields and indices only: pydantic's
+    tags for the members of a union ('function-after[valid_unicode(), constrained-str]')
+    mean nothing to a client."""
+    said: dict[str, None] = {}
+    for e in errors:
+        where = ".".join(str(p) for p in e["loc"][skip:]
+                         if isinstance(p, int) or str(p).isidentifier())
+        said.setdefault(f"{where}: {e['msg']}" if where else e["msg"])
+    return "; ".join(list(said)[:5])
 
 
 def create_app(pool: ModelPool, policies: dict[str, Policy],

@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from llmtriage.data.errors import DataError
-from llmtriage.data.jsontext import dumps
+from llmtriage.data.jsontext import dumps, loads
 from llmtriage.serving.logdb import is_url, open_database
 
 COLUMNS = ("id", "created", "client", "policy", "session", "status", "answered_by", "steps",
@@ -189,9 +189,9 @@ class RequestLog:
         rows = []
         for line in self.journal.read_text(errors="replace").splitlines():
             try:
-                row = json.loads(line)
+                row = loads(line)
                 rows.append(tuple(row[c] for c in ESSENTIAL))
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError):
                 continue  # a line cut by a crash: nothing to fold
         try:
             with self._db.transaction():

@@ -8,12 +8,12 @@ built-in catalog. The files record no answer lengths, so output tokens are an as
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from llmtriage.data.errors import DataError
+from llmtriage.data.jsontext import loads
 from llmtriage.data.prices import Price, PriceCatalog, derive_costs, tokens_from_chars
 from llmtriage.data.table import OutcomeTable
 
@@ -24,8 +24,8 @@ def _read(path: Path):
     if not path.is_file():
         raise DataError(f"LLMRouter data: missing file {path}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        return loads(path.read_text())
+    except ValueError as exc:  # not UTF-8, not JSON, or nested past reading
         raise DataError(f"{path}: invalid JSON: {exc}") from None
 
 
