@@ -22,7 +22,7 @@ def upstream():
 
 def catalog(url: str, **overrides) -> Catalog:
     names = ["ok", "flaky-500", "always-500", "rate-429", "hang", "malformed", "wrong-shape",
-             "stream-drop", "trickle", "usage-inf", "usage-negative", "usage-huge",
+             "deep", "stream-drop", "trickle", "usage-inf", "usage-negative", "usage-huge",
              "bad-chunk"]
     base = {"backend": "openai", "endpoint": f"{url}/v1", "timeout_s": 1.0, "max_retries": 3,
             "price_in": 1.0, "price_out": 2.0, "api_key": "sk-secret-do-not-print"}
@@ -124,7 +124,8 @@ def test_a_model_at_capacity_fails_fast_without_blaming_the_upstream(upstream):
 
 
 @pytest.mark.parametrize(("model", "message"), [("malformed", "not JSON"),
-                                                 ("wrong-shape", "malformed chat completion")])
+                                                 ("wrong-shape", "malformed chat completion"),
+                                                 ("deep", "nested more than 1024")])
 def test_malformed_bodies(upstream, model, message):
     with pytest.raises(BackendError, match=message):
         run(_complete(upstream, model, "parse this"))

@@ -4,20 +4,18 @@
 
 The ``model`` field picks the behaviour: ``ok``; ``flaky-500`` (500 twice per prompt, then
 ok); ``always-500``; ``rate-429`` (429 with Retry-After: 1 once per prompt, then ok);
-``always-429`` (429 with Retry-After: 7, every time);
-``hang`` (never answers in time); ``malformed`` (200 with a body that is not JSON);
-``wrong-shape`` (JSON without choices); ``stream-drop`` (with stream: one chunk, then the
+``always-429`` (429 with Retry-After: 7, every time); ``hang`` (never answers in time);
+``malformed`` (200 with a body that is not JSON); ``wrong-shape`` (JSON without choices);
+``deep`` (JSON nested 50,000 levels deep); ``stream-drop`` (with stream: one chunk, then the
 connection is cut); ``unsure`` (answers "pang" with low logprobs); ``slow`` (answers after
 1.5 s); ``echo-auth`` (a 500 whose body repeats the Authorization header, as a careless
 upstream might); ``switch`` (behaves as set by ``POST /switch/MODE``, MODE one of ok, 500,
-hang, drop, malformed: a model that fails and recovers on command); ``trickle`` (a 200
-whose body arrives one byte every half second, for a minute); ``usage-inf``,
-``usage-negative``, ``usage-huge`` (a valid answer whose usage counts are 1e999, -5e6 or
-2**70); ``bad-chunk`` (with stream: a chunk whose ``choices`` is not a list);
-``not-found`` (404, as for a model the upstream does not have). ``GET /attempts`` returns
-how many requests each (model, prompt) got; ``GET /open`` how many requests are being
-answered now.
-"""
+hang, drop, malformed: a model that fails and recovers on command); ``trickle`` (a 200 whose
+body arrives one byte every half second, for a minute); ``usage-inf``, ``usage-negative``,
+``usage-huge`` (a valid answer whose usage counts are 1e999, -5e6 or 2**70); ``bad-chunk``
+(with stream: a chunk whose ``choices`` is not a list); ``not-found`` (404, as for a model
+the upstream does not have). ``GET /attempts`` returns how many requests each (model,
+prompt) got; ``GET /open`` how many requests are being answered now. """
 
 from __future__ import annotations
 
@@ -174,6 +172,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if model == "malformed":
             self._send(200, b"{not json at all")
+            return
+        if model == "deep":  # valid JSON, nested past any parser's depth
+            self._send(200, b'{"choices": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")
             return
         if model == "wrong-shape":
             self._send(200, b'{"id": "x", "object": "chat.completion"}')

@@ -267,11 +267,10 @@ class OpenAIBackend:
                 hand_back(response)
             try:
                 data = loads(raw)
-            except ValueError:  # not JSON, or not UTF-8
+            except ValueError as exc:  # not JSON, not UTF-8, or nested past reading
                 text = raw[:400].decode(errors="replace")
-                raise BackendError(
-                    f"{name}: upstream sent a body that is not JSON: {_excerpt(text)}"
-                ) from None
+                raise BackendError(f"{name}: upstream sent a body that is not JSON "
+                                   f"({_excerpt(str(exc), 80)}): {_excerpt(text)}") from None
             latency_ms = (time.perf_counter() - start) * 1000
         text, tokens_in, tokens_out, logprobs, finish = parse_chat_response(data)
         return Completion(
