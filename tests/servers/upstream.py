@@ -15,7 +15,8 @@ body arrives one byte every half second, for a minute); ``usage-inf``, ``usage-n
 ``usage-huge`` (a valid answer whose usage counts are 1e999, -5e6 or 2**70); ``bad-chunk``
 (with stream: a chunk whose ``choices`` is not a list); ``not-found`` (404, as for a model
 the upstream does not have). ``GET /attempts`` returns how many requests each (model,
-prompt) got; ``GET /open`` how many requests are being answered now. """
+prompt) got; ``GET /open`` how many requests are being answered now.
+"""
 
 from __future__ import annotations
 
