@@ -22,8 +22,8 @@ def upstream():
 
 def catalog(url: str, **overrides) -> Catalog:
     names = ["ok", "flaky-500", "always-500", "rate-429", "hang", "malformed", "wrong-shape",
-             "deep", "stream-drop", "trickle", "usage-inf", "usage-negative", "usage-huge",
-             "bad-chunk"]
+             "deep", "endless", "stream-drop", "trickle", "usage-inf", "usage-negative",
+             "usage-huge", "bad-chunk"]
     base = {"backend": "openai", "endpoint": f"{url}/v1", "timeout_s": 1.0, "max_retries": 3,
             "price_in": 1.0, "price_out": 2.0, "api_key": "sk-secret-do-not-print"}
     return Catalog(models=[ModelSpec(name=n, **{**base, **overrides}) for n in names])
@@ -103,6 +103,13 @@ def test_nonsense_usage_is_an_upstream_failure(upstream, model):
 def test_a_malformed_stream_chunk_is_an_upstream_failure(upstream):
     with pytest.raises(BackendError, match="malformed stream chunk"):
         run(_stream(upstream, "bad-chunk"))
+
+
+def test_a_stream_that_never_ends_fails_at_the_reply_cap(upstream):
+    started = time.perf_counter()
+    with pytest.raises(BackendError, match="stream over 16777216 bytes"):
+        run(_stream(upstream, "endless"))
+    assert time.perf_counter() - started < 30
 
 
 def test_a_model_at_capacity_fails_fast_without_blaming_the_upstream(upstream):

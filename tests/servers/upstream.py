@@ -6,16 +6,17 @@ The ``model`` field picks the behaviour: ``ok``; ``flaky-500`` (500 twice per pr
 ok); ``always-500``; ``rate-429`` (429 with Retry-After: 1 once per prompt, then ok);
 ``always-429`` (429 with Retry-After: 7, every time); ``hang`` (never answers in time);
 ``malformed`` (200 with a body that is not JSON); ``wrong-shape`` (JSON without choices);
-``deep`` (JSON nested 50,000 levels deep); ``stream-drop`` (with stream: one chunk, then the
-connection is cut); ``unsure`` (answers "pang" with low logprobs); ``slow`` (answers after
-1.5 s); ``echo-auth`` (a 500 whose body repeats the Authorization header, as a careless
-upstream might); ``switch`` (behaves as set by ``POST /switch/MODE``, MODE one of ok, 500,
-hang, drop, malformed: a model that fails and recovers on command); ``trickle`` (a 200 whose
-body arrives one byte every half second, for a minute); ``usage-inf``, ``usage-negative``,
-``usage-huge`` (a valid answer whose usage counts are 1e999, -5e6 or 2**70); ``bad-chunk``
-(with stream: a chunk whose ``choices`` is not a list); ``not-found`` (404, as for a model
-the upstream does not have). ``GET /attempts`` returns how many requests each (model,
-prompt) got; ``GET /open`` how many requests are being answered now.
+``deep`` (JSON nested 50,000 levels deep); ``endless`` (with stream: 4 KB deltas for ever);
+``stream-drop`` (with stream: one chunk, then the connection is cut); ``unsure`` (answers
+"pang" with low logprobs); ``slow`` (answers after 1.5 s); ``echo-auth`` (a 500 whose body
+repeats the Authorization header, as a careless upstream might); ``switch`` (behaves as set
+by ``POST /switch/MODE``, MODE one of ok, 500, hang, drop, malformed: a model that fails and
+recovers on command); ``trickle`` (a 200 whose body arrives one byte every half second, for
+a minute); ``usage-inf``, ``usage-negative``, ``usage-huge`` (a valid answer whose usage
+counts are 1e999, -5e6 or 2**70); ``bad-chunk`` (with stream: a chunk whose ``choices`` is
+not a list); ``not-found`` (404, as for a model the upstream does not have). ``GET
+/attempts`` returns how many requests each (model, prompt) got; ``GET /open`` how many
+requests are being answered now.
 """
 
 from __future__ import annotations
@@ -180,6 +181,9 @@ class Handler(BaseHTTPRequestHandler):
         if model == "wrong-shape":
             self._send(200, b'{"id": "x", "object": "chat.completion"}')
             return
+        if model == "endless" and body.get("stream"):
+            self._endless()
+            return
         if body.get("stream"):
             self._stream(model)
             return
@@ -223,6 +227,22 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.close_connection = True
+
+
+    def _endless(self) -> None:
+        """A stream that never ends: 4 KB deltas as fast as they are read, until the
+        client goes away."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk = {"choices": [{"index": 0, "delta": {"content": "more " * 800}}]}
+        line = f"data: {json.dumps(chunk)}\n\n".encode()
+        try:
+            while True:
+                self.wfile.write(line)
+        except OSError:
+            self.close_connection = True
 
 
 class Server(ThreadingHTTPServer):

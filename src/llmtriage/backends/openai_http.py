@@ -140,15 +140,25 @@ async def read_capped(response: aiohttp.ClientResponse, name: str, deadline: Dea
 
 
 async def lines_capped(response: aiohttp.ClientResponse, name: str) -> AsyncIterator[str]:
-    """The body's lines (a server-sent event stream), none longer than MAX_REPLY_BYTES."""
-    pending = b""
+    """The body's lines (a server-sent event stream), the whole stream at most
+    MAX_REPLY_BYTES, as a whole reply is: an upstream that streams for ever (or one line
+    that never ends) fails at the cap instead of filling memory until the request's
+    deadline."""
+    pending = bytearray()
+    total = 0
     async for part in response.content.iter_any():
+        total += len(part)
+        if total > MAX_REPLY_BYTES:
+            raise BackendError(f"{name}: upstream stream over {MAX_REPLY_BYTES} bytes")
+        searched = len(pending)  # a line ends in the new part, if anywhere
         pending += part
-        *lines, pending = pending.split(b"\n")
+        cut = pending.rfind(b"\n", searched)
+        if cut < 0:
+            continue
+        lines = pending[:cut].split(b"\n")
+        del pending[:cut + 1]
         for line in lines:
             yield line.rstrip(b"\r").decode(errors="replace")
-        if len(pending) > MAX_REPLY_BYTES:
-            raise BackendError(f"{name}: stream line over {MAX_REPLY_BYTES} bytes")
     if pending:
         yield pending.rstrip(b"\r").decode(errors="replace")
 
