@@ -64,6 +64,16 @@ def test_models_run_concurrently_through_the_async_api(ladder):
     assert all("4" in a.text for a in answers)
 
 
+def test_a_prompt_past_the_context_window_is_a_refusal_not_a_fault(ladder):
+    """A 400 that the gateway passes on; the model's circuit does not count it."""
+    from llmtriage.backends.live import BackendError
+
+    with pytest.raises(BackendError, match="exceeds the available context size") as refused:
+        ask(ladder, "smollm2-135m", "word " * 20_000)
+    assert refused.value.status == 400 and not refused.value.upstream_fault
+    assert ask(ladder, "smollm2-135m", "Say hi.").text  # and it still answers
+
+
 def test_truncated_file_is_refused(tmp_path):
     model = local_model("smollm2-135m")
     copy = tmp_path / "smol.gguf"

@@ -31,6 +31,17 @@ def model_path(spec: ModelSpec) -> Path:
     return spec.path
 
 
+def refused(name: str, error: Any) -> BackendError:
+    """llama.cpp's error reply as a failed call. A 4xx (a prompt past the context window)
+    keeps its status: the request was refused, the model is healthy, so the breaker does
+    not count it (else a client sending long prompts would open the model's circuit for
+    everyone)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    status = code if isinstance(code, int) and 400 <= code < 600 else None
+    return BackendError(f"{name}: llama.cpp error: {message[:300]}", status=status)
+
+
 class LlamaCppBackend:
     def __init__(self, catalog: Catalog, cpu_slots: int | None = None) -> None:
         self.catalog = catalog
@@ -110,7 +121,7 @@ class LlamaCppBackend:
             raise BackendError(f"{name}: llama.cpp refused the request: {exc}") from None
         latency_ms = (time.perf_counter() - start) * 1000
         if isinstance(data, dict) and "error" in data:
-            raise BackendError(f"{name}: llama.cpp error: {data['error']}")
+            raise refused(name, data["error"])
         text, tokens_in, tokens_out, logprobs, finish = parse_chat_response(data)
         timings = data.get("timings") or {}
         busy_s = (timings.get("prompt_ms", 0.0) + timings.get("predicted_ms", 0.0)) / 1000
