@@ -109,3 +109,18 @@ def test_bad_policy_files_get_one_clear_line(data_dir, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert oracle.returncode == 2 and "not a policy to save" in oracle.stderr
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_an_artifact_that_unpacks_past_the_bound_is_refused_before_reading(tmp_path,
+                                                                           monkeypatch):
+    """A zip bomb (3 MB that inflate to 3 GB) is refused from the zip directory's sizes."""
+    from llmtriage.policies import artifacts
+
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, __header__=np.array("{}"), zeros=np.zeros(1 << 20))
+    monkeypatch.setattr(artifacts, "MAX_UNPACKED_BYTES", 1 << 20)  # the file unpacks to 8 MiB
+    with pytest.raises(artifacts.ArtifactError, match="refused: 2 arrays unpacking to 8 MiB"):
+        load(path)
+    monkeypatch.setattr(artifacts, "MAX_UNPACKED_BYTES", 1 << 30)
+    with pytest.raises(artifacts.ArtifactError, match="unsupported artifact"):  # read, then
+        load(path)

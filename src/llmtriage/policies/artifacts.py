@@ -26,6 +26,11 @@ from llmtriage.signals.calibration import Calibrator
 from llmtriage.signals.scorer import FittedScorer
 
 FORMAT, VERSION = "llmtriage-policy", 2
+#: What an artifact may unpack to, in all, and how many arrays it may hold: the zip
+#: directory's sizes are checked before anything is read, so a small file that inflates
+#: to gigabytes (a zip bomb) is refused instead of filling memory.
+MAX_UNPACKED_BYTES = 2 << 30
+MAX_ARRAYS = 10_000
 #: Learned attributes that are caches of a batch, not state.
 TRANSIENT = frozenset({"predictions_", "draws_", "frozen_"})
 
@@ -72,10 +77,20 @@ def info(path: str | Path) -> dict[str, Any]:
 
 def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     try:
+        with zipfile.ZipFile(path) as packed:
+            members = packed.infolist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{path}: not a Triage policy artifact ({exc})") from None
+    unpacked = sum(m.file_size for m in members)
+    if len(members) > MAX_ARRAYS or unpacked > MAX_UNPACKED_BYTES:
+        raise ArtifactError(f"{path}: refused: {len(members)} arrays unpacking to "
+                            f"{unpacked / 2**20:,.0f} MiB (at most {MAX_ARRAYS} and "
+                            f"{MAX_UNPACKED_BYTES >> 20:,} MiB)")
+    try:
         with np.load(path, allow_pickle=False) as data:
             header = loads(str(data["__header__"]))
             arrays = {k: data[k] for k in data.files if k != "__header__"}
-    except (OSError, ValueError, KeyError, EOFError,
+    except (OSError, ValueError, KeyError, EOFError, MemoryError,
             zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: not a Triage policy artifact ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT \
