@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -194,3 +195,25 @@ def test_files_nested_past_reading_or_not_text_get_one_clear_line(data_dir, tmp_
     assert run.returncode == 2, said
     assert "Traceback" not in said and "Error:" not in said.replace("error:", "")
     assert ("nested" in said) if kind == "deep" else ("UTF-8" in said or "utf-8" in said), said
+
+
+@pytest.mark.parametrize("args, says", [
+    (["report", "{src}", "--out", "{blocked}/report"], "cannot create the output folder"),
+    (["fit", "{src}", "-p", "knn", "--out", "{blocked}/p.npz"], "cannot create the output"),
+    (["fit", "{src}", "-p", "knn", "--out", "{tmp}"], "is a folder; name a file"),
+    (["convert", "{src}", "{blocked}/t.csv"], "cannot create the output folder"),
+    (["bench", "{src}", "--plot", "{blocked}/p.png"], "cannot create the output folder"),
+])
+def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, says):
+    """Each used to run its whole job (a report: minutes) and then fail, or print a
+    traceback."""
+    source = write_csv(tmp_path, "prompt_id,model,quality,cost_usd\np1,a,1,0.1\np1,b,0,0.2\n")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("a file where a folder is wanted")
+    filled = [a.format(src=source, blocked=blocked, tmp=tmp_path) for a in args]
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", *filled],
+                         capture_output=True, text=True, timeout=120)
+    said = " ".join((run.stderr + run.stdout).split())
+    assert run.returncode == 2 and says in said and "Traceback" not in said, said
+    assert time.perf_counter() - started < 20

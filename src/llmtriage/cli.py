@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,22 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _writable(path: Path, folder: bool = False) -> None:
+    """Fail now, not after minutes of work, where ``path`` (a file, or with ``folder`` a
+    folder) cannot be written: its folder is made if missing."""
+    where = path if folder else path.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"{where}: cannot create the output folder ({exc.strerror})")
+    try:  # tried, not os.access: root passes every permission check, not every write
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as exc:
+        _fail(f"{where}: cannot write in the output folder ({exc.strerror})")
+    if not folder and path.is_dir():
+        _fail(f"{path} is a folder; name a file to write")
+
+
 @contextlib.contextmanager
 def _user_errors(*more: type[Exception]) -> Iterator[None]:
     """The CLI's boundary: bad input (and the given failures) end in one error line."""
@@ -65,6 +82,9 @@ def _user_errors(*more: type[Exception]) -> Iterator[None]:
         yield
     except (DataError, ValueError, *more) as exc:
         _fail(str(exc))
+    except OSError as exc:  # a file that cannot be read or written
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror
+              else str(exc))
 
 
 def _params(entries: list[str] | None, kinds: list[str] | None = None
@@ -148,6 +168,9 @@ def bench(
         _fail(f"--split must be test, train or all, not {split!r}")
     if axis not in ("cost", "latency", "energy"):
         _fail(f"--axis must be cost, latency or energy, not {axis!r}")
+    for out in (json_out, plot_out):
+        if out is not None:
+            _writable(out)
     with _user_errors():
         table = _load(source, task, prices, seed)
         kinds = list(policy or [])
@@ -223,6 +246,7 @@ def fit(
 
     if (policy is None) == (objective is None):
         _fail("give either --policy KIND or --objective (e.g. budget=0.001)")
+    _writable(out)
     with _user_errors():
         table = _load(source, task, prices)
         context = registry.Context.of(table)
@@ -320,6 +344,7 @@ def report(
     names = list(sources or _default_sources())
     if not names:
         _fail("no data sets given and none found; name them (e.g. routerbench:DIR)")
+    _writable(out, folder=True)
     with _user_errors():
         sets = []
         for name in names:
@@ -372,6 +397,7 @@ def convert(source: SourceArg, out: Annotated[Path, typer.Argument(
         help="Output file: .csv, .jsonl or .parquet.")], task: TaskOpt = None,
         prices: PricesOpt = None) -> None:
     """Write any supported data set in Triage's generic long format."""
+    _writable(out)
     with _user_errors():
         table = _load(source, task, prices)
         path = write_long(table, out)
@@ -449,6 +475,7 @@ def collect(
     from llmtriage.backends.pool import ModelPool
     from llmtriage.probes import load_probes
 
+    _writable(out)
     with _user_errors():
         cat = _catalog(catalog, models)
         chosen = collection.sample(load_probes(probes), sample)
@@ -606,7 +633,7 @@ def serve(
              "the embedded local ladder behind one threshold cascade, no keys.")] = None,
     catalog: CatalogOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     ray: Annotated[str | None, typer.Option(
         "--ray", help="Run on the Ray cluster at this address, as a Ray Serve deployment "
                       "(needs the 'scale' extra).")] = None,
@@ -662,6 +689,7 @@ def export(
     from llmtriage.serving.config import default_log_path
     from llmtriage.serving.requestlog import export_frame
 
+    _writable(out)
     with _user_errors():
         frame = export_frame(log or default_log_path())
         write_frame(frame, out)
