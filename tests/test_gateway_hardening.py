@@ -492,6 +492,29 @@ def test_a_pipelining_flood_is_cut_off_without_growing_memory(gw):
     assert time.monotonic() - started < 5
 
 
+# 10: what anyone can make the gateway write -------------------------------------------------
+
+
+def test_requests_without_a_valid_key_are_counted_but_log_few_rows(gw):
+    g, tmp = gw
+
+    async def flood() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = {"model": "ok", "messages": [{"role": "user", "content": "hi"}]}
+            calls = [client.post(f"{g.url}/v1/chat/completions", json=body,
+                                 headers={"authorization": f"Bearer not-a-key-{i}"})
+                     for i in range(300)]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    assert set(asyncio.run(flood())) == {401}
+    logged = rows(tmp, "status = 401")
+    assert 1 <= len(logged) <= 60  # at most 60 a minute reach the disk
+    metrics = httpx.get(f"{g.url}/metrics", headers=headers()).text
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                  if line.startswith("triage_requests_total") and 'status="401"' in line)
+    assert counted >= 300  # every one is counted
+
+
 # 7: connections that never send a request -------------------------------------------------
 
 

@@ -139,6 +139,26 @@ class Failure:
     retry_after: float | None = None
 
 
+#: Rows a minute for requests without a valid key (see RequestPath.anonymous_rows).
+ANONYMOUS_ROWS_PER_MINUTE = 60
+
+
+class Allowance:
+    """At most ``per_minute`` events in each minute (fixed windows)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window_start = time.monotonic()
+        self.used = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        if now - self.window_start >= 60.0:
+            self.window_start, self.used = now, 0
+        self.used += 1
+        return self.used <= self.per_minute
+
+
 #: Upstream refusals whose meaning holds for the client: the request itself was refused.
 PASSED_THROUGH = {400: "invalid_request_error", 404: "not_found_error",
                   413: "invalid_request_error", 422: "invalid_request_error"}
@@ -207,6 +227,9 @@ class RequestPath:
         if self.log is not None:
             self.log.on_error = self.metrics.log_errors.inc
         self.ring = KeyRing(keys)
+        #: Requests refused for want of a valid key are logged at most this often: anyone
+        #: can send them, and each row is disk the gateway keeps (metrics count them all).
+        self.anonymous_rows = Allowance(ANONYMOUS_ROWS_PER_MINUTE)
         #: Keys' limits, sessions and scores, as every replica sees them.
         self.state = open_state(settings, keys, self.log)
         self.admission = Admission(settings.max_in_flight, settings.max_queue)
@@ -367,7 +390,7 @@ class RequestPath:
         else:
             self.metrics.failed(job.policy_name if self.knows(job.policy_name)
                                 else "unknown", status)
-        if self.log is not None:
+        if self.log is not None and (status != 401 or self.anonymous_rows.take()):
             job.logged = self.log.record({
                 "id": job.ident, "created": time.time(),
                 "client": self._client(job),
