@@ -547,7 +547,8 @@ def test_half_open_connections_are_capped_and_timed_out(up, tmp_path):
 
 @pytest.mark.slow
 def test_a_trickled_body_is_cut_off_at_its_deadline(up, tmp_path):
-    config = write_config(tmp_path / "gateway.toml", up, {"ok": {"remote_name": "ok"}},
+    config = write_config(tmp_path / "gateway.toml", up, {"ok": {"remote_name": "ok"},
+                                                           "slow": {"remote_name": "slow"}},
                           extra="[gateway]\nbody_timeout_s = 1\nmax_connections = 30\n")
     body = json.dumps({"model": "ok", "messages": [{"role": "user", "content": "hi"}]})
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: "
@@ -571,3 +572,17 @@ def test_a_trickled_body_is_cut_off_at_its_deadline(up, tmp_path):
             assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
             assert s.recv(1) == b""  # and closed
             s.close()
+        # A pipelined request's large body waits while the gateway, answering the one
+        # before it (1.5 s), stops reading: that wait is not the client's, so it is not cut.
+        first = json.dumps({"model": "slow", "messages": [{"role": "user", "content": "a"}]})
+        second = json.dumps({"model": "ok", "messages": [
+            {"role": "user", "content": "b" * 180_000} for _ in range(5)]})  # 900 KB
+        def head_of(text: str) -> bytes:
+            return head.replace(str(len(body)).encode(), str(len(text)).encode())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(head_of(first) + first.encode() + head_of(second) + second.encode())
+            answers = b""
+            while answers.count(b"HTTP/1.1 200") < 2:
+                data = s.recv(65536)
+                assert data, answers
+                answers += data

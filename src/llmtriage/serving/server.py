@@ -8,7 +8,9 @@
   (slowloris) connections are closed instead of held forever.
 - **A body deadline** (``body_timeout_s``): a request's body must arrive within this long
   of its headers (else a 408 and the connection closes), so bodies trickled a byte at a
-  time cannot hold every connection (512 such connections shut everyone else out).
+  time cannot hold every connection (512 such connections shut everyone else out). While
+  the gateway itself is not reading (a pipelined request's body waits for the answer
+  before it), the deadline starts over.
 - **Bounded headers** (``max_header_bytes``, ``max_headers``): the request line and headers
   past either bound get a 431 and the connection is closed. The HTTP parser keeps every
   header of a request until the last one arrives, and neither it nor uvicorn bounds them:
@@ -83,6 +85,7 @@ def guarded_protocol(settings: GatewaySettings, max_connections: int
             self._header_bytes = 0
             self._reading_headers = True
             self._in_body = False
+            self._headers_too_large = False
             self._body_deadline: asyncio.TimerHandle | None = None
             self._arm_header_deadline()
 
@@ -132,13 +135,16 @@ def guarded_protocol(settings: GatewaySettings, max_connections: int
             """A body trickled in (or never sent) holds a connection and the handler
             reading it: past the deadline both are let go."""
             self._body_deadline = None
+            if self.flow.read_paused:  # not the client's doing: the gateway is not reading
+                self._body_deadline = self.loop.call_later(body_timeout_s, self._body_late)
+                return
             if self._in_body and not self.transport.is_closing():
                 if not self.pipeline and not self.cycle.response_started:
                     self.transport.write(too_slow)
                 self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
-            if getattr(self, "_headers_too_large", False):
+            if self._headers_too_large:
                 self._refuse_headers()
             else:
                 super().send_400_response(msg)
