@@ -114,6 +114,18 @@ BAD = {
     "unknown model": ("prompt_id,prompt,model,quality,response\np1,hi,my-model,1,hello\n",
                       "no price known for model\\(s\\) 'my-model'"),
     "negative cost": ("prompt_id,model,quality,cost_usd\np1,a,1,-0.1\n", "negative"),
+    # Each of these was accepted silently (or a traceback):
+    "infinite cost": ("prompt_id,model,quality,cost_usd\np1,a,1,inf\np1,b,0,.2\n",
+                      "cost_usd is infinite at prompt 'p1', model 'a'"),
+    "no model": ("prompt_id,model,quality,cost_usd\np1,,1,.1\np1,b,0,.2\n",
+                 "model is missing in data row 1"),
+    "unknown split": ("prompt_id,model,quality,cost_usd,split\np1,a,1,.1,validation\n",
+                      "split must be 'train' or 'test'.*'validation'"),
+    "two splits": ("prompt_id,model,quality,cost_usd,split\np1,a,1,.1,train\np1,b,0,.2,test\n",
+                   "prompt 'p1' has rows with different splits"),
+    "two tasks": ("prompt_id,model,quality,cost_usd,task\np1,a,1,.1,x\np1,b,0,.2,y\n",
+                  "prompt 'p1' has rows with different tasks"),
+    "column twice": ("prompt_id,model,quality,Quality\np1,a,1,1\n", "given twice"),
 }
 
 
@@ -130,6 +142,14 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "error:" in run.stderr and "Traceback" not in run.stderr + run.stdout
+
+
+def test_column_names_and_splits_are_read_without_case_or_spaces(tmp_path):
+    path = write_csv(tmp_path, " Prompt_ID ,MODEL, Quality ,cost_usd,Split\n"
+                               "p1,a,1,.1, Test\np1,b,0,.2,TEST\n"
+                               "p2,a,0,.1,train\np2,b,1,.2,train\n")
+    table = load_table(str(path))
+    assert list(table.models) == ["a", "b"] and list(table.splits) == ["test", "train"]
 
 
 def test_unknown_model_priced_by_user_file(tmp_path):

@@ -175,6 +175,13 @@ class OutcomeTable:
             values = getattr(self, column)
             if (values < 0).any():
                 raise DataError(f"table {self.name!r}: {column} has negative values")
+        for column in ("cost_usd", "tokens_in", "tokens_out", "latency_ms", "energy_j",
+                       "confidence"):
+            infinite = np.isinf(getattr(self, column))  # NaN is "not recorded"; inf is wrong
+            if infinite.any():
+                i, j = np.argwhere(infinite)[0]
+                raise DataError(f"table {self.name!r}: {column} is infinite at prompt "
+                                f"{self.prompt_ids[i]!r}, model {self.models[j]!r}")
 
     # -- slicing -----------------------------------------------------------------------
 

@@ -55,9 +55,49 @@ def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
+def _first_row(mask: pd.Series | np.ndarray) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0])
+
+
+def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The frame with column names and splits in canonical form; refuses rows without a
+    prompt id or model, splits other than train/test, and a prompt whose rows disagree on
+    its split or task (each would silently drop or misfile prompts)."""
+    frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    if frame.columns.duplicated().any():
+        twice = sorted(set(frame.columns[frame.columns.duplicated()]))
+        raise DataError(f"{path}: column(s) {twice} given twice (names are read without "
+                        "case or surrounding spaces)")
+    for column in ("prompt_id", "model"):
+        if column not in frame.columns:
+            continue
+        blank = frame[column].isna().to_numpy() | (
+            frame[column].astype(str).str.strip() == "").to_numpy()
+        if blank.any():
+            raise DataError(f"{path}: {column} is missing in data row {_first_row(blank) + 1}")
+    if "split" in frame.columns:
+        split = frame["split"].fillna("").astype(str).str.strip().str.lower()
+        bad = ~split.isin(["train", "test", ""])
+        if bad.any():
+            row = _first_row(bad)
+            raise DataError(f"{path}: split must be 'train' or 'test' (or empty: assigned by "
+                            f"hash); data row {row + 1} has {frame['split'].iloc[row]!r}")
+        frame["split"] = split
+    for column in ("split", "task"):
+        if column in frame.columns and "prompt_id" in frame.columns:
+            values = frame[column].fillna("").astype(str)
+            kinds = values.groupby(frame["prompt_id"].astype(str), sort=False).nunique()
+            if (kinds > 1).any():
+                prompt = kinds.index[_first_row(kinds > 1)]
+                seen = sorted(values[frame["prompt_id"].astype(str) == prompt].unique())
+                raise DataError(f"{path}: prompt {prompt!r} has rows with different "
+                                f"{column}s {seen[:3]}; a prompt has one")
+    return frame
+
+
 def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTable:
     path = Path(path)
-    frame = read_frame(path)
+    frame = _checked(read_frame(path), path)
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise DataError(
