@@ -175,9 +175,10 @@ class OutcomeTable:
             values = getattr(self, column)
             if (values < 0).any():
                 raise DataError(f"table {self.name!r}: {column} has negative values")
-        for column in ("cost_usd", "tokens_in", "tokens_out", "latency_ms", "energy_j",
-                       "confidence"):
-            infinite = np.isinf(getattr(self, column))  # NaN is "not recorded"; inf is wrong
+        # NaN is "not recorded"; an infinite resource is wrong (a confidence may be -inf:
+        # a log-probability of a token the model gave no chance).
+        for column in ("cost_usd", "tokens_in", "tokens_out", "latency_ms", "energy_j"):
+            infinite = np.isinf(getattr(self, column))
             if infinite.any():
                 i, j = np.argwhere(infinite)[0]
                 raise DataError(f"table {self.name!r}: {column} is infinite at prompt "
