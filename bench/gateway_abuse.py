@@ -40,16 +40,10 @@ from gateway_overhead import (  # noqa: E402
     HERE,
     free_port,
     gateway_config,
+    rss_mib,
     start,
     worktree,
 )
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Watch:

@@ -108,6 +108,14 @@ def worktree(ref: str | None, where: Path) -> Iterator[Path | None]:
                         str(where)], check=False)
 
 
+def rss_mib(pid: int) -> float:
+    """A process's resident memory in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_seconds(pid: int, thread: int | None = None) -> float:
     """User plus system CPU time of a process so far, or of one of its threads (from
     /proc)."""

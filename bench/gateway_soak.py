@@ -35,7 +35,7 @@ import httpx
 import numpy as np
 import pandas as pd
 from gateway_isolation import upstream
-from gateway_overhead import free_port, start
+from gateway_overhead import free_port, rss_mib, start
 
 from llmtriage.serving.guard import key_hash
 
@@ -95,13 +95,6 @@ def prior(path: Path) -> None:
              "model": model, "quality": float(i % 10 < cut), "cost_usd": 0.0}
             for i in range(60) for model, cut in (("ok", 8), ("backup", 6))]
     pd.DataFrame(rows).to_csv(path, index=False)
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Load:
