@@ -107,8 +107,9 @@ def pipelining_flood(port: int, connections: int) -> list[socket.socket]:
     return held
 
 
-def slow_bodies(port: int, base: str) -> str:
-    """530 bodies trickled a byte every 4 s for 12 s; /health after each round."""
+def slow_bodies(port: int, base: str) -> tuple[str, list[socket.socket]]:
+    """530 bodies trickled a byte every 4 s for 12 s; /health after each round. The
+    connections are returned open."""
     held = []
     for _ in range(530):
         try:
@@ -127,9 +128,7 @@ def slow_bodies(port: int, base: str) -> str:
             except OSError:
                 pass
         seen.append(health(base))
-    for s in held:
-        s.close()
-    return "/health after 4, 8, 12 s: " + ", ".join(seen)
+    return "/health after 4, 8, 12 s: " + ", ".join(seen), held
 
 
 async def deep_json(url: str, n: int) -> dict[int, int]:
@@ -161,7 +160,7 @@ def attacks(pid: int, port: int, connections: int) -> None:
     attack("header flood", pid, base, lambda: (header_flood(port, connections), []))
     attack("pipelining flood", pid, base,
            lambda: (None, pipelining_flood(port, connections)))
-    attack("slow body", pid, base, lambda: (slow_bodies(port, base), []))
+    attack("slow body", pid, base, lambda: slow_bodies(port, base))
     attack("deep JSON", pid, base, lambda: ("statuses " + str(asyncio.run(
         deep_json(f"{base}/v1/chat/completions", 200))), []))
 
