@@ -59,6 +59,23 @@ class KeyRing:
         return key
 
 
+class Allowance:
+    """At most ``limit`` events in each window of ``period_s`` (fixed windows): how often
+    something anyone can cause (a log row, a log line) may happen."""
+
+    def __init__(self, limit: int, period_s: float = 60.0) -> None:
+        self.limit, self.period_s = limit, period_s
+        self.window_start = time.monotonic()
+        self.used = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        if now - self.window_start >= self.period_s:
+            self.window_start, self.used = now, 0
+        self.used += 1
+        return self.used <= self.limit
+
+
 class Admission:
     def __init__(self, max_in_flight: int, max_queue: int) -> None:
         self.max_in_flight = max_in_flight

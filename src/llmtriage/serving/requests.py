@@ -34,7 +34,7 @@ from llmtriage.policies.routers.base import quality_routers
 from llmtriage.policies.sticky import Sticky
 from llmtriage.serving.cache import CacheSettings, Entry, Hit, ResponseCache
 from llmtriage.serving.config import ClientKey, GatewaySettings
-from llmtriage.serving.guard import Admission, KeyRing, Refused
+from llmtriage.serving.guard import Admission, Allowance, KeyRing, Refused
 from llmtriage.serving.requestlog import RequestLog
 from llmtriage.serving.schemas import limit_header
 from llmtriage.serving.sessions import answered_key, lookup_key
@@ -141,22 +141,6 @@ class Failure:
 
 #: Rows a minute for requests without a valid key (see RequestPath.anonymous_rows).
 ANONYMOUS_ROWS_PER_MINUTE = 60
-
-
-class Allowance:
-    """At most ``per_minute`` events in each minute (fixed windows)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self.window_start = time.monotonic()
-        self.used = 0
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        if now - self.window_start >= 60.0:
-            self.window_start, self.used = now, 0
-        self.used += 1
-        return self.used <= self.per_minute
 
 
 #: Upstream refusals whose meaning holds for the client: the request itself was refused.

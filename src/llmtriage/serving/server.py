@@ -33,36 +33,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import time
+from http import HTTPStatus
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from llmtriage.data.jsontext import dumps
 from llmtriage.serving.config import GatewaySettings
+from llmtriage.serving.guard import Allowance
+from llmtriage.serving.schemas import error
 
 #: Requests a connection may queue behind the one running; one more closes it.
 MAX_PIPELINED = 32
 
 
-def headers_refusal(max_header_bytes: int, max_headers: int) -> bytes:
-    """The whole 431 response, in OpenAI's error shape, sent before the connection closes."""
-    body = dumps({"error": {
-        "message": f"request headers too large: at most {max_headers} headers and "
-                   f"{max_header_bytes} bytes with the request line",
-        "type": "invalid_request_error", "code": "headers_too_large"}})
-    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/json\r\nconnection: close\r\n"
-            b"content-length: %d\r\n\r\n%s" % (len(body), body))
-
-
-def timeout_refusal(body_timeout_s: float) -> bytes:
-    """The whole 408 response for a body not received in time."""
-    body = dumps({"error": {
-        "message": f"request body not received within {body_timeout_s:g} s of its headers",
-        "type": "invalid_request_error", "code": "body_timeout"}})
-    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+def closing_error(status: int, message: str, code: str) -> bytes:
+    """A whole error response (OpenAI's shape, as :func:`schemas.error` renders it) that
+    the protocol writes itself before closing the connection: for requests the app never
+    sees."""
+    body = error(status, message, code=code).body
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s"
+            % (status, HTTPStatus(status).phrase.encode(), len(body), body))
 
 
 def guarded_protocol(settings: GatewaySettings, max_connections: int
@@ -71,8 +62,11 @@ def guarded_protocol(settings: GatewaySettings, max_connections: int
     h11) with a connection cap, deadlines for headers and body, and bounded headers."""
     header_timeout_s, body_timeout_s = settings.header_timeout_s, settings.body_timeout_s
     max_header_bytes, max_headers = settings.max_header_bytes, settings.max_headers
-    refusal = headers_refusal(max_header_bytes, max_headers)
-    too_slow = timeout_refusal(body_timeout_s)
+    refusal = closing_error(431, f"request headers too large: at most {max_headers} headers "
+                                 f"and {max_header_bytes} bytes with the request line",
+                            "headers_too_large")
+    too_slow = closing_error(408, f"request body not received within {body_timeout_s:g} s "
+                                  "of its headers", "body_timeout")
 
     class Guarded(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -188,18 +182,16 @@ class RepeatFilter(logging.Filter):
     def __init__(self, burst: int = 3, period_s: float = 60.0) -> None:
         super().__init__()
         self.burst, self.period_s = burst, period_s
-        self._seen: dict[str, tuple[float, int]] = {}
+        self._seen: dict[str, Allowance] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = f"{record.name}:{record.msg}"[:200]
-        now = time.monotonic()
-        start, count = self._seen.get(key, (now, 0))
-        if now - start > self.period_s:
-            start, count = now, 0
-        self._seen[key] = (start, count + 1)
-        if len(self._seen) > 1000:  # the filter's own memory is bounded too
-            self._seen = {key: self._seen[key]}
-        return count < self.burst
+        allowance = self._seen.get(key)
+        if allowance is None:
+            if len(self._seen) >= 1000:  # the filter's own memory is bounded too
+                self._seen.clear()
+            allowance = self._seen[key] = Allowance(self.burst, self.period_s)
+        return allowance.take()
 
 
 def raise_file_limit() -> int:
