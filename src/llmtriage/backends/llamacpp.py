@@ -36,8 +36,9 @@ def refused(name: str, error: Any) -> BackendError:
     keeps its status: the request was refused, the model is healthy, so the breaker does
     not count it (else a client sending long prompts would open the model's circuit for
     everyone)."""
-    code = error.get("code") if isinstance(error, dict) else None
-    message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    code, message = None, str(error)
+    if isinstance(error, dict):
+        code, message = error.get("code"), str(error.get("message", error))
     status = code if isinstance(code, int) and 400 <= code < 600 else None
     return BackendError(f"{name}: llama.cpp error: {message[:300]}", status=status)
 

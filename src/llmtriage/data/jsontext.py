@@ -20,6 +20,7 @@ import orjson
 
 #: The deepest nesting of arrays and objects orjson parses.
 MAX_DEPTH = 1024
+TOO_DEEP = f"arrays or objects nested more than {MAX_DEPTH} levels deep"
 
 
 def loads(text: bytes | str) -> Any:
@@ -29,13 +30,11 @@ def loads(text: bytes | str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         if "depth limit" in str(exc):
-            raise ValueError(f"arrays or objects nested more than {MAX_DEPTH} levels "
-                             "deep") from None
+            raise ValueError(TOO_DEEP) from None
     try:
         return json.loads(text)
     except RecursionError:
-        raise ValueError(f"arrays or objects nested more than {MAX_DEPTH} levels "
-                         "deep") from None
+        raise ValueError(TOO_DEEP) from None
     except ValueError as exc:
         if "integer string conversion" in str(exc):  # Python's 4,300-digit limit
             raise ValueError("a number with thousands of digits") from None

@@ -171,14 +171,13 @@ class OutcomeTable:
                 f"table {self.name!r}: quality must lie in [0, 1]; found {q[i, j]!r} at prompt "
                 f"{self.prompt_ids[i]!r}, model {self.models[j]!r}"
             )
+        # NaN is "not recorded"; a negative or infinite resource is wrong (a confidence is
+        # not a resource: it may be -inf, a log-probability of a token given no chance).
         for column in ("cost_usd", "tokens_in", "tokens_out", "latency_ms", "energy_j"):
             values = getattr(self, column)
             if (values < 0).any():
                 raise DataError(f"table {self.name!r}: {column} has negative values")
-        # NaN is "not recorded"; an infinite resource is wrong (a confidence may be -inf:
-        # a log-probability of a token the model gave no chance).
-        for column in ("cost_usd", "tokens_in", "tokens_out", "latency_ms", "energy_j"):
-            infinite = np.isinf(getattr(self, column))
+            infinite = np.isinf(values)
             if infinite.any():
                 i, j = np.argwhere(infinite)[0]
                 raise DataError(f"table {self.name!r}: {column} is infinite at prompt "

@@ -79,17 +79,16 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         with zipfile.ZipFile(path) as packed:
             members = packed.infolist()
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise ArtifactError(f"{path}: not a Triage policy artifact ({exc})") from None
-    unpacked = sum(m.file_size for m in members)
-    if len(members) > MAX_ARRAYS or unpacked > MAX_UNPACKED_BYTES:
-        raise ArtifactError(f"{path}: refused: {len(members)} arrays unpacking to "
-                            f"{unpacked / 2**20:,.0f} MiB (at most {MAX_ARRAYS} and "
-                            f"{MAX_UNPACKED_BYTES >> 20:,} MiB)")
-    try:
+        unpacked = sum(m.file_size for m in members)
+        if len(members) > MAX_ARRAYS or unpacked > MAX_UNPACKED_BYTES:
+            raise ArtifactError(f"{path}: refused: {len(members)} arrays unpacking to "
+                                f"{unpacked / 2**20:,.0f} MiB (at most {MAX_ARRAYS} and "
+                                f"{MAX_UNPACKED_BYTES >> 20:,} MiB)")
         with np.load(path, allow_pickle=False) as data:
             header = loads(str(data["__header__"]))
             arrays = {k: data[k] for k in data.files if k != "__header__"}
+    except ArtifactError:
+        raise
     except (OSError, ValueError, KeyError, EOFError, MemoryError,
             zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: not a Triage policy artifact ({exc})") from None

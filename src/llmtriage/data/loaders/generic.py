@@ -43,11 +43,15 @@ def read_frame(path: Path) -> pd.DataFrame:
     raise DataError(f"{path}: unknown suffix {suffix!r}; the long format is one of {SUFFIXES}")
 
 
+def _first_row(mask: pd.Series | np.ndarray) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0])
+
+
 def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() & frame[column].notna()
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = _first_row(bad)
         raise DataError(
             f"{path}: column {column!r} has a non-number {frame[column].iloc[row]!r} "
             f"(data row {row + 1})"
@@ -55,14 +59,10 @@ def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
-def _first_row(mask: pd.Series | np.ndarray) -> int:
-    return int(np.flatnonzero(np.asarray(mask))[0])
-
-
 def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """The frame with column names and splits in canonical form; refuses rows without a
-    prompt id or model, splits other than train/test, and a prompt whose rows disagree on
-    its split or task (each would silently drop or misfile prompts)."""
+    """The frame with column names, ids (as text) and splits in canonical form; refuses
+    rows without a prompt id or model, splits other than train/test, and a prompt whose
+    rows disagree on its split or task (each would silently drop or misfile prompts)."""
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
     if frame.columns.duplicated().any():
         twice = sorted(set(frame.columns[frame.columns.duplicated()]))
@@ -75,6 +75,7 @@ def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             frame[column].astype(str).str.strip() == "").to_numpy()
         if blank.any():
             raise DataError(f"{path}: {column} is missing in data row {_first_row(blank) + 1}")
+        frame[column] = frame[column].astype(str)
     if "split" in frame.columns:
         split = frame["split"].fillna("").astype(str).str.strip().str.lower()
         bad = ~split.isin(["train", "test", ""])
@@ -86,10 +87,10 @@ def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     for column in ("split", "task"):
         if column in frame.columns and "prompt_id" in frame.columns:
             values = frame[column].fillna("").astype(str)
-            kinds = values.groupby(frame["prompt_id"].astype(str), sort=False).nunique()
+            kinds = values.groupby(frame["prompt_id"], sort=False).nunique()
             if (kinds > 1).any():
                 prompt = kinds.index[_first_row(kinds > 1)]
-                seen = sorted(values[frame["prompt_id"].astype(str) == prompt].unique())
+                seen = sorted(values[frame["prompt_id"] == prompt].unique())
                 raise DataError(f"{path}: prompt {prompt!r} has rows with different "
                                 f"{column}s {seen[:3]}; a prompt has one")
     return frame
@@ -105,21 +106,19 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
             f"{list(REQUIRED)} (found {list(frame.columns)})"
         )
     frame = frame.reset_index(drop=True)
-    frame["prompt_id"] = frame["prompt_id"].astype(str)
-    frame["model"] = frame["model"].astype(str)
     quality = _numeric(frame, "quality", path)
     if np.isnan(quality).any():
-        row = int(np.flatnonzero(np.isnan(quality))[0])
+        row = _first_row(np.isnan(quality))
         raise DataError(f"{path}: quality is missing (NaN) in data row {row + 1}")
     if ((quality < 0) | (quality > 1)).any():
-        row = int(np.flatnonzero((quality < 0) | (quality > 1))[0])
+        row = _first_row((quality < 0) | (quality > 1))
         raise DataError(
             f"{path}: quality must lie in [0, 1]; data row {row + 1} has {quality[row]!r} "
             "(rescale scores such as 1-10 judge ratings first)"
         )
     dup = frame.duplicated(["prompt_id", "model"])
     if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0])
+        row = _first_row(dup)
         raise DataError(
             f"{path}: prompt {frame['prompt_id'][row]!r} has two rows for model "
             f"{frame['model'][row]!r} (data row {row + 1})"
