@@ -177,6 +177,49 @@ def test_unknown_kinds_and_parameters_are_named(table):
         registry.build("threshold-cascade", context, {"ladder": ["gpt-9"]})
 
 
+@pytest.mark.parametrize(("param", "value", "reason"), [
+    ("k", "abc", "valid integer"), ("k", -3, "greater than or equal to 1"),
+    ("k", 2.5, "fractional part"), ("k", [1, 2], "valid integer"),
+    ("lam", float("nan"), "finite number"), ("target", float("inf"), "finite number"),
+])
+def test_a_parameter_of_the_wrong_type_or_range_is_named(table, param, value, reason):
+    """Every kind's constructor annotations bound its parameters where they enter (the
+    CLI, a config, an artifact): a bad one is named, never left to fail inside a fit."""
+    context = registry.Context.of(table)
+    with pytest.raises(DataError, match=f"policy knn: parameter {param}=.*{reason}"):
+        registry.build("knn", context, {param: value, "embedder": "hashing"})
+
+
+def test_parameters_are_coerced_to_their_declared_types(table):
+    context = registry.Context.of(table)
+    knn = registry.build_one("knn", context, {"k": 7.0, "embedder": "hashing"})
+    assert knn.k == 7 and isinstance(knn.k, int)
+    cascade = registry.build_one("threshold-cascade", context,
+                                 {"ladder": VOTER, "threshold": -1})
+    assert cascade.ladder == (VOTER,) and cascade.threshold == -1.0
+    from llmtriage.policies.params import _adapters
+
+    for kind in registry.kinds():  # every kind's annotations resolve (to a validator each)
+        assert set(_adapters(registry.get(kind).cls)) <= set(registry.parameters(kind)) | {
+            "kind"}
+
+
+def test_an_artifact_with_edited_parameters_is_refused_naming_them(table, tmp_path):
+    import json
+    import zipfile
+
+    path = save(built("knn", table), tmp_path / "knn.npz")
+    with np.load(path) as saved:
+        header = json.loads(str(saved["__header__"]))
+        arrays = {k: saved[k] for k in saved.files if k != "__header__"}
+    header["policy"]["params"]["k"] = -3
+    edited = tmp_path / "edited.npz"
+    np.savez(edited, __header__=np.array(json.dumps(header)), **arrays)
+    assert zipfile.is_zipfile(edited)
+    with pytest.raises(ArtifactError, match="parameter k=-3: .*greater than or equal to 1"):
+        load(edited)
+
+
 def test_sticky_sessions_wrap_any_policy(table):
     """A pinned query calls its model once; the others get the wrapped policy's decisions."""
     from dataclasses import replace

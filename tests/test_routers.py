@@ -322,3 +322,14 @@ def test_fit_command_with_the_hashing_embedder(data_dir, tmp_path):
                          text=True, timeout=600)
     assert run.returncode != 0 and "unknown embedder 'glove'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_bad_parameter_on_the_command_line_is_named_in_one_line(data_dir):
+    source = f"routerbench:{data_dir / 'routerbench'}"
+    for value, reason in [("[1,2]", "valid integer"), ("-3", "greater than or equal to 1")]:
+        run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "bench", source, "--task",
+                              "mbpp", "-p", "knn", "--param", f"knn.k={value}"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 2, run.stderr
+        assert "policy knn: parameter k=" in run.stderr and reason in run.stderr
+        assert "Traceback" not in run.stderr

@@ -22,6 +22,7 @@ from llmtriage.data.files import write_atomic
 from llmtriage.data.jsontext import loads
 from llmtriage.policies import registry
 from llmtriage.policies.base import Policy
+from llmtriage.policies.params import checked
 from llmtriage.signals.calibration import Calibrator
 from llmtriage.signals.scorer import FittedScorer
 
@@ -156,6 +157,10 @@ def _encode(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
 def _decode_policy(node: dict, arrays: dict[str, np.ndarray]) -> Policy:
     kind = registry.get(str(node["kind"]))
     params = {k: _decode(v, arrays) for k, v in node["params"].items()}
+    try:
+        params = checked(kind.name, kind.cls, params)
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
     policy = kind.cls(**params)
     for key, value in node["state"].items():
         if not key.endswith("_") or key in TRANSIENT:

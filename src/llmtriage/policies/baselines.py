@@ -10,6 +10,7 @@ import pandas as pd
 from llmtriage.data.splits import unit_hash
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, check_signal, resolve
+from llmtriage.policies.params import Finite, NonNegative, Seed, Share
 
 
 def _once(state: State, model: np.ndarray | int) -> Decision:
@@ -46,7 +47,7 @@ class RandomMix(Policy):
     name = "random"
     tradeoff = "p"
 
-    def __init__(self, weak: str, strong: str, p: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, weak: str, strong: str, p: Share = 0.5, seed: Seed = 0) -> None:
         self.weak = weak
         self.strong = strong
         self.p = p
@@ -76,7 +77,7 @@ class Oracle(Policy):
     reads_gold = True
     requires_fit = True
 
-    def __init__(self, lam: float = 0.0) -> None:
+    def __init__(self, lam: NonNegative = 0.0) -> None:
         self.lam = lam
 
     def fit(self, table: OutcomeTable) -> Oracle:
@@ -111,7 +112,7 @@ class ThresholdCascade(Policy):
     name = "threshold-cascade"
     tradeoff = "threshold"
 
-    def __init__(self, ladder: Sequence[str], threshold: float | Sequence[float] = -0.5,
+    def __init__(self, ladder: Sequence[str], threshold: Finite | Sequence[Finite] = -0.5,
                  signal: str = "min_logprob") -> None:
         """``signal``: the confidence its answers are judged by live (see
         :mod:`llmtriage.signals.live`); offline, the table's recorded confidence, which must

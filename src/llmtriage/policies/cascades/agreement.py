@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from llmtriage.policies.base import LAST, STOP, Decision, Policy, State, resolve
+from llmtriage.policies.params import Share
 from llmtriage.signals.agreement import final_answer
 
 
@@ -25,7 +26,7 @@ class AgreementCascade(Policy):
     reads_answers = True
 
     def __init__(self, answerer: str, voters: str | Sequence[str], fallback: str,
-                 min_agree: float = 1.0) -> None:
+                 min_agree: Share = 1.0) -> None:
         """``min_agree``: the share of voters whose final answer must equal the answerer's
         for its answer to be accepted; below it the ``fallback`` model answers."""
         self.answerer = answerer

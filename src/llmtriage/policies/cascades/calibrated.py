@@ -14,6 +14,7 @@ import numpy as np
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import State
 from llmtriage.policies.baselines import ThresholdCascade
+from llmtriage.policies.params import Finite
 from llmtriage.signals.calibration import Calibrator
 
 #: The signal a calibrated cascade learns itself: a (query, answer) scorer per rung.
@@ -25,7 +26,7 @@ class CalibratedCascade(ThresholdCascade):
     requires_fit = True
     learned_signals = (LEARNED,)
 
-    def __init__(self, ladder: Sequence[str], threshold: float | Sequence[float] = 0.8,
+    def __init__(self, ladder: Sequence[str], threshold: Finite | Sequence[Finite] = 0.8,
                  method: str = "isotonic", signal: str = "mean_logprob",
                  embedder: str = "minilm") -> None:
         """``signal``: the statistic the table's confidence column records (`triage

@@ -33,6 +33,7 @@ import numpy as np
 from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, check_signal, resolve
+from llmtriage.policies.params import Count, NonNegative
 from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.signals.calibration import Calibrator
 
@@ -71,8 +72,9 @@ class CascadeRouter(Policy):
     requires_fit = True
     tradeoff = "lam"
 
-    def __init__(self, router: QualityRouter, lam: float = 0.0, method: str = "isotonic",
-                 max_calls: int = 3, samples: int = 32, bins: int = 5,
+    def __init__(self, router: QualityRouter, lam: NonNegative = 0.0,
+                 method: str = "isotonic", max_calls: Count = 3, samples: Count = 32,
+                 bins: Count = 5,
                  signal: str = "mean_logprob") -> None:
         """``signal``: the statistic the table's confidence column records, fed live."""
         self.router = router

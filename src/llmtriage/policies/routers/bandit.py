@@ -14,6 +14,7 @@ import numpy as np
 
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
+from llmtriage.policies.params import Count, NonNegative, Positive, Seed
 from llmtriage.signals.embedder import Embedder, default_embedder, text_features
 
 
@@ -22,8 +23,8 @@ class LinUCBRouter(Policy):
     requires_fit = True
     learns = True
 
-    def __init__(self, alpha: float = 0.1, lam: float = 0.0, ridge: float = 10.0,
-                 dims: int = 24, seed: int = 0) -> None:
+    def __init__(self, alpha: NonNegative = 0.1, lam: NonNegative = 0.0, ridge: Positive = 10.0,
+                 dims: Count = 24, seed: Seed = 0) -> None:
         """``ridge`` is also the prior's weight, in pseudo-observations per model."""
         self.alpha = alpha
         self.lam = lam

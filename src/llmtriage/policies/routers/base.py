@@ -24,6 +24,7 @@ from llmtriage.backends.base import Queries
 from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
+from llmtriage.policies.params import Finite, NonNegative
 from llmtriage.signals.embedder import Embedder, default_embedder, text_features
 
 
@@ -42,7 +43,7 @@ class QualityRouter(Policy):
     requires_fit = True
     tradeoff = "lam"
 
-    def __init__(self, lam: float = 0.0, target: float | None = None) -> None:
+    def __init__(self, lam: NonNegative = 0.0, target: Finite | None = None) -> None:
         self.lam = lam
         self.target = target
 

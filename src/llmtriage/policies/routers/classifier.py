@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 
+from llmtriage.policies.params import Auto, Finite, NonNegative, Positive, Seed
 from llmtriage.policies.routers.base import QualityRouter
 
 #: Inverse regularisation strengths tried when ``c="auto"``.
@@ -29,8 +30,8 @@ class ClassifierRouter(QualityRouter):
     auto_param = "c"
     auto_candidates = C_CANDIDATES
 
-    def __init__(self, kind: str = "logistic", c: float | str = "auto", lam: float = 0.0,
-                 target: float | None = None, seed: int = 0) -> None:
+    def __init__(self, kind: str = "logistic", c: Positive | Auto = "auto", lam: NonNegative = 0.0,
+                 target: Finite | None = None, seed: Seed = 0) -> None:
         """``c``: inverse regularisation strength; "auto" picks it by cross-validated AIQ
         on the training split."""
         super().__init__(lam, target)

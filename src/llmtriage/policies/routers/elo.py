@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmtriage.policies.params import Auto, Count, Finite, NonNegative, Positive
 from llmtriage.policies.routers.base import QualityRouter
 
 
@@ -31,8 +32,8 @@ class EloRouter(QualityRouter):
     auto_param = "temperature"
     auto_candidates = (2.0, 5.0, 10.0, 20.0)
 
-    def __init__(self, temperature: float | str = "auto", iterations: int = 30,
-                 lam: float = 0.0, target: float | None = None) -> None:
+    def __init__(self, temperature: Positive | Auto = "auto", iterations: Count = 30,
+                 lam: NonNegative = 0.0, target: Finite | None = None) -> None:
         super().__init__(lam, target)
         self.temperature = temperature
         self.iterations = iterations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmtriage.policies.params import Auto, Count, Finite, NonNegative
 from llmtriage.policies.routers.base import QualityRouter
 
 #: Neighbourhood sizes tried when ``k="auto"``.
@@ -17,7 +18,8 @@ class KNNRouter(QualityRouter):
     auto_param = "k"
     auto_candidates = K_CANDIDATES
 
-    def __init__(self, k: int | str = "auto", lam: float = 0.0, target: float | None = None
+    def __init__(self, k: Count | Auto = "auto", lam: NonNegative = 0.0,
+                 target: Finite | None = None
                  ) -> None:
         super().__init__(lam, target)
         self.k = k

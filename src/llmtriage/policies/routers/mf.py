@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmtriage.data.table import OutcomeTable
+from llmtriage.policies.params import Auto, Count, Finite, NonNegative, Seed, Share
 from llmtriage.policies.routers.base import QualityRouter
 
 
@@ -41,9 +42,9 @@ class MFRouter(QualityRouter):
     auto_param = "l2"
     auto_candidates = (1e-3, 1e-2, 1e-1)
 
-    def __init__(self, dim: int = 16, pairwise: float = 0.5, l2: float | str = "auto",
-                 epochs: int = 200, lam: float = 0.0, target: float | None = None,
-                 seed: int = 0) -> None:
+    def __init__(self, dim: Count = 16, pairwise: Share = 0.5, l2: NonNegative | Auto = "auto",
+                 epochs: Count = 200, lam: NonNegative = 0.0, target: Finite | None = None,
+                 seed: Seed = 0) -> None:
         super().__init__(lam, target)
         self.dim = dim
         self.pairwise = pairwise

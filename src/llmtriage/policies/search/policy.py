@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from llmtriage.data.errors import DataError
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Decision, Policy, State
 from llmtriage.policies.defaults import mean_cost
+from llmtriage.policies.params import Count, NonNegative
 from llmtriage.policies.search.candidates import FAMILIES, GROUPS, candidates
 from llmtriage.policies.search.crossval import CrossValidated, cross_validate
 
@@ -27,8 +29,9 @@ class PolicySearch(Policy):
     requires_fit = True
     tradeoff = "budget"
 
-    def __init__(self, budget: float | None = None, families: Sequence[str] = FAMILIES,
-                 folds: int | str = 3, embedder: str | None = None) -> None:
+    def __init__(self, budget: NonNegative | None = None,
+                 families: Sequence[str] = FAMILIES, folds: Count | Literal["task"] = 3,
+                 embedder: str | None = None) -> None:
         """``families``: what is searched (:data:`FAMILIES`); ``folds``: random folds, or
         "task" to hold each task out in turn (see ``cross_validate``); ``embedder``: the
         routers' query features by name (default MiniLM; ``hashing`` is instant)."""
