@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmtriage.data import load_table
+from llmtriage.data import DataError, load_table
 from llmtriage.probes import builtin_probes, load_probes
 from llmtriage.probes.graders import grade_alias, grade_choice, grade_number
 
@@ -144,9 +145,22 @@ def test_user_prompt_sets(tmp_path):
                     '{"id": "q2", "question": "Sky colour?", "answer": "blue"}\n')
     probes = load_probes(str(path))
     assert [p.grade("4") for p in probes] == [1.0, 0.0]
-    path.write_text('{"id": "q1", "question": "2+2?", "answer": "4", "grader": "regex"}\n')
-    with pytest.raises(ValueError, match="unknown grader 'regex'"):
-        load_probes(str(path))
+    for line, fault in [
+        ('{"id": "q1", "question": "2+2?", "answer": "4", "grader": "regex"}',
+         "grader: Input should be 'number', 'alias'"),
+        ('["q1", "2+2?", "4"]', "each line is one JSON object"),
+        ('{"id": "q1", "question": "2+2?", "answer": "4", "aliases": "four"}',
+         "aliases: Input should be a valid list"),  # not four one-letter aliases
+        ('{"id": "q1", "question": "2+2?", "answer": "4", "max_tokens": true}',
+         "max_tokens: Input should be a valid integer"),
+        ('{"id": "q1", "question": " ", "answer": "4"}', "question: Value error, must not"),
+        ('{"id": "q1", "answer": "4"}', "question: Field required"),
+    ]:
+        path.write_text(f"{line}\n")
+        with pytest.raises(DataError, match=f"mine.jsonl:1: {re.escape(fault)}"):
+            load_probes(str(path))
+    path.write_text('{"id": 7, "question": "3+4?", "answer": 7, "grader": "number"}\n')
+    assert load_probes(str(path))[0].grade("7") == 1.0  # numbers are taken as their text
 
 
 def decisions_differ(live_called, live_confidence, replayed) -> np.ndarray:
@@ -360,3 +374,17 @@ def test_ask_answers_through_a_configured_policy(fitted):
                           "--policy", "nope", "hi"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no policy 'nope'" in " ".join(bad.stderr.split())
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("args", "fault"), [
+    (["  "], "the question is empty"),
+    (["hi", "--policy", "triage"], "--policy names one of a --config's policies"),
+    (["hi", "--threshold", "nan"], "--threshold is a finite logprob"),
+    (["hi", "--max-tokens", "0"], "--max-tokens is from 1 to 8192, not 0"),
+])
+def test_ask_refuses_what_it_would_ignore_or_cannot_answer(args, fault):
+    """Before any model loads: a flag ask would silently drop is an error, not a surprise."""
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and fault in run.stderr.replace("\n", " ")
+    assert "Traceback" not in run.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,38 @@ def test_arena_bench_scores_are_judge_over_ten(data_dir):
     expected = raw.loc[list(table.prompt_ids), gpt4].mean() / 10
     assert table.mean_quality()[gpt4] == pytest.approx(expected)
     assert "gpt-3.5-turbo" not in table.models  # answered only two thirds of the prompts
+
+
+def _damaged(data_dir, tmp_path, name: str, file: str, text: str):
+    """A copy of a shared set with one file replaced by ``text``."""
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(data_dir / name, copy)
+    (copy / file).write_text(text)
+    return copy
+
+
+ARENA_SCORES = "arena_bench_v1_judge_scores_300xM.csv"
+
+
+@pytest.mark.parametrize(("name", "file", "text", "fault"), [
+    ("llmrouter", "dcrouter_train.json", '{"question": "q"}', "Input should be a valid list"),
+    ("llmrouter", "dcrouter_train.json", '[{"question": "q", "scores": {"a": 2}}]',
+     "0.scores.a: Input should be less than or equal to 1"),
+    ("llmrouter", "dcrouter_train.json", '[{"question": "q"}]', "0.scores: Field required"),
+    ("llmrouter", "default_llm.json", '{"m": {"input_price": "x", "output_price": 1}}',
+     "m.input_price: Input should be a valid number"),
+    ("arena_bench_v1", ARENA_SCORES, "x\n1\n", "no column 'question_id'"),
+    ("arena_bench_v1", ARENA_SCORES, "question_id,gpt-4-1106-preview\nq1,good\n",
+     "column 'gpt-4-1106-preview' holds 'good', not a number"),
+])
+def test_a_damaged_file_of_a_known_format_is_named_not_a_traceback(data_dir, tmp_path, name,
+                                                                     file, text, fault):
+    copy = _damaged(data_dir, tmp_path, name, file, text)
+    fmt = "arena" if name.startswith("arena") else name
+    with pytest.raises(DataError, match=re.escape(fault)):
+        load_table(f"{fmt}:{copy}")
 
 
 def test_sniffing_recognises_every_shared_set(data_dir):

@@ -124,6 +124,10 @@ def test_calibration_meets_a_quality_target_on_held_out_data(fitted, mbpp):
     assert lo <= result.achieved <= hi and hi - lo > 0.02
     cheap = meet_target(fitted["logistic"], held_out, "cost", 1e-4)
     assert cheap.cost_per_query <= 1e-4 and cheap.quality < result.quality
+    for target, value in [("quality", -1.0), ("quality", float("nan")),
+                          ("strong_share", 2.0), ("cost", float("inf"))]:
+        with pytest.raises(ValueError, match=f"a {target} target is"):
+            meet_target(fitted["logistic"], held_out, target, value)
 
 
 def test_onboarding_a_new_model_from_a_small_sample(mbpp, embedder):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import tempfile
 import warnings
@@ -462,8 +463,8 @@ def collect(
     models: ModelsOpt = None,
     probes: Annotated[str, typer.Option(help="'builtin' or a JSONL prompt set with gold "
                                         "answers.")] = "builtin",
-    sample: Annotated[int | None, typer.Option(help="Use this many probes, evenly spread over "
-                                               "the set.")] = None,
+    sample: Annotated[int | None, typer.Option(min=1, help="Use this many probes, evenly "
+                                               "spread over the set.")] = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", help="Spread the work over the Ray cluster at this address (each model "
                       "loaded once per node; needs the 'scale' extra).")] = None,
@@ -539,8 +540,18 @@ def ask(
     from llmtriage.policies.defaults import FITTED_OBJECTIVE, fitted_default
     from llmtriage.policies.loop import arun_policy
     from llmtriage.serving.config import build_policies, load_gateway_config
+    from llmtriage.serving.schemas import MAX_TOKENS
     from llmtriage.signals.logprob import mean_logprob
 
+    if not question.strip():
+        _fail("the question is empty")
+    if not 1 <= max_tokens <= MAX_TOKENS:
+        _fail(f"--max-tokens is from 1 to {MAX_TOKENS}, not {max_tokens}")
+    if threshold is not None and (config is not None or not math.isfinite(threshold)):
+        _fail("--threshold is a finite logprob, for the threshold cascade asked without "
+              "--config (a config brings its own policies)")
+    if policy is not None and config is None:
+        _fail("--policy names one of a --config's policies; give the config")
     with _user_errors():
         cfg = load_gateway_config(config)
         if config is None or catalog is not None:

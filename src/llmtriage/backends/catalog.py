@@ -33,7 +33,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from llmtriage.backends.zoo import LOCAL_MODELS
-from llmtriage.data.errors import DataError
+from llmtriage.data.errors import DataError, faults
 
 #: Busy-core power assumed for the energy estimate of local inference (W). A desktop CPU
 #: draws roughly 5-15 W per busy core; override with ``watts_per_core`` in the catalog.
@@ -142,11 +142,6 @@ def read_toml(path: Path, what: str) -> dict:
                         "to read") from None
 
 
-def problems(exc: ValidationError) -> str:
-    """A pydantic error as one line naming each bad field."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-
-
 def load_catalog(path: str | Path | None) -> Catalog:
     if path is None:
         return default_catalog()
@@ -155,4 +150,4 @@ def load_catalog(path: str | Path | None) -> Catalog:
     try:
         return Catalog.model_validate(data)
     except ValidationError as exc:
-        raise DataError(f"catalog {path}: {problems(exc)}") from None
+        raise DataError(f"catalog {path}: {faults(exc.errors())}") from None

@@ -37,6 +37,9 @@ def meet_target(router: QualityRouter, table: OutcomeTable, target: str, value: 
               bootstrap: int = 1000, seed: int = 0) -> TargetFit:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    if not np.isfinite(value) or value < 0 or (target != "cost" and value > 1):
+        kind = "a USD cost per query, 0 or more" if target == "cost" else "between 0 and 1"
+        raise ValueError(f"a {target} target is {kind}, not {value}")
     strong = int(np.argmax(router.cost_))
     spread = float(router.cost_.max() - router.cost_.min()) or 1.0
     lams = [0.0, *(np.geomspace(1e-3, 1e3, 80) / spread).tolist()]

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from llmtriage.data.errors import DataError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+)
+
+from llmtriage.data.errors import DataError, faults
 from llmtriage.data.jsontext import loads
 from llmtriage.probes.benchmarks import SHARED
 from llmtriage.probes.builtin import builtin_probes
@@ -13,6 +24,32 @@ from llmtriage.probes.types import Probe
 
 #: Appended to every probe question: small models answer tersely when asked to.
 INSTRUCTION = "Answer with only the final answer, no explanation."
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+#: Text a user file must give (numbers are taken as their text, "42" for 42).
+Text = Annotated[str, AfterValidator(_not_blank)]
+
+
+class ProbeRow(BaseModel):
+    """One line of a user's prompt set."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+    id: Text
+    question: Text
+    answer: Text
+    grader: Literal[tuple(GRADERS)] = "alias"  # type: ignore[valid-type]
+    aliases: list[Text] = []
+    kind: str = ""
+    difficulty: str = ""
+    verbatim: StrictBool = False
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=512)] | None = None
 
 
 def load_probes(source: str | None = None) -> list[Probe]:
@@ -38,26 +75,21 @@ def load_probes(source: str | None = None) -> list[Probe]:
         if not line.strip():
             continue
         try:
-            row = loads(line)
+            fields = loads(line)
         except ValueError as exc:
             raise DataError(f"{path}:{n}: invalid JSON: {exc}") from None
-        missing = [k for k in ("id", "question", "answer") if not str(row.get(k, "")).strip()]
-        if missing:
-            raise DataError(f"{path}:{n}: missing {missing}")
-        grader = row.get("grader", "alias")
-        if grader not in GRADERS:
-            raise DataError(f"{path}:{n}: unknown grader {grader!r}; use {sorted(GRADERS)}")
-        if row["id"] in seen:
-            raise DataError(f"{path}:{n}: duplicate id {row['id']!r}")
-        seen.add(row["id"])
-        max_tokens = row.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int)
-                                       or not 1 <= max_tokens <= 512):
-            raise DataError(f"{path}:{n}: max_tokens must be an integer from 1 to 512")
-        probes.append(Probe(str(row["id"]), str(row["question"]), str(row["answer"]), grader,
-                            tuple(str(a) for a in row.get("aliases", ())),
-                            str(row.get("kind", "")), str(row.get("difficulty", "")),
-                            bool(row.get("verbatim", False)), max_tokens))
+        if not isinstance(fields, dict):
+            raise DataError(f"{path}:{n}: each line is one JSON object (id, question, "
+                            f"answer, ...), not {type(fields).__name__}")
+        try:
+            row = ProbeRow.model_validate(fields)
+        except ValidationError as exc:
+            raise DataError(f"{path}:{n}: {faults(exc.errors())}") from None
+        if row.id in seen:
+            raise DataError(f"{path}:{n}: duplicate id {row.id!r}")
+        seen.add(row.id)
+        probes.append(Probe(row.id, row.question, row.answer, row.grader, tuple(row.aliases),
+                            row.kind, row.difficulty, row.verbatim, row.max_tokens))
     if not probes:
         raise DataError(f"prompt set {path} is empty")
     return probes

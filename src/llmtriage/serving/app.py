@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llmtriage.backends.catalog import Catalog
 from llmtriage.backends.live import LiveBackend
 from llmtriage.backends.pool import ModelPool
+from llmtriage.data.errors import faults
 from llmtriage.data.jsontext import loads
 from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
@@ -90,19 +91,6 @@ def headers_of(request: Request) -> dict[str, str]:
     the first of repeated ones."""
     return {k.decode("latin-1"): v.decode("latin-1")
             for k, v in reversed(request.scope["headers"])}
-
-
-def faults(errors: Sequence[Any], skip: int = 0) -> str:
-    """At most five validation errors, each where it is (less ``skip`` leading parts of
-    its location) and what is wrong. A location names fields and indices only: pydantic's
-    tags for the members of a union ('function-after[valid_unicode(), constrained-str]')
-    mean nothing to a client."""
-    said: dict[str, None] = {}
-    for e in errors:
-        where = ".".join(str(p) for p in e["loc"][skip:]
-                         if isinstance(p, int) or str(p).isidentifier())
-        said.setdefault(f"{where}: {e['msg']}" if where else e["msg"])
-    return "; ".join(list(said)[:5])
 
 
 def create_app(pool: ModelPool, policies: dict[str, Policy],

@@ -67,8 +67,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, problems, read_toml
-from llmtriage.data.errors import DataError
+from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, read_toml
+from llmtriage.data.errors import DataError, faults
 from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
 from llmtriage.serving.cache import CacheSettings
@@ -234,7 +234,7 @@ def load_gateway_config(path: str | Path | None) -> GatewayConfig:
     try:
         config = GatewayConfig.model_validate(read_toml(path, "config"))
     except ValidationError as exc:
-        raise DataError(f"config {path}: {problems(exc)}") from None
+        raise DataError(f"config {path}: {faults(exc.errors())}") from None
     base = path.parent
     for spec in config.policies:  # relative paths are relative to the config file
         if spec.artifact is not None and not spec.artifact.is_absolute():

@@ -72,7 +72,13 @@ def load_table(
         "arena": lambda: arena.load(path, prices=prices),
         "long": lambda: generic.load(path, prices=prices),
     }
-    table = readers[fmt]()
+    try:
+        table = readers[fmt]()
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        # A file of the right name whose inside is not what the format's files hold: the
+        # loaders check what they can name; anything else still ends as one line.
+        raise DataError(f"{path}: not {fmt} data as Triage reads it "
+                        f"({type(exc).__name__}: {exc})") from None
     if task and fmt != "zeroeval":
         table = table.filter_task(task)
     return assign_missing_splits(table, test_fraction=test_fraction, seed=seed)

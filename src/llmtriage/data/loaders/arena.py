@@ -20,17 +20,32 @@ from llmtriage.data.table import OutcomeTable
 _PREFIX = "arena_bench_v1"
 
 
-def _csv(path: Path) -> pd.DataFrame:
+def _csv(path: Path, *columns: str) -> pd.DataFrame:
+    """One of the three files, indexed by question, with ``columns`` (the others: one per
+    model, numbers)."""
     if not path.is_file():
         raise DataError(f"arena-bench data: missing file {path}")
-    return pd.read_csv(path)
+    frame = pd.read_csv(path)
+    missing = [c for c in ("question_id", *columns) if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r}")
+    frame = frame.set_index("question_id")
+    if not columns:
+        numbers = frame.apply(pd.to_numeric, errors="coerce")
+        bad = numbers.isna() & frame.notna()
+        if bad.any().any():
+            column = bad.any().idxmax()
+            value = frame[column][bad[column]].iloc[0]
+            raise DataError(f"{path}: column {column!r} holds {value!r}, not a number")
+        frame = numbers
+    return frame
 
 
 def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTable:
     root = Path(path)
-    questions = _csv(root / f"{_PREFIX}_questions.csv").set_index("question_id")
-    scores = _csv(root / f"{_PREFIX}_judge_scores_300xM.csv").set_index("question_id")
-    chars = _csv(root / f"{_PREFIX}_answer_chars_300xM.csv").set_index("question_id")
+    questions = _csv(root / f"{_PREFIX}_questions.csv", "prompt")
+    scores = _csv(root / f"{_PREFIX}_judge_scores_300xM.csv")
+    chars = _csv(root / f"{_PREFIX}_answer_chars_300xM.csv")
     short = {c.rsplit("/", 1)[-1]: c for c in chars.columns}
     unmatched = [m for m in scores.columns if m.rsplit("/", 1)[-1] not in short]
     if unmatched:

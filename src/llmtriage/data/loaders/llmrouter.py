@@ -9,24 +9,50 @@ built-in catalog. The files record no answer lengths, so output tokens are an as
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from llmtriage.data.errors import DataError
+from llmtriage.data.errors import DataError, faults
 from llmtriage.data.jsontext import loads
 from llmtriage.data.prices import Price, PriceCatalog, derive_costs, tokens_from_chars
 from llmtriage.data.table import OutcomeTable
 
 ASSUMED_OUTPUT_TOKENS = 256
 
+T = TypeVar("T")
 
-def _read(path: Path):
+
+class Record(BaseModel):
+    """One prompt: its text and each model's score in [0, 1]."""
+
+    question: str
+    scores: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    input_price: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    output_price: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+_RECORDS = TypeAdapter(list[Record])
+_PRICES = TypeAdapter(dict[str, ModelPrice])
+
+
+def _read(path: Path, shape: TypeAdapter[T]) -> T:
     if not path.is_file():
         raise DataError(f"LLMRouter data: missing file {path}")
     try:
-        return loads(path.read_text())
+        data = loads(path.read_text())
     except ValueError as exc:  # not UTF-8, not JSON, or nested past reading
         raise DataError(f"{path}: invalid JSON: {exc}") from None
+    try:
+        return shape.validate_python(data)
+    except ValidationError as exc:
+        raise DataError(f"{path}: {faults(exc.errors())}") from None
 
 
 def dataset_prices(root: Path) -> PriceCatalog:
@@ -34,10 +60,8 @@ def dataset_prices(root: Path) -> PriceCatalog:
     if not path.is_file():
         return PriceCatalog({})
     return PriceCatalog(
-        {
-            name: Price(float(v["input_price"]), float(v["output_price"]), f"{path.name}")
-            for name, v in _read(path).items()
-        },
+        {name: Price(v.input_price, v.output_price, f"{path.name}")
+         for name, v in _read(path, _PRICES).items()},
         origin=str(path),
     )
 
@@ -51,19 +75,19 @@ def load(
     root = Path(path)
     records, splits = [], []
     for split in ("train", "test"):
-        part = _read(root / f"dcrouter_{split}.json")
+        part = _read(root / f"dcrouter_{split}.json", _RECORDS)
         records.extend(part)
         splits.extend([split] * len(part))
     if not records:
         raise DataError(f"{root}: no LLMRouter records")
-    models = tuple(records[0]["scores"])
+    models = tuple(records[0].scores)
     quality = np.empty((len(records), len(models)))
     for i, rec in enumerate(records):
-        scores = rec.get("scores") or {}
-        if set(scores) != set(models):
-            raise DataError(f"{root}: record {i} scores models {sorted(scores)}, not {models}")
-        quality[i] = [scores[m] for m in models]
-    prompts = np.array([r["question"] for r in records], dtype=object)
+        if set(rec.scores) != set(models):
+            raise DataError(f"{root}: record {i} scores models {sorted(rec.scores)}, not "
+                            f"{models}")
+        quality[i] = [rec.scores[m] for m in models]
+    prompts = np.array([r.question for r in records], dtype=object)
     tokens_in = np.repeat(
         tokens_from_chars(np.array([len(p) for p in prompts]))[:, None], len(models), axis=1
     )
