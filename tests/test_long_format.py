@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -172,6 +173,20 @@ def test_failed_write_keeps_the_good_file(data_dir, tmp_path):
         generic.write(broken, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["arena.csv"]
+
+
+@pytest.mark.parametrize(("name", "text", "fault"), [
+    ("p.csv", "model,input,output\nm-1,-1,2\n", "model 'm-1': input: Input should be greater"),
+    ("p.csv", "model,input,output\nm-1,nan,2\n", "model 'm-1': input: Input should be a finite"),
+    ("p.csv", "model,input,output\nm-1,abc,2\n", "model 'm-1': input: Input should be a valid"),
+    ("p.json", "[1, 2]", "Input should be a valid dictionary"),  # a traceback before
+    ("p.json", '{"models": {"m-1": {"input": 1}}}', "model 'm-1': output: Field required"),
+])
+def test_a_bad_price_is_refused_naming_its_model(tmp_path, name, text, fault):
+    """A negative or NaN price was taken as given, and would have priced every call."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match=re.escape(fault)):
+        PriceCatalog.from_file(tmp_path / name)
 
 
 def test_price_lookup_folds_provider_spellings():

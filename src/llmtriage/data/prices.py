@@ -13,10 +13,12 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, Field, ValidationError
 
-from llmtriage.data.errors import DataError
+from llmtriage.data.errors import DataError, faults
 from llmtriage.data.jsontext import loads
 
 #: Characters per token where a source gives only text lengths (the usual English estimate).
@@ -44,6 +46,25 @@ def _short_name(model: str) -> str:
     return normalize_name(model).rsplit("/", 1)[-1]
 
 
+#: A price in USD per million tokens.
+Usd = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class PriceRow(BaseModel):
+    """One model's prices as a file gives them."""
+
+    input: Usd
+    output: Usd
+    source: str | None = None
+
+
+class PriceFile(BaseModel):
+    """The JSON catalog: ``{"as_of": ..., "models": {name: {input, output, source}}}``."""
+
+    models: dict[str, Any]  # each a PriceRow, read one by one
+    as_of: str = ""
+
+
 @dataclass(frozen=True)
 class PriceCatalog:
     prices: dict[str, Price]
@@ -68,33 +89,32 @@ class PriceCatalog:
                 missing = {"model", "input", "output"} - set(rows[0] if rows else {})
                 if missing:
                     raise DataError(f"price file {path} lacks columns {sorted(missing)}")
-                prices = {
-                    r["model"]: Price(float(r["input"]), float(r["output"]), str(path))
-                    for r in rows
-                }
-                return cls(prices, origin=str(path))
-            return cls._from_json(loads(path.read_text()), origin=str(path))
-        except (ValueError, KeyError, TypeError) as exc:
+                data = {"models": {r["model"]: r for r in rows}}
+            else:
+                data = loads(path.read_text())
+        except UnicodeDecodeError:
+            raise DataError(f"price file {path} is not UTF-8 text") from None
+        except ValueError as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"price file {path} is malformed: {exc}") from None
+        return cls._from_json(data, origin=str(path))
 
     @classmethod
-    def _from_json(cls, data: dict, origin: str) -> PriceCatalog:
-        models = data.get("models")
-        if not isinstance(models, dict):
-            raise DataError(f"price catalog {origin} has no 'models' object")
+    def _from_json(cls, data: object, origin: str) -> PriceCatalog:
+        try:
+            checked = PriceFile.model_validate(data)
+        except ValidationError as exc:
+            raise DataError(f"price catalog {origin}: {faults(exc.errors())}") from None
         prices = {}
-        for name, p in models.items():
+        for name, row in checked.models.items():  # each on its own, to name the model
             try:
-                prices[name] = Price(float(p["input"]), float(p["output"]), p.get("source", origin))
-            except (KeyError, TypeError, ValueError):
-                raise DataError(
-                    f"price catalog {origin}: model {name!r} needs numeric 'input' and 'output'"
-                ) from None
-            if prices[name].input < 0 or prices[name].output < 0:
-                raise DataError(f"price catalog {origin}: model {name!r} has a negative price")
-        return cls(prices, as_of=str(data.get("as_of", "")), origin=origin)
+                price = PriceRow.model_validate(row)
+            except ValidationError as exc:
+                raise DataError(f"price catalog {origin}: model {name!r}: "
+                                f"{faults(exc.errors())}") from None
+            prices[name] = Price(price.input, price.output, price.source or origin)
+        return cls(prices, as_of=checked.as_of, origin=origin)
 
     @classmethod
     def default_with(cls, overrides: PriceCatalog | None) -> PriceCatalog:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from llmtriage.data.errors import DataError, faults
 from llmtriage.data.jsontext import loads
-from llmtriage.data.prices import Price, PriceCatalog, derive_costs, tokens_from_chars
+from llmtriage.data.prices import Price, PriceCatalog, Usd, derive_costs, tokens_from_chars
 from llmtriage.data.table import OutcomeTable
 
 ASSUMED_OUTPUT_TOKENS = 256
@@ -34,8 +34,8 @@ class Record(BaseModel):
 class ModelPrice(BaseModel):
     """USD per million tokens."""
 
-    input_price: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-    output_price: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    input_price: Usd
+    output_price: Usd
 
 
 _RECORDS = TypeAdapter(list[Record])
