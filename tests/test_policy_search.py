@@ -51,7 +51,9 @@ def test_objectives_parse_and_refuse_with_their_reason():
     for bad, reason in [("cheap", "key=value"), ("budget=1,lam=2", "exactly one"),
                         ("budget=x", "numbers"), ("budget=1,delta=0.1", "quality target"),
                         ("quality=0.8,minimize=joy", "minimize one of"),
-                        ("budget=-1", ">= 0"), ("budget=1,colour=red", "unknown key")]:
+                        ("budget=-1", ">= 0"), ("budget=1,colour=red", "unknown key"),
+                        ("budget=1,budget=2", "budget is given twice"),
+                        ("quality=80", "0 to 1"), ("match=nan", ">= 0")]:
         with pytest.raises(DataError, match=reason):
             Objective.parse(bad)
 

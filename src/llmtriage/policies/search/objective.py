@@ -47,6 +47,8 @@ class Objective:
             if not sep:
                 raise DataError(f"objective {text!r}: write key=value, e.g. budget=0.001 or "
                                 "quality=0.8,delta=0.1")
+            if key.strip() in pairs:
+                raise DataError(f"objective {text!r}: {key.strip()} is given twice")
             pairs[key.strip()] = value.strip()
         kinds = [k for k in pairs if k in cls.KINDS]
         if len(kinds) != 1:
@@ -67,6 +69,9 @@ class Objective:
                             "goes with a quality target")
         if not np.isfinite(value) or value < 0:
             raise DataError(f"objective {text!r}: {kinds[0]} must be a number >= 0")
+        if kinds[0] in ("quality", "match") and value > 1:
+            raise DataError(f"objective {text!r}: {kinds[0]} is a share of answers right, "
+                            "0 to 1")
         return cls(kinds[0], value, minimize, delta)
 
     def __str__(self) -> str:
