@@ -153,6 +153,19 @@ def test_column_names_and_splits_are_read_without_case_or_spaces(tmp_path):
     assert list(table.models) == ["a", "b"] and list(table.splits) == ["test", "train"]
 
 
+def test_a_sparse_file_is_refused_from_its_rows_not_a_dense_mask(tmp_path):
+    """200,000 rows, each prompt with its own model: 4e10 (prompt, model) pairs, which a
+    dense mask of the missing ones tried to allocate (a MemoryError traceback)."""
+    n = 200_000
+    ids = np.arange(n).astype(str)
+    path = tmp_path / "sparse.csv"
+    pd.DataFrame({"prompt_id": np.char.add("p", ids), "model": np.char.add("m", ids),
+                  "quality": 1.0, "split": "train"}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=f"{(n * n - n)} missing, first: prompt 'p0', "
+                                        "model 'm1'"):
+        load_table(str(path))
+
+
 def test_unknown_model_priced_by_user_file(tmp_path):
     path = write_csv(tmp_path, BAD["unknown model"][0])
     prices = tmp_path / "prices.csv"

@@ -128,9 +128,10 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
     model_codes, models = pd.factorize(frame["model"], sort=False)
     n, m = len(prompt_ids), len(models)
     if len(frame) != n * m:
-        present = np.zeros((n, m), dtype=bool)
-        present[prompt_codes, model_codes] = True
-        i, j = np.argwhere(~present)[0]
+        # Found from the rows alone: a prompts x models mask of a sparse file (each prompt
+        # with its own model) would be gigabytes for a file of kilobytes.
+        i = int(np.flatnonzero(np.bincount(prompt_codes, minlength=n) < m)[0])
+        j = int(np.flatnonzero(np.bincount(model_codes[prompt_codes == i], minlength=m) == 0)[0])
         raise DataError(
             f"{path}: every prompt needs an outcome for every model; {n * m - len(frame)} "
             f"missing, first: prompt {prompt_ids[i]!r}, model {models[j]!r}"
