@@ -265,3 +265,22 @@ def test_task_folds_hold_each_task_out(data_dir):
         split_folds(table.filter_task("mbpp"), "task")
     with pytest.raises(DataError, match="folds must be"):
         split_folds(table, 1)
+
+
+def test_a_tiny_table_is_searched_or_refused_with_the_reason(tmp_path):
+    """Every family on 8 training prompts (the MLP once needed 20 for early stopping's
+    held-out tenth: a scikit-learn error); 1 prompt is refused, not folded into nothing."""
+    rng = np.random.default_rng(1)
+    rows = [f"p{i},question number {i},{m},{rng.integers(0, 2)},{c},{-rng.random():.3f},"
+            f"{'train' if i < 8 else 'test'}"
+            for i in range(12) for m, c in (("a", 0.1), ("b", 0.2), ("c", 0.5))]
+    path = tmp_path / "small.csv"
+    path.write_text("prompt_id,prompt,model,quality,cost_usd,confidence,split\n"
+                    + "\n".join(rows) + "\n")
+    table = load_table(str(path))
+    search = PolicySearch(embedder="hashing").fit(table.split("train"))
+    assert set(search.seconds_) >= {"logistic", "mlp", "knn", "calibrated-cascade"}
+    assert search.members_  # a frontier to serve
+    one = table.split("train").take(np.array([0]))
+    with pytest.raises(DataError, match="1 prompt.*3-fold cross-validation needs at least 6"):
+        PolicySearch(embedder="hashing").fit(one)

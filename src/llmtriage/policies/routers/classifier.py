@@ -17,6 +17,9 @@ from llmtriage.policies.routers.base import QualityRouter
 #: Inverse regularisation strengths tried when ``c="auto"``.
 C_CANDIDATES = (0.01, 0.1, 1.0)
 HIDDEN = 64  # units of the MLP's one hidden layer
+#: Fewer training rows than this fit the MLP without early stopping (its held-out tenth
+#: would be too small to hold both classes).
+MIN_EARLY_STOPPING_ROWS = 20
 #: Where each per-model array of a predictor lives, stacked over models (first axis).
 STACKED = {"w": "weights_", "b": "bias_", "w1": "w1_", "b1": "b1_", "w2": "w2_"}
 
@@ -46,7 +49,7 @@ class ClassifierRouter(QualityRouter):
         """The registered kind: "logistic" or "mlp"."""
         return self.kind
 
-    def _estimator(self, binary: bool, c: float):  # noqa: ANN202
+    def _estimator(self, binary: bool, c: float, rows: int):  # noqa: ANN202
         # scikit-learn is imported only to fit: a served router predicts with numpy alone,
         # and a gateway or CLI start does not pay the import (0.7 s).
         from sklearn.linear_model import LogisticRegression, Ridge
@@ -54,8 +57,9 @@ class ClassifierRouter(QualityRouter):
 
         if self.kind == "mlp":
             cls = MLPClassifier if binary else MLPRegressor
+            # Early stopping holds out a tenth of the rows, which must hold both classes.
             return cls(hidden_layer_sizes=(HIDDEN,), alpha=1e-3 / c, max_iter=300,
-                       early_stopping=True, random_state=self.seed)
+                       early_stopping=rows >= MIN_EARLY_STOPPING_ROWS, random_state=self.seed)
         if binary:
             return LogisticRegression(C=c, max_iter=2000)
         return Ridge(alpha=1.0 / c)
@@ -69,7 +73,7 @@ class ClassifierRouter(QualityRouter):
             return self._constant(x.shape[1], _logit(y.mean()))
         from sklearn.exceptions import ConvergenceWarning
 
-        est = self._estimator(binary, c)
+        est = self._estimator(binary, c, len(y))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(x, y)

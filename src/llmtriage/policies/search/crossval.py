@@ -126,6 +126,10 @@ def split_folds(train: OutcomeTable, folds: int | str, seed: int = 0
                 for t in tasks]
     if not isinstance(folds, int) or folds < 2:
         raise DataError(f"folds must be a number >= 2 or 'task', not {folds!r}")
+    if train.n_prompts < 2 * folds:
+        raise DataError(f"{train.name} has {train.n_prompts} prompt(s): {folds}-fold "
+                        f"cross-validation needs at least {2 * folds} (and a choice worth "
+                        "trusting many more)")
     return list(kfold(train.n_prompts, folds, seed))
 
 
