@@ -269,8 +269,8 @@ def test_the_mlp_router_is_scikit_learns_mlp_and_saves_as_arrays(mbpp, embedder,
     # Its numpy forward pass is scikit-learn's: refit the same estimator (same seed) and
     # compare, on a model the router did learn (not one it is always right or wrong on).
     j = test.model_index("gpt-3.5-turbo-1106")
-    reference = router._estimator(True, 1.0).fit(router.features(train.prompts),
-                                                 train.quality[:, j])
+    reference = router._estimator(True, 1.0, train.n_prompts).fit(
+        router.features(train.prompts), train.quality[:, j])
     x = router.features(test.prompts)
     np.testing.assert_allclose(router._predict(x)[:, j],
                                reference.predict_proba(x)[:, 1], atol=1e-4)
