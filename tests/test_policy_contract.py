@@ -220,6 +220,33 @@ def test_an_artifact_with_edited_parameters_is_refused_naming_them(table, tmp_pa
         load(edited)
 
 
+@pytest.mark.parametrize(("edit", "fault"), [
+    ("keys_", "ValueError: matmul"),  # its neighbours' features cut short
+    ("cost_", "UFuncTypeError"),  # its models' costs saved as text
+    ("k_", "TypeError"),  # its chosen k saved as a word
+])
+def test_an_artifact_whose_learned_state_does_not_fit_together_fails_to_load(
+        table, tmp_path, edit, fault):
+    """Caught when loaded (a replay of two made-up prompts), not by a traceback at the
+    first request it decides."""
+    import json
+
+    path = save(built("knn", table), tmp_path / "knn.npz")
+    with np.load(path) as saved:
+        header = json.loads(str(saved["__header__"]))
+        arrays = {k: saved[k] for k in saved.files if k != "__header__"}
+    if edit == "keys_":
+        arrays["p.keys_"] = arrays["p.keys_"][:, :7]
+    elif edit == "cost_":
+        arrays["p.cost_"] = np.array(["x"] * len(arrays["p.cost_"]))
+    else:
+        header["policy"]["state"]["k_"] = "many"
+    edited = tmp_path / "edited.npz"
+    np.savez(edited, __header__=np.array(json.dumps(header)), **arrays)
+    with pytest.raises(ArtifactError, match=f"damaged artifact \\({fault}"):
+        load(edited)
+
+
 def test_sticky_sessions_wrap_any_policy(table):
     """A pinned query calls its model once; the others get the wrapped policy's decisions."""
     from dataclasses import replace

@@ -58,11 +58,36 @@ def load(path: str | Path) -> Policy:
     """The policy saved at ``path``, ready to run (it is not refitted by evaluation)."""
     header, arrays = _read(Path(path))
     try:
-        return _decode_policy(header["policy"], arrays)
+        policy = _decode_policy(header["policy"], arrays)
+        _runs(policy)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ArtifactError(f"{path}: damaged artifact ({type(exc).__name__}: {exc})") from None
+    return policy
+
+
+def _runs(policy: Policy) -> None:
+    """Replay ``policy`` on two made-up prompts over its own models: learned state that
+    does not fit together (arrays of the wrong shape or kind, a number saved as text) fails
+    here, when the file is loaded, not at the first request it decides."""
+    from llmtriage.backends.replay import ReplayBackend
+    from llmtriage.data.table import OutcomeTable
+    from llmtriage.policies.defaults import models_used
+    from llmtriage.policies.loop import run_policy
+
+    models = sorted(models_used(policy))
+    if not models:
+        return
+    shape = (2, len(models))
+    table = OutcomeTable.build(
+        models, ["a", "b"], np.array([[1.0] * len(models), [0.0] * len(models)]),
+        prompts=["What is 2 + 2?", "Name a colour."], responses=np.full(shape, "4", object),
+        cost_usd=np.full(shape, 1e-6), latency_ms=np.full(shape, 100.0),
+        energy_j=np.full(shape, 1.0), confidence=np.full(shape, -0.5),
+        tokens_in=np.full(shape, 10.0), tokens_out=np.full(shape, 2.0))
+    backend = ReplayBackend(table, with_answers=policy.reads_answers)
+    run_policy(policy, backend, backend.queries())
 
 
 def info(path: str | Path) -> dict[str, Any]:
