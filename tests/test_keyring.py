@@ -36,3 +36,21 @@ def test_anything_else_is_refused(ring: tuple[KeyRing, list[str]], header: str |
 
 def test_no_keys_means_open() -> None:
     assert KeyRing([]).open and KeyRing([]).identify(None) is None
+
+
+def test_triage_key_prints_an_entry_the_config_accepts_or_refuses_the_name(tmp_path) -> None:
+    """A name with a quote was printed into the TOML as it was: an entry that broke the
+    config file it was pasted into (or wrote keys of its own into it)."""
+    import subprocess
+    import sys
+    import tomllib
+
+    made = subprocess.run([sys.executable, "-m", "llmtriage.cli", "key", "--name", "ops.1"],
+                          capture_output=True, text=True, timeout=60)
+    token = made.stdout.split(": ", 1)[1].split()[0]
+    entry = tomllib.loads(made.stdout[made.stdout.index("[[keys]]"):])["keys"][0]
+    assert KeyRing([ClientKey(**entry)]).identify(f"Bearer {token}").name == "ops.1"
+    for name in ['a"\nbudget_usd = 1e9\n#', ""]:
+        bad = subprocess.run([sys.executable, "-m", "llmtriage.cli", "key", "--name", name],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "--name" in bad.stderr and "[[keys]]" not in bad.stdout

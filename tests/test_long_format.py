@@ -251,6 +251,7 @@ def test_files_nested_past_reading_or_not_text_get_one_clear_line(data_dir, tmp_
     (["fit", "{src}", "-p", "knn", "--out", "{tmp}"], "is a folder; name a file"),
     (["convert", "{src}", "{blocked}/t.csv"], "cannot create the output folder"),
     (["bench", "{src}", "--plot", "{blocked}/p.png"], "cannot create the output folder"),
+    (["bench", "{src}", "--plot", "{tmp}/p.txt"], "a plot is written as png, svg, pdf"),
 ])
 def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, says):
     """Each used to run its whole job (a report: minutes) and then fail, or print a

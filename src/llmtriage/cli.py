@@ -151,7 +151,8 @@ def bench(
     split: Annotated[str, typer.Option(help="Split to evaluate on: test, train or all.")] = "test",
     prices: PricesOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write records here.")] = None,
-    plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
+    plot_out: Annotated[Path | None, typer.Option(
+        "--plot", help="Write a plot here (.png, .svg or .pdf).")] = None,
     axis: Annotated[str, typer.Option(help="The plot's resource axis: cost, latency or energy "
                                       "(local models: latency or energy).")] = "cost",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")]
@@ -172,6 +173,11 @@ def bench(
     for out in (json_out, plot_out):
         if out is not None:
             _writable(out)
+    if plot_out is not None:
+        from llmtriage.evaluation.plots import image_format
+
+        with _user_errors():
+            image_format(plot_out)
     with _user_errors():
         table = _load(source, task, prices, seed)
         kinds = list(policy or [])
@@ -715,11 +721,19 @@ def key(
     """Make a client API key for the gateway; prints the key once and its config entry."""
     import secrets
 
+    from pydantic import ValidationError
+
+    from llmtriage.data.errors import faults
+    from llmtriage.serving.config import ClientKey
     from llmtriage.serving.guard import key_hash
 
     token = "tri-" + secrets.token_urlsafe(32)
+    try:  # the entry printed is one the config accepts (the name's rule is the config's)
+        entry = ClientKey(name=name, sha256=key_hash(token))
+    except ValidationError as exc:
+        _fail(f"--name {name!r}: {faults(exc.errors())}")
     console.print(f"key (give it to the client; it is not stored): {token}")
-    console.print(f'\n[[keys]]\nname = "{name}"\nsha256 = "{key_hash(token)}"\n'
+    console.print(f'\n[[keys]]\nname = "{entry.name}"\nsha256 = "{entry.sha256}"\n'
                   "# requests_per_minute = 600\n# budget_usd = 20.0", markup=False)
 
 

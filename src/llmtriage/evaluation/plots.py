@@ -112,12 +112,26 @@ def plot_axis(c: Comparison, path: str | Path, axis: str) -> Path:
     return _save(fig, path)
 
 
+#: The image formats a plot is written in, by the file's suffix.
+FORMATS = ("png", "svg", "pdf")
+
+
+def image_format(path: str | Path) -> str:
+    """The format ``path``'s suffix names; a ValueError for any other."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: a plot is written as {', '.join(FORMATS)}; name a file "
+                         "ending in one of them")
+    return suffix
+
+
 def _save(fig: plt.Figure, path: str | Path) -> Path:
-    """Write the figure as PNG, whole or not at all, and free it."""
+    """Write the figure in the format its suffix names, whole or not at all, and free it."""
     fig.tight_layout()
+    fmt = image_format(path)
 
     def save(tmp: str) -> None:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=120, format=fmt)
 
     try:
         return write_atomic(path, save)
