@@ -112,3 +112,32 @@ def test_cascade_routing_tries_a_cheap_model_first_for_its_option_value(three_ru
     still.moves_ = np.zeros_like(policy.moves_)
     still.draws_ = {}
     np.testing.assert_array_equal(still.step(state).call, routed)
+
+
+def test_cascade_routing_weighs_sets_of_the_models_nearest_the_hull_only():
+    """Its sets of up to three models grow as the cube of the models: 300 models made
+    4.5 million sets a step, and a search of hours. Above 12 it weighs the 12 nearest the
+    cost-quality hull."""
+    from itertools import combinations
+
+    from llmtriage.data.table import OutcomeTable
+    from llmtriage.policies.cascades.routing import MAX_SET_MODELS
+    from llmtriage.policies.defaults import near_hull
+    from llmtriage.signals.embedder import embedder_named
+
+    rng = np.random.default_rng(0)
+    n, m = 80, 20
+    skill = np.linspace(0.2, 0.9, m) - np.where(np.arange(m) % 3 == 1, 0.15, 0.0)
+    right = (rng.random((n, m)) < skill).astype(float)
+    table = OutcomeTable.build(
+        [f"m{j:02d}" for j in range(m)], [f"p{i}" for i in range(n)], right,
+        prompts=[f"question {i} about {['maths', 'facts', 'code'][i % 3]}" for i in range(n)],
+        cost_usd=np.tile(np.geomspace(1e-6, 1e-3, m), (n, 1)),
+        confidence=np.log(np.clip(right * 0.6 + rng.random((n, m)) * 0.4, 1e-3, 1.0)))
+    router = KNNRouter(k=5).with_embedder(embedder_named("hashing"))
+    policy = CascadeRouter(router, max_calls=3).fit(table)
+    pool = near_hull(table, MAX_SET_MODELS)
+    assert len(pool) == MAX_SET_MODELS and {j for s in policy.sets_ for j in s} == set(pool)
+    assert len(policy.sets_) == sum(len(list(combinations(pool, k))) for k in (1, 2, 3))
+    decision = policy.step(State.start(table.models, Queries.from_table(table)))
+    assert set(decision.call.tolist()) <= set(pool)  # a first call: always one of them

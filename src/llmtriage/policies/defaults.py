@@ -34,6 +34,17 @@ def mean_cost(table: OutcomeTable) -> np.ndarray:
     return np.nan_to_num(np.nanmean(table.cost_usd, axis=0))
 
 
+def near_hull(table: OutcomeTable, keep: int) -> list[int]:
+    """The ``keep`` models closest to the cost-quality hull, cheapest first: a model far
+    below it is beaten by mixing its neighbours at any trade-off, so searches over sets of
+    models start from these (the sets of many models grow combinatorially)."""
+    quality = table.quality.mean(axis=0)
+    cost = mean_cost(table)
+    hx, hy = metrics.upper_hull(cost, quality)
+    below = np.interp(cost, hx, hy, right=hy[-1]) - quality
+    return sorted(np.argsort(below, kind="stable")[:keep].tolist(), key=lambda i: cost[i])
+
+
 def pareto_ladder(table: OutcomeTable) -> list[str]:
     """The single models on the cost-quality frontier, cheapest first: a natural cascade."""
     return [table.models[i]

@@ -33,9 +33,15 @@ import numpy as np
 from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, check_signal, resolve
+from llmtriage.policies.defaults import near_hull
 from llmtriage.policies.params import Count, NonNegative
 from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.signals.calibration import Calibrator
+
+#: The most models whose sets (of up to ``max_calls``) a step weighs: those nearest the
+#: cost-quality hull. All of them below this; above it the sets grow as the cube of the
+#: models (300 models: 4.5 million sets a step, hours a search).
+MAX_SET_MODELS = 12
 
 
 def _mean_rank_correlation(moves: np.ndarray) -> float:
@@ -113,8 +119,9 @@ class CascadeRouter(Policy):
         self.draws_: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.models_ = table.models
         self.order_ = np.argsort(self.router.cost_, kind="stable")
+        pool = sorted(near_hull(table, MAX_SET_MODELS), key=self.order_.tolist().index)
         self.sets_ = [s for size in range(1, min(self.max_calls, m) + 1)
-                      for s in combinations(self.order_.tolist(), size)]
+                      for s in combinations(pool, size)]
         return self
 
     def _fit_moves(self, predicted: np.ndarray, moves: np.ndarray) -> None:

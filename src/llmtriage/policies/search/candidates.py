@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llmtriage import metrics
 from llmtriage.data.errors import DataError
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
-from llmtriage.policies.defaults import mean_cost
+from llmtriage.policies.defaults import mean_cost, near_hull
 
 #: Router families searched when none are named.
 ROUTERS = ("knn", "logistic", "mlp", "mf", "sw-ranking")
@@ -28,10 +27,7 @@ def ladders(train: OutcomeTable, keep: int = 6, longest: int = 4, tops: int = 3
     the ``keep`` models closest to the cost-quality hull (a model far below it is beaten by
     mixing its neighbours at any threshold), and ending at one of the ``tops`` best."""
     quality = train.quality.mean(axis=0)
-    cost = mean_cost(train)
-    hx, hy = metrics.upper_hull(cost, quality)
-    below = np.interp(cost, hx, hy, right=hy[-1]) - quality
-    kept = sorted(np.argsort(below, kind="stable")[:keep].tolist(), key=lambda i: cost[i])
+    kept = near_hull(train, keep)
     best = set(np.argsort(-quality[kept], kind="stable")[:tops].tolist())
     out = []
     for size in range(2, longest + 1):
