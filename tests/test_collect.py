@@ -388,3 +388,12 @@ def test_ask_refuses_what_it_would_ignore_or_cannot_answer(args, fault):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and fault in run.stderr.replace("\n", " ")
     assert "Traceback" not in run.stderr
+
+
+def test_collect_refuses_a_sample_of_nothing(tmp_path):
+    """--sample 0 collected nothing and then failed on the empty table (a KeyError)."""
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "collect", "--sample", "0",
+                          "--out", str(tmp_path / "t.csv")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--sample" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "t.csv").exists()
