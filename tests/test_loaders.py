@@ -145,7 +145,7 @@ ARENA_SCORES = "arena_bench_v1_judge_scores_300xM.csv"
      "m.input_price: Input should be a valid number"),
     ("arena_bench_v1", ARENA_SCORES, "x\n1\n", "no column 'question_id'"),
     ("arena_bench_v1", ARENA_SCORES, "question_id,gpt-4-1106-preview\nq1,good\n",
-     "column 'gpt-4-1106-preview' holds 'good', not a number"),
+     "column 'gpt-4-1106-preview' has a non-number 'good' (data row 1)"),
 ])
 def test_a_damaged_file_of_a_known_format_is_named_not_a_traceback(data_dir, tmp_path, name,
                                                                      file, text, fault):

@@ -11,6 +11,8 @@ GSM8K answers, with a cross-model agreement confidence), and must:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -204,47 +206,55 @@ def test_parameters_are_coerced_to_their_declared_types(table):
             "kind"}
 
 
-def test_an_artifact_with_edited_parameters_is_refused_naming_them(table, tmp_path):
+def edited_knn(table, tmp_path, edit) -> Path:
+    """A saved kNN router, its header and arrays changed by ``edit(header, arrays)`` and
+    written back as an npz."""
     import json
-    import zipfile
 
     path = save(built("knn", table), tmp_path / "knn.npz")
     with np.load(path) as saved:
         header = json.loads(str(saved["__header__"]))
         arrays = {k: saved[k] for k in saved.files if k != "__header__"}
-    header["policy"]["params"]["k"] = -3
+    edit(header, arrays)
     edited = tmp_path / "edited.npz"
     np.savez(edited, __header__=np.array(json.dumps(header)), **arrays)
+    return edited
+
+
+def test_an_artifact_with_edited_parameters_is_refused_naming_them(table, tmp_path):
+    import zipfile
+
+    def edit(header, arrays):
+        header["policy"]["params"]["k"] = -3
+
+    edited = edited_knn(table, tmp_path, edit)
     assert zipfile.is_zipfile(edited)
     with pytest.raises(ArtifactError, match="parameter k=-3: .*greater than or equal to 1"):
         load(edited)
 
 
+def _cut_keys(header, arrays):  # its neighbours' features cut short
+    arrays["p.keys_"] = arrays["p.keys_"][:, :7]
+
+
+def _costs_as_text(header, arrays):  # its models' costs saved as text
+    arrays["p.cost_"] = np.array(["x"] * len(arrays["p.cost_"]))
+
+
+def _k_as_a_word(header, arrays):  # its chosen k saved as a word
+    header["policy"]["state"]["k_"] = "many"
+
+
 @pytest.mark.parametrize(("edit", "fault"), [
-    ("keys_", "ValueError: matmul"),  # its neighbours' features cut short
-    ("cost_", "UFuncTypeError"),  # its models' costs saved as text
-    ("k_", "TypeError"),  # its chosen k saved as a word
+    (_cut_keys, "ValueError: matmul"), (_costs_as_text, "UFuncTypeError"),
+    (_k_as_a_word, "TypeError"),
 ])
 def test_an_artifact_whose_learned_state_does_not_fit_together_fails_to_load(
         table, tmp_path, edit, fault):
     """Caught when loaded (a replay of two made-up prompts), not by a traceback at the
     first request it decides."""
-    import json
-
-    path = save(built("knn", table), tmp_path / "knn.npz")
-    with np.load(path) as saved:
-        header = json.loads(str(saved["__header__"]))
-        arrays = {k: saved[k] for k in saved.files if k != "__header__"}
-    if edit == "keys_":
-        arrays["p.keys_"] = arrays["p.keys_"][:, :7]
-    elif edit == "cost_":
-        arrays["p.cost_"] = np.array(["x"] * len(arrays["p.cost_"]))
-    else:
-        header["policy"]["state"]["k_"] = "many"
-    edited = tmp_path / "edited.npz"
-    np.savez(edited, __header__=np.array(json.dumps(header)), **arrays)
     with pytest.raises(ArtifactError, match=f"damaged artifact \\({fault}"):
-        load(edited)
+        load(edited_knn(table, tmp_path, edit))
 
 
 def test_sticky_sessions_wrap_any_policy(table):

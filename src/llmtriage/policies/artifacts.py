@@ -183,9 +183,9 @@ def _decode_policy(node: dict, arrays: dict[str, np.ndarray]) -> Policy:
     kind = registry.get(str(node["kind"]))
     params = {k: _decode(v, arrays) for k, v in node["params"].items()}
     try:
-        params = checked(kind.name, kind.cls, params)
+        params = checked(kind.cls, params)
     except ValueError as exc:
-        raise ArtifactError(str(exc)) from None
+        raise ArtifactError(f"policy {kind.name}: {exc}") from None
     policy = kind.cls(**params)
     for key, value in node["state"].items():
         if not key.endswith("_") or key in TRANSIENT:

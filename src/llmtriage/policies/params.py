@@ -48,9 +48,10 @@ def _adapters(cls: type) -> dict[str, TypeAdapter | None]:
     return out
 
 
-def checked(kind: str, cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
+def checked(cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` with every value of a known parameter validated (and coerced: 3.0 -> 3)
-    against ``cls``'s annotations; a ValueError naming the first one that is not."""
+    against ``cls``'s annotations; a ValueError naming the first one that is not (its
+    caller names the policy kind)."""
     adapters = _adapters(cls)
     out = dict(params)
     for name, value in params.items():
@@ -66,8 +67,7 @@ def checked(kind: str, cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
                     continue
                 except ValidationError:
                     pass
-            raise ValueError(f"policy {kind}: parameter {name}={value!r}: "
-                             f"{_reason(exc)}") from None
+            raise ValueError(f"parameter {name}={value!r}: {_reason(exc)}") from None
     return out
 
 

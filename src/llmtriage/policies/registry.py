@@ -98,14 +98,12 @@ def build(name: str, context: Context, params: Mapping[str, Any] | None = None
                         f"one with `triage collect`), so a {name} policy cannot be fitted "
                         "on it")
     try:
-        built = kind.build(context, checked(name, kind.cls, params))
+        built = kind.build(context, checked(kind.cls, params))
     except TypeError as exc:  # an unknown or missing constructor argument
         accepted = ", ".join(parameters(name)) or "none"
         raise DataError(f"policy {name}: {exc} (its parameters: {accepted})") from None
     except ValueError as exc:
-        message = str(exc)
-        raise DataError(message if message.startswith(f"policy {name}:")
-                        else f"policy {name}: {message}") from None
+        raise DataError(f"policy {name}: {exc}") from None
     for policy in built:
         if policy.signal is not None and policy.signal not in policy.learned_signals:
             from llmtriage.signals.live import signal_named

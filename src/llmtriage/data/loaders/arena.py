@@ -14,6 +14,7 @@ import pandas as pd
 
 from llmtriage.data.errors import DataError
 from llmtriage.data.loaders._wide import complete_cases
+from llmtriage.data.loaders.generic import numeric_column
 from llmtriage.data.prices import PriceCatalog, derive_costs, tokens_from_chars
 from llmtriage.data.table import OutcomeTable
 
@@ -30,14 +31,9 @@ def _csv(path: Path, *columns: str) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path}: no column {missing[0]!r}")
     frame = frame.set_index("question_id")
-    if not columns:
-        numbers = frame.apply(pd.to_numeric, errors="coerce")
-        bad = numbers.isna() & frame.notna()
-        if bad.any().any():
-            column = bad.any().idxmax()
-            value = frame[column][bad[column]].iloc[0]
-            raise DataError(f"{path}: column {column!r} holds {value!r}, not a number")
-        frame = numbers
+    if not columns:  # a model's scores or answer lengths: numbers, or empty where missing
+        frame = pd.DataFrame({c: numeric_column(frame, c, path) for c in frame.columns},
+                             index=frame.index)
     return frame
 
 

@@ -47,7 +47,9 @@ def _first_row(mask: pd.Series | np.ndarray) -> int:
     return int(np.flatnonzero(np.asarray(mask))[0])
 
 
-def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """A column as numbers; a DataError naming the first entry that is not one (an empty
+    entry is NaN: not recorded)."""
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() & frame[column].notna()
     if bad.any():
@@ -106,7 +108,7 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
             f"{list(REQUIRED)} (found {list(frame.columns)})"
         )
     frame = frame.reset_index(drop=True)
-    quality = _numeric(frame, "quality", path)
+    quality = numeric_column(frame, "quality", path)
     if np.isnan(quality).any():
         row = _first_row(np.isnan(quality))
         raise DataError(f"{path}: quality is missing (NaN) in data row {row + 1}")
@@ -143,7 +145,7 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         return out
 
     outcomes = {
-        c: wide(_numeric(frame, c, path)) for c in OUTCOME_COLUMNS if c in frame.columns
+        c: wide(numeric_column(frame, c, path)) for c in OUTCOME_COLUMNS if c in frame.columns
     }
     first = np.zeros(n, dtype=np.int64)
     first[prompt_codes[::-1]] = np.arange(len(frame))[::-1]
