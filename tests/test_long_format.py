@@ -107,7 +107,8 @@ def write_csv(tmp_path, text: str):
 BAD = {
     "missing column": ("prompt_id,model\np1,a\n", "missing required column"),
     "NaN quality": ("prompt_id,model,quality,cost_usd\np1,a,,0.1\n", "quality is missing"),
-    "out of range": ("prompt_id,model,quality,cost_usd\np1,a,7,0.1\n", "must lie in \\[0, 1\\]"),
+    "out of range": ("prompt_id,model,quality,cost_usd\np1,a,7,0.1\n",
+                     "must lie in \\[0, 1\\]; data row 1 has 7 "),
     "not a number": ("prompt_id,model,quality,cost_usd\np1,a,good,0.1\n", "non-number 'good'"),
     "duplicate": ("prompt_id,model,quality,cost_usd\np1,a,1,0.1\np1,a,0,0.1\n", "two rows"),
     "hole": ("prompt_id,model,quality,cost_usd\np1,a,1,.1\np1,b,1,.1\np2,a,0,.1\n",
@@ -215,7 +216,8 @@ NOT_UTF8 = b"\xff\xfe\x00 not text"
 
 
 @pytest.mark.parametrize("case", ["config deep", "config binary", "prices deep", "probes deep",
-                                  "probes binary", "llmrouter deep", "llmrouter binary"])
+                                  "probes binary", "llmrouter deep", "llmrouter binary",
+                                  "long binary"])
 def test_files_nested_past_reading_or_not_text_get_one_clear_line(data_dir, tmp_path, case):
     """Each was a RecursionError or UnicodeDecodeError traceback."""
     what, kind = case.split()
@@ -228,6 +230,9 @@ def test_files_nested_past_reading_or_not_text_get_one_clear_line(data_dir, tmp_
     elif what == "prices":
         (tmp_path / "p.json").write_bytes(body)
         args = ["bench", source, "--prices", str(tmp_path / "p.json")]
+    elif what == "long":  # a CSV of bytes: its format was sniffed as text, unchecked
+        (tmp_path / "bytes.csv").write_bytes(body)
+        args = ["bench", str(tmp_path / "bytes.csv")]
     elif what == "probes":
         (tmp_path / "p.jsonl").write_bytes(body)
         args = ["collect", "--probes", str(tmp_path / "p.jsonl"), "--out",
@@ -243,6 +248,8 @@ def test_files_nested_past_reading_or_not_text_get_one_clear_line(data_dir, tmp_
     assert run.returncode == 2, said
     assert "Traceback" not in said and "Error:" not in said.replace("error:", "")
     assert ("nested" in said) if kind == "deep" else ("UTF-8" in said or "utf-8" in said), said
+    if what == "long":
+        assert "bytes.csv: cannot read as csv" in said, said
 
 
 @pytest.mark.parametrize("args, says", [

@@ -36,7 +36,7 @@ def sniff(path: Path) -> str:
     if suffix in (".pkl", ".pickle"):
         return "routerbench"
     if suffix == ".csv":
-        with path.open() as f:
+        with path.open(encoding="utf-8", errors="replace") as f:  # the reader names bad bytes
             header = f.readline()
         return "routerbench" if "|total_cost" in header else "long"
     if suffix in (".jsonl", ".parquet"):

@@ -115,7 +115,7 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
     if ((quality < 0) | (quality > 1)).any():
         row = _first_row((quality < 0) | (quality > 1))
         raise DataError(
-            f"{path}: quality must lie in [0, 1]; data row {row + 1} has {quality[row]!r} "
+            f"{path}: quality must lie in [0, 1]; data row {row + 1} has {float(quality[row]):g} "
             "(rescale scores such as 1-10 judge ratings first)"
         )
     dup = frame.duplicated(["prompt_id", "model"])
