@@ -233,3 +233,36 @@ def test_a_lone_row_is_committed_on_the_loop_and_a_locked_log_never_stalls_it(tm
     # 201 commits of a row each (at least a page each) in a log checkpointed every 10.
     wal = path.with_name(path.name + "-wal")
     assert not wal.exists() or wal.stat().st_size < 60 * 4096
+
+
+@pytest.mark.parametrize("toml, fault", [
+    # Each was accepted: the first two then crashed the server's start with an
+    # OverflowError traceback, the others served nonsense energy, prices or token limits.
+    ("[gateway]\nkeep_alive_s = inf", "gateway.keep_alive_s: Input should be a finite number"),
+    ("[gateway]\nshutdown_timeout_s = 1e300",
+     "gateway.shutdown_timeout_s: Input should be less than or equal to 86400"),
+    ("watts_per_core = -5.0", "watts_per_core: Input should be greater than 0"),
+    ("usd_per_kwh = nan", "usd_per_kwh: Input should be a finite number"),
+    ("[gateway]\nmax_tokens = 100000000000", "gateway.max_tokens: Input should be less than"),
+    ('[[models]]\nname = "a"\nbackend = "openai"\nendpoint = "http://127.0.0.1:9"\n'
+     "price_in = inf", "models.0.price_in: Input should be a finite number"),
+    ("[gateway.cache]\nttl_s = nan", "gateway.cache.ttl_s: Input should be a finite number"),
+])
+def test_a_config_number_out_of_reason_is_refused_naming_it(tmp_path, toml, fault):
+    config = tmp_path / "gateway.toml"
+    config.write_text(toml + "\n")
+    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "serve", "--config",
+                           str(config), "--port", "9"], capture_output=True, text=True,
+                          timeout=120)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and fault in said, said
+    assert "Traceback" not in said
+
+
+def test_the_energy_figures_of_a_config_apply_to_the_embedded_ladder_too():
+    """Set without [[models]], they were silently ignored."""
+    from llmtriage.serving.config import GatewayConfig
+
+    catalog = GatewayConfig(watts_per_core=3.5, usd_per_kwh=0.4).catalog()
+    assert (catalog.watts_per_core, catalog.usd_per_kwh) == (3.5, 0.4)
+    assert catalog.names() == GatewayConfig().catalog().names()

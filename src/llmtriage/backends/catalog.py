@@ -42,7 +42,7 @@ USD_PER_KWH = 0.15
 
 
 class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     backend: Literal["llamacpp", "openai"]
@@ -94,7 +94,7 @@ class ModelSpec(BaseModel):
 
 
 class Catalog(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     watts_per_core: float = Field(WATTS_PER_CORE, gt=0)
     usd_per_kwh: float = Field(USD_PER_KWH, ge=0)

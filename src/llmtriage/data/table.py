@@ -168,8 +168,8 @@ class OutcomeTable:
         if out.any():
             i, j = np.argwhere(out)[0]
             raise DataError(
-                f"table {self.name!r}: quality must lie in [0, 1]; found {float(q[i, j]):g} at prompt "
-                f"{self.prompt_ids[i]!r}, model {self.models[j]!r}"
+                f"table {self.name!r}: quality must lie in [0, 1]; found {float(q[i, j]):g} "
+                f"at prompt {self.prompt_ids[i]!r}, model {self.models[j]!r}"
             )
         # NaN is "not recorded"; a negative or infinite resource is wrong (a confidence is
         # not a resource: it may be -inf, a log-probability of a token given no chance).

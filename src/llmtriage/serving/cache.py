@@ -40,7 +40,7 @@ MAX_SCOPE = 1024
 class CacheSettings(BaseModel):
     """``[gateway.cache]``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = False
     ttl_s: float = Field(600.0, gt=0)

@@ -63,7 +63,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -72,6 +72,15 @@ from llmtriage.data.errors import DataError, faults
 from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
 from llmtriage.serving.cache import CacheSettings
+from llmtriage.serving.schemas import MAX_TOKENS
+
+#: What every section of a config shares: no unknown keys, and no infinite or NaN number
+#: (TOML spells both; a timer of ``inf`` seconds overflows the server's, an infinite price
+#: makes every budget meaningless).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+#: A config's durations: positive and at most a day, past which a timer is a typo.
+DAY_S = 86_400.0
+Seconds = Annotated[float, Field(gt=0, le=DAY_S)]
 
 
 def default_log_path() -> Path:
@@ -80,7 +89,7 @@ def default_log_path() -> Path:
 
 
 class GatewaySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     max_in_flight: int = Field(64, gt=0)
     max_queue: int = Field(256, ge=0)
@@ -91,31 +100,31 @@ class GatewaySettings(BaseModel):
     database_url: str | None = Field(None, pattern=r"^postgres(ql)?://")
     log_text: bool = False
     sticky_sessions: bool = True
-    session_ttl_s: float = Field(3600.0, gt=0)
+    session_ttl_s: float = Field(3600.0, gt=0, le=30 * DAY_S)
     stream: Literal["accepted", "first"] = "accepted"
     fallback: bool = True
     breaker_failures: int = Field(5, gt=0)
-    breaker_reset_s: float = Field(10.0, gt=0)
-    max_tokens: int = Field(256, gt=0)
+    breaker_reset_s: Seconds = 10.0
+    max_tokens: int = Field(256, gt=0, le=MAX_TOKENS)
     #: On SIGTERM: stop accepting, finish in-flight requests for at most this long.
-    shutdown_timeout_s: float = Field(30.0, gt=0)
+    shutdown_timeout_s: Seconds = 30.0
     #: A request's whole deadline, every model call of its policy included (then 504).
-    request_timeout_s: float = Field(300.0, gt=0)
+    request_timeout_s: Seconds = 300.0
     #: Connections held open at once; more are closed as they arrive.
     max_connections: int = Field(512, gt=0)
     #: A connection that has not sent a request's headers this long after opening (or
     #: after its last response) is closed: half-open connections cannot pile up.
-    header_timeout_s: float = Field(10.0, gt=0)
+    header_timeout_s: Seconds = 10.0
     #: A request's body must arrive within this long of its headers (else a 408 and the
     #: connection closes): trickled bodies cannot hold every connection.
-    body_timeout_s: float = Field(30.0, gt=0)
+    body_timeout_s: Seconds = 30.0
     #: A request line and headers longer than this, or more headers than ``max_headers``,
     #: get a 431 and the connection is closed (the HTTP parser holds them all until the
     #: last arrives).
     max_header_bytes: int = Field(65536, ge=1024)
     max_headers: int = Field(100, gt=0)
     #: Idle keep-alive connections are closed after this long.
-    keep_alive_s: float = Field(5.0, gt=0)
+    keep_alive_s: Seconds = 5.0
     #: Serve /metrics without a key (for a scraper) when keys are configured.
     metrics_public: bool = False
     #: Where replicas share keys' limits, sessions and feedback scores: a Redis URL
@@ -132,7 +141,7 @@ class GatewaySettings(BaseModel):
 
 
 class ClientKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.@-]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -146,7 +155,7 @@ class PolicySpec(BaseModel):
     """One served policy: a saved artifact, or a kind built (and fitted on ``table``) at
     start. Keys beyond these are the kind's parameters, checked by the registry."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=100)
     kind: str | None = Field(None, min_length=1, max_length=100)
@@ -179,7 +188,7 @@ class PolicySpec(BaseModel):
 class RaySettings(BaseModel):
     """How ``triage serve --ray`` lays the gateway out on a cluster (ignored without it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     #: CPUs each gateway replica reserves.
     gateway_cpus: float = Field(0.5, gt=0)
@@ -195,10 +204,12 @@ class RaySettings(BaseModel):
 
 
 class GatewayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    watts_per_core: float | None = None
-    usd_per_kwh: float | None = None
+    #: The embedded models' energy per busy core and the price of that energy (the
+    #: catalog's defaults when unset).
+    watts_per_core: float | None = Field(None, gt=0)
+    usd_per_kwh: float | None = Field(None, ge=0)
     models: list[ModelSpec] | None = None
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     keys: list[ClientKey] = Field(default_factory=list)
@@ -220,11 +231,10 @@ class GatewayConfig(BaseModel):
         return self
 
     def catalog(self) -> Catalog:
-        if self.models is None:
-            return default_catalog()
         extra = {k: v for k, v in (("watts_per_core", self.watts_per_core),
                                    ("usd_per_kwh", self.usd_per_kwh)) if v is not None}
-        return Catalog(models=self.models, **extra)
+        models = self.models if self.models is not None else default_catalog().models
+        return Catalog(models=models, **extra)
 
 
 def load_gateway_config(path: str | Path | None) -> GatewayConfig:
