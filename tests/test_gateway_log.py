@@ -98,6 +98,32 @@ def test_export_refuses_a_missing_log(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("steps, feedback, fault", [
+    # Each was a bare "Expecting value" or KeyError line, or a table that failed to load.
+    ("not json", 0.5, "request 'r1': its steps are not the gateway's (Invalid JSON"),
+    ('[{"model": 5}]', 0.5, "request 'r1': its steps are not the gateway's (0.model: Input "
+                            "should be a valid string)"),
+    ('[{"model": "m", "confidence": -0.5}]', 7.0, "request 'r1' has feedback 7.0, not a score"),
+])
+def test_export_names_the_request_a_damaged_log_row_belongs_to(tmp_path, steps, feedback,
+                                                               fault):
+    from llmtriage.serving.requestlog import RequestLog
+
+    RequestLog(tmp_path / "log.sqlite").close()  # the gateway's schema
+    out = tmp_path / "x.csv"
+    out.write_text("kept\n")
+    with sqlite3.connect(tmp_path / "log.sqlite") as db:
+        db.execute("INSERT INTO requests (id, created, policy, status, answered_by, steps, "
+                   "cost_usd, feedback) VALUES ('r1', 1.0, 'p', 200, 'm', ?, 0.1, ?)",
+                   (steps, feedback))
+    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "export", "--log",
+                           str(tmp_path / "log.sqlite"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and fault in said, said
+    assert "Traceback" not in said and out.read_text() == "kept\n"
+
+
 @pytest.mark.slow
 def test_the_bandit_learns_from_feedback_and_remembers_it(setup):
     tmp, config = setup

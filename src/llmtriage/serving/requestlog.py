@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from llmtriage.data.errors import DataError
+from llmtriage.data.errors import DataError, faults
 from llmtriage.data.jsontext import dumps, loads
 from llmtriage.serving.logdb import is_url, open_database
 
@@ -319,11 +320,22 @@ class RequestLog:
         self._db.close()
 
 
-def answering_confidence(steps: list[dict], model: str) -> float | None:
+class LoggedStep(BaseModel):
+    """What export reads of one step of a logged request (the rest is for people)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    model: str
+    confidence: float | None = None
+
+
+LOGGED_STEPS = TypeAdapter(list[LoggedStep])
+
+
+def answering_confidence(steps: list[LoggedStep], model: str) -> float | None:
     """The confidence of the step whose answer was returned (not always the last step: a
     cascade router may accept an earlier, more confident answer)."""
-    return next((step.get("confidence") for step in reversed(steps)
-                 if step["model"] == model), None)
+    return next((step.confidence for step in reversed(steps) if step.model == model), None)
 
 
 def export_frame(target: str | Path) -> pd.DataFrame:
@@ -332,26 +344,39 @@ def export_frame(target: str | Path) -> pd.DataFrame:
     ``target``: a SQLite file or a postgresql:// URL. A prompt is named by a hash of its
     text where the text was logged (else by the request id), and repeated (prompt, model)
     pairs are averaged: the same prompts sent to several models (say, a sample passed
-    through to each) make a table a router can be trained on.
+    through to each) make a table a router can be trained on. A log is a file the user
+    names, so a row the gateway could not have written is refused, naming its request.
     """
     names = ["id", "policy", "answered_by", "feedback", "steps", "cost_usd", "latency_ms",
              "tokens_in", "tokens_out", "prompt", "answer"]
     db = open_database(target, readonly=True)
+    where = db.where
     try:
         found = db.execute(f"SELECT {', '.join(names)} FROM requests "
                            "WHERE feedback IS NOT NULL AND status = 200 ORDER BY created")
     except db.errors as exc:
-        raise DataError(f"request log {db.where}: cannot read: {exc}") from None
+        raise DataError(f"request log {where}: cannot read: {exc}") from None
     finally:
         db.close()
     rows = pd.DataFrame(found, columns=names)
+    score = pd.to_numeric(rows["feedback"], errors="coerce")
+    if (bad := ~score.between(0, 1)).any():
+        first = bad.idxmax()
+        raise DataError(f"request log {where}: request {rows['id'][first]!r} has feedback "
+                        f"{rows['feedback'][first]}, not a score from 0 to 1")
     named = [hashlib.sha256(p.encode()).hexdigest()[:16] if isinstance(p, str) else i
              for p, i in zip(rows["prompt"], rows["id"], strict=True)]
-    confidence = [answering_confidence(json.loads(steps), model)
-                  for steps, model in zip(rows["steps"], rows["answered_by"], strict=True)]
+    confidence = []
+    for ident, steps, model in zip(rows["id"], rows["steps"], rows["answered_by"],
+                                   strict=True):
+        try:
+            confidence.append(answering_confidence(LOGGED_STEPS.validate_json(steps), model))
+        except ValidationError as exc:
+            raise DataError(f"request log {where}: request {ident!r}: its steps are not "
+                            f"the gateway's ({faults(exc.errors())})") from None
     frame = pd.DataFrame({
         "prompt_id": named, "prompt": rows["prompt"], "model": rows["answered_by"],
-        "quality": rows["feedback"], "cost_usd": rows["cost_usd"],
+        "quality": score, "cost_usd": rows["cost_usd"],
         "latency_ms": rows["latency_ms"], "tokens_in": rows["tokens_in"],
         "tokens_out": rows["tokens_out"],
         "confidence": pd.to_numeric(pd.Series(confidence, dtype=object), errors="coerce"),
