@@ -273,3 +273,16 @@ def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, 
     said = " ".join((run.stderr + run.stdout).split())
     assert run.returncode == 2 and says in said and "Traceback" not in said, said
     assert time.perf_counter() - started < 20
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--bootstrap", "-1"], "Invalid value for '--bootstrap'"),  # was taken as 0
+    (["--split", "validation"], "--split must be test, train or all"),
+    (["--axis", "weight"], "--axis must be cost, latency or energy"),
+])
+def test_bench_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
+    source = str(write_csv(tmp_path, "prompt_id,model,quality,cost_usd\np1,a,1,0.1\n"))
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "bench", source, *args],
+                         capture_output=True, text=True, timeout=120)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and says in said and "Traceback" not in said, said

@@ -155,8 +155,9 @@ def bench(
         "--plot", help="Write a plot here (.png, .svg or .pdf).")] = None,
     axis: Annotated[str, typer.Option(help="The plot's resource axis: cost, latency or energy "
                                       "(local models: latency or energy).")] = "cost",
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")]
-    = 1000,
+    bootstrap: Annotated[int, typer.Option(
+        min=0, help="Bootstrap resamples for 95% CIs (0: none; fewer where resamples x "
+                    "queries would pass 2e7).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed for splits and bootstrap.")] = 0,
 ) -> None:
     """Replay policies on recorded outcomes: quality, cost, latency, AIQ, APGR, CPT."""
