@@ -276,13 +276,25 @@ def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, 
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--bootstrap", "-1"], "Invalid value for '--bootstrap'"),  # was taken as 0
-    (["--split", "validation"], "--split must be test, train or all"),
-    (["--axis", "weight"], "--axis must be cost, latency or energy"),
+    (["bench", "{src}", "--bootstrap", "-1"], "Invalid value for '--bootstrap'"),  # was taken as 0
+    (["bench", "{src}", "--split", "validation"], "--split must be test, train or all"),
+    (["bench", "{src}", "--axis", "weight"], "--axis must be cost, latency or energy"),
+    # Each of these was silently ignored, or wrote an .npz archive under another name:
+    (["fit", "{src}", "-p", "knn", "--folds", "2", "--out", "{tmp}/p.npz"],
+     "give them with --objective"),
+    (["fit", "{src}", "-p", "knn", "--families", "knn", "--out", "{tmp}/p.npz"],
+     "give them with --objective"),
+    (["fit", "{src}", "--objective", "lam=1", "--param", "k=5", "--out", "{tmp}/p.npz"],
+     "--param sets a kind's parameters: give it with --policy"),
+    (["fit", "{src}", "-p", "knn", "--out", "{tmp}/p.txt"], "a policy artifact is an .npz file"),
+    (["tune", "{tmp}/p.npz", "{src}", "--target", "cost", "--value", "1", "--out", "{tmp}/t.json"],
+     "a policy artifact is an .npz file"),
 ])
-def test_bench_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
+def test_a_command_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
     source = str(write_csv(tmp_path, "prompt_id,model,quality,cost_usd\np1,a,1,0.1\n"))
-    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "bench", source, *args],
+    filled = [a.format(tmp=tmp_path, src=source) for a in args]
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", *filled],
                          capture_output=True, text=True, timeout=120)
     said = " ".join(run.stderr.split())
     assert run.returncode == 2 and says in said and "Traceback" not in said, said
+    assert not (tmp_path / "p.txt").exists() and not (tmp_path / "t.json").exists()

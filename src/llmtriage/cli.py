@@ -240,9 +240,9 @@ def fit(
     families: Annotated[str | None, typer.Option(
         "--families", help="With --objective: the families searched, comma-separated "
         "(default: all the table supports).")] = None,
-    folds: Annotated[str, typer.Option(
+    folds: Annotated[str | None, typer.Option(
         help="With --objective: cross-validation folds, a number or 'task' (each task held "
-        "out in turn: prefer what travels to unseen tasks).")] = "3",
+        "out in turn: prefer what travels to unseen tasks); default 3.")] = None,
     task: TaskOpt = None,
     prices: PricesOpt = None,
 ) -> None:
@@ -254,12 +254,18 @@ def fit(
 
     if (policy is None) == (objective is None):
         _fail("give either --policy KIND or --objective (e.g. budget=0.001)")
-    _writable(out)
+    if objective is None and (families is not None or folds is not None):
+        _fail("--families and --folds steer the search: give them with --objective")
+    if objective is not None and param:
+        _fail("--param sets a kind's parameters: give it with --policy (the search chooses "
+              "its own)")
+    _artifact_out(out)
     with _user_errors():
         table = _load(source, task, prices)
         context = registry.Context.of(table)
         assert context.train is not None
         if objective is not None:
+            folds = folds or "3"
             chosen, info = _search(context.train, objective, families,
                                    int(folds) if folds.isdigit() else folds)
         else:
@@ -277,6 +283,14 @@ def fit(
                       f"{chosen.chosen_}")
     console.print(f"wrote {path}: {escape(chosen.label)} fitted on {context.train.n_prompts} "
                   "train prompts")
+
+
+def _artifact_out(path: Path) -> None:
+    """Fail now where a policy artifact cannot be written under ``path``: it is an .npz
+    archive, and a name that says otherwise misleads whoever opens it."""
+    if path.suffix.lower() != ".npz":
+        _fail(f"{path}: a policy artifact is an .npz file; name it so")
+    _writable(path)
 
 
 def _search(train: OutcomeTable, objective: str, families: str | None, folds: int | str
@@ -614,7 +628,9 @@ def tune(
     target: Annotated[str, typer.Option(help="strong_share, cost or quality.")],
     value: Annotated[float, typer.Option(help="The target value (share 0..1, USD per query, "
                                          "or quality 0..1).")],
-    split: Annotated[str, typer.Option(help="Held-out split to tune on.")] = "test",
+    split: Annotated[str, typer.Option(
+        help="Split to tune on: test (held out from a router `fit` on this source), train "
+             "or all.")] = "test",
     task: TaskOpt = None,
     prices: PricesOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write the tuned router here.")] = None,
@@ -623,6 +639,9 @@ def tune(
     from llmtriage.evaluation.targets import meet_target
     from llmtriage.policies.artifacts import load, save
     from llmtriage.policies.routers.base import QualityRouter
+
+    if out is not None:
+        _artifact_out(out)
 
     with _user_errors():
         policy = load(artifact)
@@ -638,7 +657,7 @@ def tune(
     console.print(
         f"lam = {result.lam:.4g}: {target} {result.achieved:.4g} (95% CI {lo:.4g}..{hi:.4g}) "
         f"for a target of {value:g}: {'met' if result.met else 'NOT met'} on "
-        f"{result.n_queries} held-out prompts; quality {result.quality:.3f}, "
+        f"{result.n_queries} prompts ({split} split); quality {result.quality:.3f}, "
         f"cost ${result.cost_per_query:.3g}/query")
     if out:
         console.print(f"wrote {out}")
