@@ -289,12 +289,19 @@ def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, 
     (["fit", "{src}", "-p", "knn", "--out", "{tmp}/p.txt"], "a policy artifact is an .npz file"),
     (["tune", "{tmp}/p.npz", "{src}", "--target", "cost", "--value", "1", "--out", "{tmp}/t.json"],
      "a policy artifact is an .npz file"),
+    # collect ran every model over the probes and only then refused the name (kept the
+    # journal under it); a model named twice was called twice for one row.
+    (["collect", "--sample", "1", "--out", "{tmp}/c.txt"], "the long format is written as one"),
+    (["collect", "--models", "smollm2-135m,smollm2-135m", "--sample", "1", "--out",
+      "{tmp}/c.csv"], "['smollm2-135m'] named twice"),
 ])
 def test_a_command_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
     source = str(write_csv(tmp_path, "prompt_id,model,quality,cost_usd\np1,a,1,0.1\n"))
     filled = [a.format(tmp=tmp_path, src=source) for a in args]
+    started = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "llmtriage.cli", *filled],
                          capture_output=True, text=True, timeout=120)
     said = " ".join(run.stderr.split())
     assert run.returncode == 2 and says in said and "Traceback" not in said, said
-    assert not (tmp_path / "p.txt").exists() and not (tmp_path / "t.json").exists()
+    assert not any(p.name.startswith(("p.txt", "t.json", "c.")) for p in tmp_path.iterdir())
+    assert time.perf_counter() - started < 20  # refused before any model loaded

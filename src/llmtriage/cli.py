@@ -495,8 +495,11 @@ def collect(
 
     from llmtriage import collection
     from llmtriage.backends.pool import ModelPool
+    from llmtriage.data.loaders.generic import check_suffix
     from llmtriage.probes import load_probes
 
+    with _user_errors():
+        check_suffix(out)
     _writable(out)
     with _user_errors():
         cat = _catalog(catalog, models)
@@ -722,10 +725,12 @@ def export(
              "where `serve` keeps it).")] = None,
 ) -> None:
     """Write the gateway's answered requests with feedback as a long-format outcome table."""
-    from llmtriage.data.loaders.generic import write_frame
+    from llmtriage.data.loaders.generic import check_suffix, write_frame
     from llmtriage.serving.config import default_log_path
     from llmtriage.serving.requestlog import export_frame
 
+    with _user_errors():
+        check_suffix(out)
     _writable(out)
     with _user_errors():
         frame = export_frame(log or default_log_path())

@@ -118,6 +118,8 @@ class Catalog(BaseModel):
         return [m.name for m in self.models]
 
     def select(self, names: list[str]) -> Catalog:
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise DataError(f"model(s) {twice} named twice; name each model once")
         return self.model_copy(update={"models": [self.spec(n) for n in names]})
 
 

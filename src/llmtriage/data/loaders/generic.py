@@ -231,12 +231,18 @@ def write(table: OutcomeTable, path: str | Path) -> Path:
     return write_frame(pd.DataFrame(columns), path)
 
 
-def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write rows of the long format to CSV, JSONL or Parquet, atomically."""
-    path = Path(path)
+def check_suffix(path: Path) -> str:
+    """The long-format file type ``path`` names (checked before work that writes one)."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise DataError(f"{path}: the long format is written as one of {SUFFIXES}")
+    return suffix
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write rows of the long format to CSV, JSONL or Parquet, atomically."""
+    path = Path(path)
+    suffix = check_suffix(path)
 
     def dump(tmp: str) -> None:
         if suffix == ".csv":
