@@ -273,6 +273,8 @@ def test_a_lone_row_is_committed_on_the_loop_and_a_locked_log_never_stalls_it(tm
     ('[[models]]\nname = "a"\nbackend = "openai"\nendpoint = "http://127.0.0.1:9"\n'
      "price_in = inf", "models.0.price_in: Input should be a finite number"),
     ("[gateway.cache]\nttl_s = nan", "gateway.cache.ttl_s: Input should be a finite number"),
+    ('[[policies]]\nname = "p"\nkind = "threshold-cascade"\n'
+     'models = ["smollm2-135m", "smollm2-135m"]', "['smollm2-135m'] named twice"),
 ])
 def test_a_config_number_out_of_reason_is_refused_naming_it(tmp_path, toml, fault):
     config = tmp_path / "gateway.toml"

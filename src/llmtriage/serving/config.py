@@ -65,7 +65,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, read_toml
 from llmtriage.data.errors import DataError, faults
@@ -170,6 +177,13 @@ class PolicySpec(BaseModel):
 
     def limits(self) -> Limits:
         return Limits(self.max_latency_ms, self.max_cost_usd)
+
+    @field_validator("models")
+    @classmethod
+    def _once_each(cls, models: list[str] | None) -> list[str] | None:
+        if models and (twice := sorted({m for m in models if models.count(m) > 1})):
+            raise ValueError(f"{twice} named twice; name each model once")
+        return models
 
     @model_validator(mode="after")
     def _needs(self) -> PolicySpec:
