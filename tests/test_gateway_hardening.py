@@ -32,6 +32,7 @@ def gw(up, tmp_path_factory):
     fail_fast = {"max_retries": 0, "price_in": 1000.0, "price_out": 1000.0}
     config = write_config(tmp / "gateway.toml", up, {
         "ok": {"remote_name": "ok"},
+        "echo-stop": {"remote_name": "echo-stop"},
         **{name: {"remote_name": name, **fail_fast} for name in BROKEN},
         "bad-chunk": {"remote_name": "bad-chunk", "max_retries": 0},
         "backup": {"remote_name": "ok"},
@@ -381,16 +382,46 @@ def test_common_openai_shapes_are_accepted(gw, messages):
 
 @pytest.mark.parametrize("extra, named", [
     ({"n": 2}, "n = 2"),
+    # Each of these was accepted and silently ignored:
+    ({"logprobs": True}, "'logprobs' is not supported"),
+    ({"top_logprobs": 3}, "'logprobs' is not supported"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+     "response_format 'json_schema' is not supported"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4 items"),
     ({"tools": [{"type": "function", "function": {"name": "w"}}]}, "'tools'"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url",
                                                  "image_url": {"url": "x"}}]}]}, "image_url"),
 ])
 def test_what_cannot_be_honoured_is_refused_not_ignored(gw, extra, named):
+    """What a client asks for and would not get is a 400 that names it."""
     g, _ = gw
     body = {"model": "ok", "messages": [{"role": "user", "content": "hi"}], **extra}
     r = httpx.post(f"{g.url}/v1/chat/completions", json=body, timeout=30, headers=headers())
     assert r.status_code == 400 and named in r.json()["error"]["message"]
 
+
+
+@pytest.mark.parametrize("stop, sent", [("END", ["END"]), (["\n\n", "Q:"], ["\n\n", "Q:"]),
+                                        (None, None)])
+def test_stop_sequences_reach_the_model(gw, stop, sent):
+    """``stop`` was accepted and dropped: an answer ran past where its client ends it."""
+    g, _ = gw
+    body = {"model": "echo-stop", "messages": [{"role": "user", "content": "count"}],
+            **({"stop": stop} if stop is not None else {})}
+    r = httpx.post(f"{g.url}/v1/chat/completions", json=body, timeout=30, headers=headers())
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["choices"][0]["message"]["content"]) == sent
+
+
+def test_an_unknown_stream_mode_is_refused_not_taken_for_the_default(gw):
+    g, _ = gw
+    r = httpx.post(f"{g.url}/v1/chat/completions", timeout=30,
+                   headers={**headers(), "x-triage-stream": "firts"},
+                   json={"model": "ok", "stream": True,
+                         "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400
+    assert "x-triage-stream must be 'accepted' or 'first', not 'firts'" in r.json()["error"][
+        "message"]
 
 # 8: headers: the parser holds every one until the last arrives ----------------------------
 

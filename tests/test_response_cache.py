@@ -25,7 +25,7 @@ def entry(cache: ResponseCache, key: str, scope: str, vector=None, answer="Paris
                  vector)
 
 
-def test_exact_hits_are_scoped_by_key_policy_limit_and_whole_conversation():
+def test_exact_hits_are_scoped_by_key_policy_limits_and_whole_conversation():
     cache = ResponseCache(CacheSettings(enabled=True))
     key, scope, text = cache.keys("a", "p", 64, USER)
     cache.put(key, scope, entry(cache, key, scope))
@@ -34,8 +34,9 @@ def test_exact_hits_are_scoped_by_key_policy_limit_and_whole_conversation():
     other_history = [{"role": "user", "content": "Tell me about Spain."},
                      {"role": "assistant", "content": "Spain is in Europe."}, *USER]
     for variant in (cache.keys("b", "p", 64, USER), cache.keys("a", "q", 64, USER),
-                    cache.keys("a", "p", 32, USER), cache.keys("a", "p", 64, other_history)):
-        assert variant[0] != key
+                    cache.keys("a", "p", 32, USER), cache.keys("a", "p", 64, other_history),
+                    cache.keys("a", "p", 64, USER, ("\n",))):  # a stop ends answers early
+        assert variant[0] != key and variant[1] != scope
         assert asyncio.run(cache.get(*variant))[0] is None
 
 

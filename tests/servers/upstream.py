@@ -149,6 +149,9 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, json.dumps(completion(model, "pang", -3.0)).encode())
             return
+        if model == "echo-stop":  # answers with the stop sequences it was sent
+            self._send(200, json.dumps(completion(model, json.dumps(body.get("stop")))).encode())
+            return
         if model == "echo-auth":
             echo = {"error": {"message": f"bad key {self.headers.get('Authorization')}"}}
             self._send(500, json.dumps(echo).encode())

@@ -164,10 +164,15 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         session = headers.get("x-triage-session") or None
         job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
                   policy_name=body.model, messages=body.conversation(), max_tokens=max_tokens,
-                  temperature=body.temperature, client=None,
+                  temperature=body.temperature, client=None, stop=body.stops(),
                   session=session[:MAX_SESSION_ID] if session else None)
+        mode = headers.get("x-triage-stream") or settings.stream
         try:
             job.client = client_of(headers)
+            if mode not in ("accepted", "first"):
+                raise Refused(400, "invalid request: x-triage-stream must be 'accepted' or "
+                                   f"'first', not {mode[:40]!r}", "invalid_request_error",
+                              "invalid_stream_mode")
             if session is not None and len(session) > MAX_SESSION_ID:
                 raise Refused(400, f"invalid request: x-triage-session is {len(session)} "
                                    f"characters; at most {MAX_SESSION_ID}",
@@ -188,7 +193,6 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
             await path.logged(job)
             return respond(failed)
         shape = Shape(job, chat)
-        mode = headers.get("x-triage-stream") or settings.stream
         if body.stream and mode == "first":
             return await first_stream(path, job, shape, request)
         failed = await until_done(request, path.attempt(job))

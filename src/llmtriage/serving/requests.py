@@ -112,6 +112,8 @@ class Job:
     limits: Limits = field(default_factory=Limits)
     #: Whether the response cache may answer it and keep its answer.
     cacheable: bool = True
+    #: Where the answer ends (sent to every model the policy calls).
+    stop: tuple[str, ...] = ()
 
     @property
     def prompt(self) -> str:
@@ -123,7 +125,7 @@ class Job:
         """The job as a batch of one for the step loop, with the request it sends and the
         model its sticky session binds it to."""
         request = ChatRequest(tuple(self.messages), max_tokens=self.max_tokens,
-                              temperature=self.temperature)
+                              temperature=self.temperature, stop=self.stop)
         return Queries.from_texts([self.prompt], conversations=[self.messages],
                                   requests=[request], pinned=[pinned])
 
@@ -269,7 +271,7 @@ class RequestPath:
         cached = None
         if self.cache is not None and job.cacheable and job.temperature == 0:
             cached = self.cache.keys(self._client(job), job.policy_name, job.max_tokens,
-                                     job.messages)
+                                     job.messages, job.stop)
             began = time.perf_counter()
             hit, vector = await self.cache.get(*cached)
             if hit is not None:

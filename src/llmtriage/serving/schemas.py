@@ -3,11 +3,14 @@
 What the OpenAI API accepts for text models is accepted: content as a string, as an array of
 text parts, or null (an assistant turn that only called tools); the ``developer`` role (sent
 upstream as ``system``) and ``tool`` messages. What Triage cannot honour is refused with a
-400 naming it, never silently ignored: ``n`` above 1, ``tools`` / ``functions``, and
-content parts that are not text (images, audio). Other unknown OpenAI fields are accepted
-and ignored, so clients need no change. Every field Triage reads is bounded, so a request
-cannot ask for unbounded work, and text must be valid Unicode (a lone surrogate is a 400,
-not an error deeper in).
+400 naming it, never silently ignored: ``n`` above 1, ``tools`` / ``functions``, content
+parts that are not text (images, audio), ``logprobs`` / ``top_logprobs`` (the answer's
+log-probabilities are not returned) and a ``response_format`` other than text (no model is
+held to a schema). ``stop`` is honoured: up to 4 sequences, sent to whichever models
+answer. Other unknown OpenAI fields (sampling settings such as ``top_p``, ``seed``,
+``user``) are accepted and ignored, so clients need no change. Every field Triage reads is
+bounded, so a request cannot ask for unbounded work, and text must be valid Unicode (a lone
+surrogate is a 400, not an error deeper in).
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ def not_text_or_bool(value: Any) -> Any:
 
 #: A whole number as JSON Schema means it.
 Count = Annotated[int, BeforeValidator(not_text_or_bool)]
+#: One stop sequence, and how many a request may give (OpenAI's limit).
+StopText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(valid_unicode)]
+MAX_STOPS = 4
 #: A token limit a request may ask for.
 TokenLimit = Annotated[int, Field(ge=1, le=MAX_TOKENS), BeforeValidator(not_text_or_bool)]
 
@@ -147,15 +153,34 @@ class _Common(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, strict=True)
     stream: StrictBool = False
     n: Count = Field(1, ge=1, le=1, description="only 1 is supported")
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOPS)] | None = Field(
+        None, description="up to 4 sequences where the answer ends")
     triage: TriageOptions | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _one_choice(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("n"), int) and data["n"] > 1:
+    def _honoured(cls, data: Any) -> Any:
+        """Refuse, naming it, what a client asks for that the gateway would not give."""
+        if not isinstance(data, dict):
+            return data
+        if isinstance(data.get("n"), int) and data["n"] > 1:
             raise ValueError(f"n = {data['n']} is not supported: the gateway returns one "
                              "choice per request")
+        if data.get("logprobs") not in (None, False, 0) or data.get("top_logprobs"):
+            raise ValueError("'logprobs' is not supported: the gateway does not return the "
+                             "answer's token log-probabilities")
+        shape = data.get("response_format")
+        kind = shape.get("type") if isinstance(shape, dict) else shape
+        if kind not in (None, "text"):
+            raise ValueError(f"response_format {str(kind)[:40]!r} is not supported: no model "
+                             "is held to a format or schema (ask for JSON in the prompt)")
         return data
+
+    def stops(self) -> tuple[str, ...]:
+        """The stop sequences, as the models are sent them."""
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
 class ChatBody(_Common):
