@@ -279,6 +279,9 @@ def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, 
     (["bench", "{src}", "--bootstrap", "-1"], "Invalid value for '--bootstrap'"),  # was taken as 0
     (["bench", "{src}", "--split", "validation"], "--split must be test, train or all"),
     (["bench", "{src}", "--axis", "weight"], "--axis must be cost, latency or energy"),
+    (["bench", "{src}", "-p", "knn", "--param", "knn.k=3", "--param", "knn.k=5"],
+     "--param knn.k is given twice"),  # the last one silently won
+    (["bench", "{src}", "-p", "knn", "-p", "knn"], "-p knn is given twice"),  # ran twice
     # Each of these was silently ignored, or wrote an .npz archive under another name:
     (["fit", "{src}", "-p", "knn", "--folds", "2", "--out", "{tmp}/p.npz"],
      "give them with --objective"),

@@ -103,7 +103,10 @@ def _params(entries: list[str] | None, kinds: list[str] | None = None
             if not kinds or len(kinds) != 1:
                 _fail(f"--param {entry!r}: name the policy kind it is for, as KIND.{key}=...")
             kind = kinds[0]
-        out.setdefault(kind, {})[name] = parse_value(value)
+        given = out.setdefault(kind, {})
+        if name in given:
+            _fail(f"--param {kind}.{name} is given twice; give each parameter once")
+        given[name] = parse_value(value)
     return out
 
 
@@ -116,6 +119,9 @@ def _policies(table: OutcomeTable, kinds: list[str], params: dict[str, dict[str,
     stray = sorted(set(params) - set(kinds))
     if stray:
         _fail(f"--param names {stray}, which no -p asks for")
+    if twice := sorted({k for k in kinds if kinds.count(k) > 1}):
+        _fail(f"-p {', '.join(twice)} is given twice; a kind's settings are one sweep (set "
+              "them with --param)")
     if not kinds:
         return default_policies(table)
     if "single" not in kinds:  # the single models are every metric's reference (AIQ's hull)
@@ -288,9 +294,9 @@ def fit(
 def _artifact_out(path: Path) -> None:
     """Fail now where a policy artifact cannot be written under ``path``: it is an .npz
     archive, and a name that says otherwise misleads whoever opens it."""
+    _writable(path)
     if path.suffix.lower() != ".npz":
         _fail(f"{path}: a policy artifact is an .npz file; name it so")
-    _writable(path)
 
 
 def _search(train: OutcomeTable, objective: str, families: str | None, folds: int | str
