@@ -275,6 +275,13 @@ def test_a_lone_row_is_committed_on_the_loop_and_a_locked_log_never_stalls_it(tm
     ("[gateway.cache]\nttl_s = nan", "gateway.cache.ttl_s: Input should be a finite number"),
     ('[[policies]]\nname = "p"\nkind = "threshold-cascade"\n'
      'models = ["smollm2-135m", "smollm2-135m"]', "['smollm2-135m'] named twice"),
+    # Called (four times) before it failed as "NonHttpUrlClientError":
+    ('[[models]]\nname = "a"\nbackend = "openai"\nendpoint = "file:///etc/passwd"',
+     "the endpoint must be an http:// or https:// URL with a host"),
+    ('[[models]]\nname = "a"\nbackend = "openai"\nendpoint = "localhost:8080/v1"',
+     "the endpoint must be an http:// or https:// URL with a host"),
+    ('[[models]]\nname = "a"\nbackend = "openai"\nendpoint = "http://127.0.0.1:9/v1"\n'
+     "timeout_s = 1e300", "models.0.timeout_s: Input should be less than or equal to 86400"),
 ])
 def test_a_config_number_out_of_reason_is_refused_naming_it(tmp_path, toml, fault):
     config = tmp_path / "gateway.toml"
@@ -285,6 +292,18 @@ def test_a_config_number_out_of_reason_is_refused_naming_it(tmp_path, toml, faul
     said = " ".join(done.stderr.split())
     assert done.returncode == 2 and fault in said, said
     assert "Traceback" not in said
+
+
+def test_ask_closes_an_http_models_connections_when_its_call_fails(tmp_path):
+    """It printed aiohttp's "Unclosed client session" after its error line."""
+    (tmp_path / "c.toml").write_text('[[models]]\nname = "a"\nbackend = "openai"\n'
+                                     'endpoint = "http://127.0.0.1:9/v1"\nmax_retries = 0\n')
+    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--catalog",
+                           str(tmp_path / "c.toml"), "hi"], capture_output=True, text=True,
+                          timeout=120)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "a: connection failed" in said, said
+    assert "Unclosed" not in said and "Traceback" not in said
 
 
 def test_the_energy_figures_of_a_config_apply_to_the_embedded_ladder_too():

@@ -23,7 +23,7 @@ from llmtriage.data.loaders import load_table
 from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.prices import PriceCatalog
 from llmtriage.data.table import OutcomeTable
-from llmtriage.policies.base import Policy
+from llmtriage.policies.base import Policy, Trace
 
 app = typer.Typer(
     add_completion=False,
@@ -607,8 +607,15 @@ def ask(
     request = ChatRequest.ask(question, max_tokens=max_tokens)
     one = Queries.from_texts([question])
     queries = Queries(one.prompt_ids, one.prompts, one.tasks, requests=[request])
+
+    async def answered() -> Trace:
+        try:
+            return await arun_policy(chosen, pool, queries)
+        finally:  # an HTTP model's connections close with the loop they belong to
+            await pool.aclose()
+
     with _user_errors(RuntimeError):
-        trace = asyncio.run(arun_policy(chosen, pool, queries))
+        trace = asyncio.run(answered())
     signal = chosen.signal or "mean_logprob"
     t = Table(title=escape(f"policy {name} ({chosen.label}), judged by {signal}"))
     for col in ("step", "model", "answer", signal.replace("_", " "), "latency ms",

@@ -29,6 +29,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -39,6 +40,10 @@ from llmtriage.data.errors import DataError, faults
 #: draws roughly 5-15 W per busy core; override with ``watts_per_core`` in the catalog.
 WATTS_PER_CORE = 10.0
 USD_PER_KWH = 0.15
+
+
+#: The longest duration a catalog or config may set (past it a timer is a typo).
+DAY_S = 86_400.0
 
 
 class ModelSpec(BaseModel):
@@ -62,13 +67,13 @@ class ModelSpec(BaseModel):
     #: Calls that may wait for one of this model's slots; beyond, a call fails at once.
     max_queue: int = Field(64, ge=0)
     #: Whole-call deadline of one attempt (HTTP models), not a per-read timeout.
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0, le=DAY_S)
     #: Deadline for the reply's first byte (a stream's first chunk); default: timeout_s.
-    first_byte_s: float | None = Field(None, gt=0)
+    first_byte_s: float | None = Field(None, gt=0, le=DAY_S)
     #: A call that succeeds but takes longer than this counts as a failure for the circuit
     #: breaker (latency outlier detection); None: only failures count.
-    slow_call_s: float | None = Field(None, gt=0)
-    max_retries: int = Field(3, ge=0)
+    slow_call_s: float | None = Field(None, gt=0, le=DAY_S)
+    max_retries: int = Field(3, ge=0, le=20)
     #: What a call is expected to take until calls are measured (ms; a request's deadline
     #: is kept against it, see policies.limits); None: unknown, taken to fit.
     expected_latency_ms: float | None = Field(None, gt=0)
@@ -83,6 +88,11 @@ class ModelSpec(BaseModel):
                                  f"{[m.name for m in LOCAL_MODELS]}")
         elif not self.endpoint:
             raise ValueError("an openai model needs an 'endpoint'")
+        else:
+            url = urlsplit(self.endpoint)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                # Not echoed: an endpoint may carry credentials.
+                raise ValueError("the endpoint must be an http:// or https:// URL with a host")
         return self
 
     def secret(self) -> str | None:

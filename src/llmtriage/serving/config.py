@@ -74,7 +74,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmtriage.backends.catalog import Catalog, ModelSpec, default_catalog, read_toml
+from llmtriage.backends.catalog import DAY_S, Catalog, ModelSpec, default_catalog, read_toml
 from llmtriage.data.errors import DataError, faults
 from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
@@ -86,7 +86,6 @@ from llmtriage.serving.schemas import MAX_TOKENS
 #: makes every budget meaningless).
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 #: A config's durations: positive and at most a day, past which a timer is a typo.
-DAY_S = 86_400.0
 Seconds = Annotated[float, Field(gt=0, le=DAY_S)]
 
 
