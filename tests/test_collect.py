@@ -397,3 +397,23 @@ def test_collect_refuses_a_sample_of_nothing(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--sample" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_a_journal_keeps_every_finished_row_and_drops_the_rest(tmp_path):
+    """A line that is not a finished row was trusted (quality "high" or 7 went into the
+    table), broke the run (a JSON list: AttributeError), or dropped every row after it."""
+    from llmtriage.collection import read_journal
+
+    def row(i: int, **change: object) -> str:
+        return json.dumps({"prompt_id": f"p{i}", "model": "m", "quality": 1.0, **change})
+
+    journal = tmp_path / "out.csv.journal.jsonl"
+    lines = [row(0), "not json", row(1, quality="high"), "[1, 2]", row(2, quality=7),
+             row(3, model=None), row(4), '{"prompt_id": "p5", "mod']
+    journal.write_text("\n".join(lines))
+    rows, damaged = read_journal(journal)
+    assert [r["prompt_id"] for r in rows] == ["p0", "p4"] and damaged == 6
+    # Rewritten to the finished rows, so appends start on a clean line.
+    assert journal.read_text().splitlines() == [json.dumps(json.loads(row(0))),
+                                                json.dumps(json.loads(row(4)))]
+    assert read_journal(journal) == (rows, 0)

@@ -540,6 +540,9 @@ def collect(
             result = asyncio.run(run())
     console.print(f"wrote {result.out}: {result.rows} rows ({result.computed} computed, "
                   f"{result.reused} reused from {collection.journal_path(out).name})")
+    if result.damaged:
+        err.print(f"note: dropped {result.damaged} journal line(s) that were not a finished "
+                  "row (torn or edited); any answer they held was computed again")
     if ray is not None:
         console.print("calls per Ray node: " + " + ".join(str(n) for n in pool.calls))
 

@@ -3,7 +3,9 @@
 Every (prompt, model) answer is graded and appended to a journal (one JSON line, flushed)
 the moment it is done; the outcome table is then written from the journal, atomically. A run
 killed halfway leaves a journal of finished rows; the next run reads it, skips them, and
-computes only the rest. A torn last line (a kill mid-write) is dropped and recomputed.
+computes only the rest. A line that is not a finished row (torn by a kill mid-write, or
+edited by hand into something else) is dropped and its answer recomputed; the rows around
+it are kept.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from llmtriage.backends.live import ChatRequest, Completion
 from llmtriage.data.jsontext import loads
@@ -75,23 +78,37 @@ def outcome_row(probe: Probe, split: str, completion: Completion) -> dict:
     }
 
 
-def read_journal(path: Path) -> list[dict]:
-    """The finished rows; a torn or corrupt trailing line is dropped (and rewritten away)."""
+class JournalRow(BaseModel):
+    """What a resumed run trusts of a journal line before it skips that answer (the rest
+    of the row is carried into the table as written, where the long format checks it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt_id: StrictStr
+    model: StrictStr
+    quality: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
+
+
+def read_journal(path: Path) -> tuple[list[dict], int]:
+    """The finished rows, and how many lines were not one (dropped from the file, so that
+    appends start on a clean line and those answers are computed again)."""
     if not path.is_file():
-        return []
-    rows, intact = [], True
-    with path.open() as f:
+        return [], 0
+    rows, damaged = [], 0
+    with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
-                rows.append(loads(line))
-            except ValueError:
-                intact = False
-                break
-    if not intact:  # rewrite without the damaged tail, so appends start on a clean line
+                row = loads(line)
+                JournalRow.model_validate(row)
+            except (ValueError, ValidationError):
+                damaged += 1
+                continue
+            rows.append(row)
+    if damaged:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, path)
-    return rows
+    return rows, damaged
 
 
 @dataclass
@@ -100,6 +117,8 @@ class CollectResult:
     rows: int
     computed: int
     reused: int
+    #: Journal lines that were not a finished row (dropped; their answers computed again).
+    damaged: int = 0
 
 
 class Answerer(Protocol):
@@ -124,8 +143,8 @@ async def collect(
     out = Path(out)
     journal = journal_path(out)
     journal.parent.mkdir(parents=True, exist_ok=True)
-    done_rows = [r for r in read_journal(journal)
-                 if r.get("model") in pool.models]
+    journaled, damaged = read_journal(journal)
+    done_rows = [r for r in journaled if r["model"] in pool.models]
     done = {(r["prompt_id"], r["model"]) for r in done_rows}
     ids = [p.id for p in probes]
     splits = dict(zip(ids, hash_splits(np.array(ids, dtype=object), test_fraction),
@@ -147,7 +166,7 @@ async def collect(
 
     with journal.open("a") as sink:
         await asyncio.gather(*(one(p, m, sink) for p, m in todo))
-    rows = [r for r in read_journal(journal) if r.get("model") in pool.models]
+    rows = [r for r in read_journal(journal)[0] if r["model"] in pool.models]
     wanted = {p.id for p in probes}
     frame = pd.DataFrame([r for r in rows if r["prompt_id"] in wanted])
     frame = frame.drop_duplicates(["prompt_id", "model"], keep="last")
@@ -157,4 +176,4 @@ async def collect(
     frame = frame.sort_values(["prompt_id", "model"], key=lambda col: col.map(
         prompt_rank if col.name == "prompt_id" else model_rank)).reset_index(drop=True)
     write_frame(frame, out)
-    return CollectResult(out, len(frame), len(todo), len(done))
+    return CollectResult(out, len(frame), len(todo), len(done), damaged)
