@@ -294,12 +294,15 @@ def test_a_config_number_out_of_reason_is_refused_naming_it(tmp_path, toml, faul
     assert "Traceback" not in said
 
 
-def test_ask_closes_an_http_models_connections_when_its_call_fails(tmp_path):
-    """It printed aiohttp's "Unclosed client session" after its error line."""
+@pytest.mark.parametrize("command", [["ask", "hi"], ["collect", "--sample", "1", "--out",
+                                                  "{tmp}/out.csv"]])
+def test_an_http_models_connections_close_when_its_call_fails(tmp_path, command):
+    """ask and collect printed aiohttp's "Unclosed client session" after their error."""
     (tmp_path / "c.toml").write_text('[[models]]\nname = "a"\nbackend = "openai"\n'
                                      'endpoint = "http://127.0.0.1:9/v1"\nmax_retries = 0\n')
-    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--catalog",
-                           str(tmp_path / "c.toml"), "hi"], capture_output=True, text=True,
+    name, *rest = [part.format(tmp=tmp_path) for part in command]
+    done = subprocess.run([sys.executable, "-m", "llmtriage.cli", name, "--catalog",
+                           str(tmp_path / "c.toml"), *rest], capture_output=True, text=True,
                           timeout=120)
     said = " ".join(done.stderr.split())
     assert done.returncode == 2 and "a: connection failed" in said, said

@@ -532,9 +532,8 @@ def collect(
             try:
                 return await collection.collect(pool, chosen, out, on_start=start,
                                                 on_row=row)
-            finally:
-                if ray is not None:
-                    await pool.aclose()
+            finally:  # HTTP models' connections and the cluster's actors go with the loop
+                await pool.aclose()
 
         with _user_errors(RuntimeError):
             result = asyncio.run(run())
