@@ -1,7 +1,7 @@
 """Where the gateway's CPU goes on a passed-through request: measured, compared, profiled.
 
     python bench/gateway_profile.py [--requests 3000] [--rounds 4] [--concurrency 1,16]
-                                    [--against REF] [--no-profile]
+                                    [--against REF] [--floor] [--no-profile]
                                     [--profile-in-flight 16]
 
 Starts the fixed-answer upstream and ``triage serve`` (one model passed through, a keyed
@@ -15,6 +15,13 @@ script's load generator and the upstream to core 1, and reports:
 - with ``--against REF``: the same for the code at a git ref (a worktree of it, run by
   this interpreter), its rounds alternating with this tree's, so that both see the same
   machine (timings on a shared machine drift by a third from one minute to the next);
+- with ``--floor``: where the time goes by layer. The bare reverse proxy of
+  ``bench/servers/bare_proxy.py`` (the same uvicorn, httptools, uvloop and aiohttp, nothing
+  else) measured the same way, its rounds alternating with the gateway's: the stack's own
+  cost at that number in flight. And the gateway's ASGI app alone, in this process with no
+  sockets (requests handed to it directly; its model answers at once, in process): the
+  CPU of Triage's own work, hot (the same code run back to back keeps the CPU's caches
+  warm, which a lone request on a live server between network waits does not);
 - unless ``--no-profile``: the share of the gateway's sampled CPU time by the library the
   innermost frame is in (own time), the busiest functions (own time), and the inclusive
   share of the gateway's own functions (the admission, the policy run, the upstream
@@ -36,10 +43,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_overhead import (  # noqa: E402
+    CLIENT_KEY,
     HERE,
     cpu_seconds,
     free_port,
@@ -81,6 +92,82 @@ def gateway(upstream: str, work: Path, src: Path | None, core: set[int]
     return proc, url
 
 
+def bare_proxy(upstream: str, work: Path, core: set[int]) -> tuple[subprocess.Popen, str]:
+    """The stack's floor: uvicorn + httptools + uvloop + aiohttp forwarding bytes."""
+    port = free_port()
+    proc = start([sys.executable, str(HERE / "servers" / "bare_proxy.py"), str(port),
+                  upstream], f"http://127.0.0.1:{port}/v1/models", work / "bare.log")
+    os.sched_setaffinity(proc.pid, core)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    asyncio.run(load(url, "fixed-a", 200, 4, "warm"))
+    return proc, url
+
+
+def app_in_process(requests: int) -> float:
+    """CPU milliseconds per passed-through request of the gateway's ASGI app run in this
+    process without sockets: the request is handed to the app, and its one model (an
+    in-process stand-in) answers at once. Admission, the policy loop, accounting and the
+    log row's commit all run as served."""
+    import json
+
+    from llmtriage.backends.live import ChatRequest, Completion, TokenLogprob
+    from llmtriage.serving.app import build_gateway
+    from llmtriage.serving.config import load_gateway_config
+
+    class Answers:
+        async def complete(self, model: str, request: ChatRequest) -> Completion:
+            return Completion(model, "fixed", 12, 1, 1.0, 1e-6, None,
+                              [TokenLogprob("fixed", -0.1, ())])
+
+        async def aclose(self) -> None:
+            return None
+
+    work = Path(tempfile.mkdtemp(prefix="triage-app-"))
+    (work / "triage.toml").write_text(gateway_config("http://127.0.0.1:9", work, ("fixed-a",)))
+    config = load_gateway_config(work / "triage.toml")  # the benchmarked gateway's, as served
+    app, _ = build_gateway(config, config.catalog(), backends={"openai": Answers()})
+    body = json.dumps({"model": "fixed-a", "max_tokens": 8, "messages": [
+        {"role": "user", "content": "in-process question: what is 3 plus 10?"}]}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions",
+             "raw_path": b"/v1/chat/completions", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                         (b"authorization", f"Bearer {CLIENT_KEY}".encode()),
+                         (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+
+    async def one() -> None:
+        sent: list[dict] = []
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        held = asyncio.Event()  # the client never goes away
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop()
+            await held.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(dict(scope), receive, send)
+        assert sent[0]["status"] == 200, sent
+
+    async def run() -> float:
+        async with app.app.router.lifespan_context(app.app):
+            for _ in range(300):
+                await one()
+            started = time.process_time()
+            for _ in range(requests):
+                await one()
+            return (time.process_time() - started) * 1000 / requests
+
+    try:
+        return uvloop.run(run())  # the server's loop
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def compare(gateways: dict[str, tuple[subprocess.Popen, str]], concurrency: list[int],
             requests: int, rounds: int) -> None:
     """CPU per request of each gateway, rounds alternating between them."""
@@ -104,7 +191,7 @@ def compare(gateways: dict[str, tuple[subprocess.Popen, str]], concurrency: list
             loop = statistics.median(looped[name])
             print(f"{name:>12}, {c:>2} in flight: {statistics.median(ms):.2f} ms CPU per "
                   f"request (rounds {ms[0]:.2f}-{ms[-1]:.2f}; event loop {loop:.2f}, other "
-                  f"threads {statistics.median(ms) - loop:.2f}), "
+                  f"threads {max(0.0, statistics.median(ms) - loop):.2f}), "
                   f"{statistics.median(rates[name]):.0f} req/s", flush=True)
 
 
@@ -114,6 +201,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", default="1,16", help="in flight, comma-separated")
     parser.add_argument("--against", metavar="REF", help="also run the code at this git ref")
+    parser.add_argument("--floor", action="store_true",
+                        help="also the bare proxy and the ASGI app in process (by layer)")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--profile-in-flight", type=int, default=16, metavar="N",
                         help="requests in flight while profiling")
@@ -135,11 +224,17 @@ def main() -> None:
             if tree is not None:
                 gateways[args.against] = gateway(upstream, work / "old", tree / "src",
                                                  gateway_core)
+            if args.floor:
+                gateways["bare proxy"] = bare_proxy(upstream, work, gateway_core)
             procs += [proc for proc, _ in gateways.values()]
             print(f"gateway on core {sorted(gateway_core)}, load and upstream on "
                   f"{sorted(load_cores)}; {args.requests} requests a round", flush=True)
             compare(gateways, [int(c) for c in args.concurrency.split(",")], args.requests,
                     args.rounds)
+            if args.floor:
+                hot = sorted(app_in_process(args.requests) for _ in range(args.rounds))
+                print(f"  ASGI app in process (hot, no sockets): {statistics.median(hot):.2f} "
+                      f"ms CPU per request (rounds {hot[0]:.2f}-{hot[-1]:.2f})", flush=True)
             if not args.no_profile:
                 profile(spy, *gateways["this tree"], args.requests, args.profile_in_flight,
                         work / "stacks.txt")
