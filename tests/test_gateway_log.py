@@ -316,3 +316,19 @@ def test_the_energy_figures_of_a_config_apply_to_the_embedded_ladder_too():
     catalog = GatewayConfig(watts_per_core=3.5, usd_per_kwh=0.4).catalog()
     assert (catalog.watts_per_core, catalog.usd_per_kwh) == (3.5, 0.4)
     assert catalog.names() == GatewayConfig().catalog().names()
+
+
+def test_serve_on_an_address_in_use_says_so_before_it_claims_to_serve():
+    """It printed "serving ... on http://127.0.0.1:PORT" and then uvicorn's own error."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "serve", "--port",
+                               str(port)], capture_output=True, text=True, timeout=120)
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, said
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in said
+    assert "serving" not in said and "Traceback" not in said

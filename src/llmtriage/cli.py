@@ -710,7 +710,7 @@ def serve(
         return
     from llmtriage.serving.app import build_gateway
     from llmtriage.serving.config import load_gateway_config
-    from llmtriage.serving.server import run
+    from llmtriage.serving.server import listening_socket, run
 
     with _user_errors():
         cfg = load_gateway_config(config)
@@ -719,6 +719,7 @@ def serve(
         cat = _catalog(catalog, None) if catalog is not None else cfg.catalog()
         settings = cfg.gateway
         gateway, policies = build_gateway(cfg, cat)
+        sock = listening_socket(host, port)
     if not cfg.keys and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] no API keys configured and listening on {host}: "
                   "anyone who can reach it can spend on your models")
@@ -728,7 +729,7 @@ def serve(
     console.print(f"serving {', '.join(policies)} and {', '.join(cat.names())} on "
                   f"http://{host}:{port}/v1 (request log: {log}; limits and sessions: "
                   f"{state})")
-    run(gateway, host, port, settings)
+    run(gateway, sock, settings)
 
 
 @app.command()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from http import HTTPStatus
 
 import uvicorn
@@ -207,8 +208,28 @@ def raise_file_limit() -> int:
     return soft
 
 
-def run(app: object, host: str, port: int, settings: GatewaySettings) -> None:
-    """Serve ``app`` until SIGTERM/SIGINT, finishing in-flight requests first."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything says it serves: an address in use, or a
+    host that does not resolve, is an error naming it instead of a line from uvicorn after
+    the start was announced."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(app: object, sock: socket.socket, settings: GatewaySettings) -> None:
+    """Serve ``app`` on ``sock`` until SIGTERM/SIGINT, finishing in-flight requests first."""
     files = raise_file_limit()
     repeats = RepeatFilter()
     for name in ("asyncio", "uvicorn", "uvicorn.error"):
@@ -217,7 +238,13 @@ def run(app: object, host: str, port: int, settings: GatewaySettings) -> None:
     cap = max(1, min(settings.max_connections, files - 256))
     # No access log (the request log is the record) and no X-Forwarded-For rewriting
     # (nothing reads the client's address): neither costs a request anything.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                proxy_headers=False, http=guarded_protocol(settings, cap),
-                timeout_keep_alive=int(max(1, settings.keep_alive_s)),
-                timeout_graceful_shutdown=int(settings.shutdown_timeout_s))
+    server = uvicorn.Server(uvicorn.Config(
+        app, log_level="warning", access_log=False, proxy_headers=False,
+        http=guarded_protocol(settings, cap), timeout_keep_alive=int(max(1, settings.keep_alive_s)),
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s)))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # the app's own start failed (uvicorn has said why)
+        raise SystemExit(3)
