@@ -47,6 +47,9 @@ def sniff(path: Path) -> str:
 def parse_source(source: str) -> tuple[str, Path]:
     head, sep, tail = source.partition(":")
     if sep and head in FORMATS:
+        if not tail.strip():  # Path("") is the working directory: not what was meant
+            raise DataError(f"{source!r}: give the data's path after the prefix, e.g. "
+                            f"{head}:PATH")
         return head, Path(tail)
     return "", Path(source)
 
