@@ -146,3 +146,21 @@ def test_ask_runs_the_fitted_default_and_calls_one_model():
     assert "Canberra" in run.stdout
     steps = re.findall(r"^\S (\d+)\s+\S", run.stdout, re.M)
     assert steps == ["1"], run.stdout  # one call, the model the router picked
+
+
+@pytest.mark.parametrize("head, fault", [
+    (b"prompt_id,model\n", "is not a GGUF model file"),
+    (b"GGUF" + bytes(range(256)) * 20, "llama.cpp could not load"),
+])
+def test_a_catalog_path_that_is_no_model_is_refused_naming_the_model(tmp_path, head, fault):
+    """Both failed as llama.cpp's bare "Failed to init server, please check the input
+    params", naming neither the model nor the file."""
+    from llmtriage.backends.catalog import Catalog, ModelSpec
+    from llmtriage.backends.live import BackendError
+    from llmtriage.backends.llamacpp import LlamaCppBackend
+
+    (tmp_path / "m.gguf").write_bytes(head)
+    catalog = Catalog(models=[ModelSpec(name="mine", backend="llamacpp",
+                                        path=tmp_path / "m.gguf")])
+    with pytest.raises(BackendError, match=f"mine: .*{fault}"):
+        LlamaCppBackend(catalog).load("mine")

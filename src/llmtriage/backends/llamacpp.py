@@ -20,6 +20,9 @@ from llmtriage.backends.catalog import Catalog, ModelSpec
 from llmtriage.backends.live import BackendError, ChatRequest, Completion, parse_chat_response
 from llmtriage.backends.zoo import ensure, local_model
 
+#: The first bytes of every GGUF file.
+GGUF_MAGIC = b"GGUF"
+
 
 def model_path(spec: ModelSpec) -> Path:
     """The verified GGUF file of a catalog entry (assembled into the cache if needed)."""
@@ -28,6 +31,9 @@ def model_path(spec: ModelSpec) -> Path:
     assert spec.path is not None
     if not spec.path.is_file():
         raise BackendError(f"{spec.name}: GGUF file {spec.path} does not exist")
+    with spec.path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:  # llama.cpp would say only "failed to init server"
+            raise BackendError(f"{spec.name}: {spec.path} is not a GGUF model file")
     return spec.path
 
 
@@ -78,7 +84,11 @@ class LlamaCppBackend:
             params.warmup = False
             # llama.cpp logs every load and request to stderr; TRIAGE_LLAMA_LOGS=1 keeps it.
             params.verbosity = 3 if os.environ.get("TRIAGE_LLAMA_LOGS") else -1
-            self._servers[name] = xllamacpp.Server(params)
+            try:
+                self._servers[name] = xllamacpp.Server(params)
+            except RuntimeError as exc:  # a damaged file, or one this llama.cpp cannot read
+                raise BackendError(f"{name}: llama.cpp could not load "
+                                   f"{params.model.path}: {exc}") from None
             return self._servers[name]
 
     def loaded(self) -> list[str]:
