@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -76,3 +77,16 @@ def test_report_refuses_a_bad_source_in_one_line(tmp_path):
                           str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "error" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "r" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_a_set_too_small_to_study_fails_before_any_set_is_studied(two_tasks, tmp_path):
+    """The study ran every set before it, minutes each, then failed and wrote nothing."""
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("prompt_id,model,quality,cost_usd\np1,a,1,0.1\np1,b,0,0.2\n")
+    started = time.perf_counter()
+    run = subprocess.run([*CLI, "report", str(two_tasks), str(tiny), "--out",
+                          str(tmp_path / "r")], capture_output=True, text=True, timeout=600)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and "tiny[train] has 1 prompt(s)" in said, said
+    assert time.perf_counter() - started < 30  # the two-task set alone takes minutes

@@ -11,7 +11,7 @@ over everything. Beside them: the single models, the oracle and random mixing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,7 @@ from llmtriage.policies.search import (
     candidates,
     cross_validate,
 )
+from llmtriage.policies.search.crossval import split_folds
 
 
 @dataclass
@@ -146,17 +147,19 @@ def study(
     several tasks when ``held_out``; routers read ``embedder``'s features (default
     MiniLM)."""
     tick = tick or (lambda _label: None)
+    for _, table in sets:  # a set too small to study fails before the others take minutes
+        for part in [table, *(split for _, split in _held_out(table, held_out))]:
+            split_folds(part.split(TRAIN), 3)  # cross_validate's folds
     out = []
     for name, table in sets:
         started = time.perf_counter()
         result, _ = _compare(table, tick, embedder)
         result.dataset = name
         one = SetStudy(name, result, headlines(result), reasons(table, result))
-        if held_out and len(set(table.tasks.tolist())) > 1:
-            for task, split in held_out_tasks(table):
-                loto, _ = _compare(split, tick, embedder)
-                loto.dataset = f"{name}, held-out task {task}"
-                one.held_out.append((task, loto, headlines(loto)))
+        for task, split in _held_out(table, held_out):
+            loto, _ = _compare(split, tick, embedder)
+            loto.dataset = f"{name}, held-out task {task}"
+            one.held_out.append((task, loto, headlines(loto)))
         one.seconds = time.perf_counter() - started
         out.append(one)
     return out
@@ -164,8 +167,10 @@ def study(
 
 def count_candidates(table: OutcomeTable, held_out: bool = True) -> int:
     """How many candidates the study cross-validates on a table (for a progress bar)."""
-    n = len(candidates(table.split(TRAIN), FAMILIES))
-    if held_out and len(set(table.tasks.tolist())) > 1:
-        n += sum(len(candidates(split.split(TRAIN), FAMILIES))
-                 for _, split in held_out_tasks(table))
-    return n
+    return len(candidates(table.split(TRAIN), FAMILIES)) + sum(
+        len(candidates(split.split(TRAIN), FAMILIES)) for _, split in _held_out(table, held_out))
+
+
+def _held_out(table: OutcomeTable, held_out: bool) -> Iterable[tuple[str, OutcomeTable]]:
+    """Each task of a multi-task table with that task held out, when they are asked for."""
+    return held_out_tasks(table) if held_out and len(set(table.tasks.tolist())) > 1 else []
