@@ -79,7 +79,6 @@ def test_report_refuses_a_bad_source_in_one_line(tmp_path):
     assert not (tmp_path / "r" / "report.html").exists()
 
 
-@pytest.mark.slow
 def test_a_set_too_small_to_study_fails_before_any_set_is_studied(two_tasks, tmp_path):
     """The study ran every set before it, minutes each, then failed and wrote nothing."""
     tiny = tmp_path / "tiny.csv"
