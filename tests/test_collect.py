@@ -380,6 +380,7 @@ def test_ask_answers_through_a_configured_policy(fitted):
     (["  "], "the question is empty"),
     (["hi", "--policy", "triage"], "--policy names one of a --config's policies"),
     (["hi", "--threshold", "nan"], "--threshold is a finite logprob"),
+    (["hi", "--threshold", "5"], "--threshold 5 is above 0"),  # escalated to the 1.5B
     (["hi", "--max-tokens", "0"], "--max-tokens is from 1 to 8192, not 0"),
 ])
 def test_ask_refuses_what_it_would_ignore_or_cannot_answer(args, fault):

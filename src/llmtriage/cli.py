@@ -579,6 +579,9 @@ def ask(
         _fail("the question is empty")
     if not 1 <= max_tokens <= MAX_TOKENS:
         _fail(f"--max-tokens is from 1 to {MAX_TOKENS}, not {max_tokens}")
+    if threshold is not None and threshold > 0:
+        _fail(f"--threshold {threshold:g} is above 0, where no log-probability reaches: no "
+              "answer would be accepted before the last model")
     if threshold is not None and (config is not None or not math.isfinite(threshold)):
         _fail("--threshold is a finite logprob, for the threshold cascade asked without "
               "--config (a config brings its own policies)")
