@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llmtriage.data.errors import DataError
+from llmtriage.data.errors import DataError, repeated
 from llmtriage.data.loaders import load_table
 from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.prices import PriceCatalog
@@ -119,7 +119,7 @@ def _policies(table: OutcomeTable, kinds: list[str], params: dict[str, dict[str,
     stray = sorted(set(params) - set(kinds))
     if stray:
         _fail(f"--param names {stray}, which no -p asks for")
-    if twice := sorted({k for k in kinds if kinds.count(k) > 1}):
+    if twice := repeated(kinds):
         _fail(f"-p {', '.join(twice)} is given twice; a kind's settings are one sweep (set "
               "them with --param)")
     if not kinds:

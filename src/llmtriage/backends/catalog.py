@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from llmtriage.backends.zoo import LOCAL_MODELS
-from llmtriage.data.errors import DataError, faults
+from llmtriage.data.errors import DataError, faults, repeated
 
 #: Busy-core power assumed for the energy estimate of local inference (W). A desktop CPU
 #: draws roughly 5-15 W per busy core; override with ``watts_per_core`` in the catalog.
@@ -113,7 +113,7 @@ class Catalog(BaseModel):
     @model_validator(mode="after")
     def _unique(self) -> Catalog:
         names = [m.name for m in self.models]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = repeated(names)
         if dup:
             raise ValueError(f"model names must be unique; repeated: {dup}")
         return self
@@ -128,7 +128,7 @@ class Catalog(BaseModel):
         return [m.name for m in self.models]
 
     def select(self, names: list[str]) -> Catalog:
-        if twice := sorted({n for n in names if names.count(n) > 1}):
+        if twice := repeated(names):
             raise DataError(f"model(s) {twice} named twice; name each model once")
         return self.model_copy(update={"models": [self.spec(n) for n in names]})
 

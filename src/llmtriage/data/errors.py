@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,3 +22,8 @@ def faults(errors: Sequence[Any], skip: int = 0) -> str:
                          if isinstance(p, int) or str(p).isidentifier())
         said.setdefault(f"{where}: {e['msg']}" if where else e["msg"])
     return "; ".join(list(said)[:5])
+
+
+def repeated(names: Sequence[str]) -> list[str]:
+    """The names given more than once, sorted: what an error about duplicates names."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)

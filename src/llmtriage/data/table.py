@@ -14,7 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from llmtriage.data.errors import DataError
+from llmtriage.data.errors import DataError, repeated
 
 #: Names of the optional per-outcome columns, in the order the long format writes them.
 OUTCOME_COLUMNS = ("cost_usd", "tokens_in", "tokens_out", "latency_ms", "energy_j", "confidence")
@@ -149,7 +149,7 @@ class OutcomeTable:
         if m == 0 or n == 0:
             raise DataError(f"table {self.name!r} is empty ({n} prompts, {m} models)")
         if len(set(self.models)) != m:
-            dup = sorted({x for x in self.models if self.models.count(x) > 1})
+            dup = repeated(self.models)
             raise DataError(f"table {self.name!r} names a model twice: {dup}")
         if len(set(self.prompt_ids)) != n:
             raise DataError(f"table {self.name!r} has duplicate prompt ids")

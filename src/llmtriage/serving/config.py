@@ -75,7 +75,7 @@ from pydantic import (
 )
 
 from llmtriage.backends.catalog import DAY_S, Catalog, ModelSpec, default_catalog, read_toml
-from llmtriage.data.errors import DataError, faults
+from llmtriage.data.errors import DataError, faults, repeated
 from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
 from llmtriage.serving.cache import CacheSettings
@@ -180,7 +180,7 @@ class PolicySpec(BaseModel):
     @field_validator("models")
     @classmethod
     def _once_each(cls, models: list[str] | None) -> list[str] | None:
-        if models and (twice := sorted({m for m in models if models.count(m) > 1})):
+        if models and (twice := repeated(models)):
             raise ValueError(f"{twice} named twice; name each model once")
         return models
 
