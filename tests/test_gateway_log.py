@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from servers.processes import gateway, upstream, write_config
+from servers.processes import free_port, gateway, upstream, write_config
 
 from llmtriage.data.loaders import load_table
 from llmtriage.policies.routers.knn import KNNRouter
@@ -287,8 +287,8 @@ def test_a_config_number_out_of_reason_is_refused_naming_it(tmp_path, toml, faul
     config = tmp_path / "gateway.toml"
     config.write_text(toml + "\n")
     done = subprocess.run([sys.executable, "-m", "llmtriage.cli", "serve", "--config",
-                           str(config), "--port", "9"], capture_output=True, text=True,
-                          timeout=120)
+                           str(config), "--port", str(free_port())], capture_output=True,
+                          text=True, timeout=120)
     said = " ".join(done.stderr.split())
     assert done.returncode == 2 and fault in said, said
     assert "Traceback" not in said
@@ -299,7 +299,8 @@ def test_a_config_number_out_of_reason_is_refused_naming_it(tmp_path, toml, faul
 def test_an_http_models_connections_close_when_its_call_fails(tmp_path, command):
     """ask and collect printed aiohttp's "Unclosed client session" after their error."""
     (tmp_path / "c.toml").write_text('[[models]]\nname = "a"\nbackend = "openai"\n'
-                                     'endpoint = "http://127.0.0.1:9/v1"\nmax_retries = 0\n')
+                                     f'endpoint = "http://127.0.0.1:{free_port()}/v1"\n'
+                                     'max_retries = 0\n')
     name, *rest = [part.format(tmp=tmp_path) for part in command]
     done = subprocess.run([sys.executable, "-m", "llmtriage.cli", name, "--catalog",
                            str(tmp_path / "c.toml"), *rest], capture_output=True, text=True,

@@ -166,7 +166,8 @@ def test_stream_cut_midway_is_an_error(upstream):
 
 def test_connection_refused_is_retried_then_reported():
     with pytest.raises(BackendError, match="connection failed"):
-        run(_complete("http://127.0.0.1:9", "ok", "anyone?", max_retries=1))
+        run(_complete(f"http://127.0.0.1:{processes.free_port()}", "ok", "anyone?",
+                      max_retries=1))
 
 
 def test_catalog_never_prints_its_secret(upstream):
