@@ -420,7 +420,7 @@ def test_an_unknown_stream_mode_is_refused_not_taken_for_the_default(gw):
                    json={"model": "ok", "stream": True,
                          "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 400
-    assert "x-triage-stream must be 'accepted' or 'first', not 'firts'" in r.json()["error"][
+    assert "x-triage-stream must be one of 'accepted', 'first', not 'firts'" in r.json()["error"][
         "message"]
 
 # 8: headers: the parser holds every one until the last arrives ----------------------------

@@ -271,9 +271,11 @@ def fit(
         context = registry.Context.of(table)
         assert context.train is not None
         if objective is not None:
-            folds = folds or "3"
+            from llmtriage.policies.search.crossval import FOLDS
+
             chosen, info = _search(context.train, objective, families,
-                                   int(folds) if folds.isdigit() else folds)
+                                   FOLDS if folds is None
+                                   else int(folds) if folds.isdigit() else folds)
         else:
             assert policy is not None
             chosen = registry.build_one(policy, context, _params(param, [policy]).get(policy))

@@ -31,7 +31,7 @@ from llmtriage.policies.search import (
     candidates,
     cross_validate,
 )
-from llmtriage.policies.search.crossval import split_folds
+from llmtriage.policies.search.crossval import FOLDS, split_folds
 
 
 @dataclass
@@ -149,7 +149,7 @@ def study(
     tick = tick or (lambda _label: None)
     for _, table in sets:  # a set too small to study fails before the others take minutes
         for part in [table, *(split for _, split in _held_out(table, held_out))]:
-            split_folds(part.split(TRAIN), 3)  # cross_validate's folds
+            split_folds(part.split(TRAIN), FOLDS)
     out = []
     for name, table in sets:
         started = time.perf_counter()

@@ -63,7 +63,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -80,6 +80,11 @@ from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
 from llmtriage.serving.cache import CacheSettings
 from llmtriage.serving.schemas import MAX_TOKENS
+
+#: How a streamed request is answered: the accepted answer at the end, or the first model's
+#: as it is generated. The config's ``stream`` and the ``x-triage-stream`` header take these.
+StreamMode = Literal["accepted", "first"]
+STREAM_MODES: tuple[str, ...] = get_args(StreamMode)
 
 #: What every section of a config shares: no unknown keys, and no infinite or NaN number
 #: (TOML spells both; a timer of ``inf`` seconds overflows the server's, an infinite price
@@ -107,7 +112,7 @@ class GatewaySettings(BaseModel):
     log_text: bool = False
     sticky_sessions: bool = True
     session_ttl_s: float = Field(3600.0, gt=0, le=30 * DAY_S)
-    stream: Literal["accepted", "first"] = "accepted"
+    stream: StreamMode = "accepted"
     fallback: bool = True
     breaker_failures: int = Field(5, gt=0)
     breaker_reset_s: Seconds = 10.0

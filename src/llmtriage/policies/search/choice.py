@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
 from llmtriage.policies.search.candidates import FAMILIES, candidates
-from llmtriage.policies.search.crossval import CrossValidated, cross_validate
+from llmtriage.policies.search.crossval import FOLDS, CrossValidated, cross_validate
 from llmtriage.policies.search.objective import RESOURCES, Objective
 
 
@@ -54,7 +54,7 @@ def search(
     train: OutcomeTable,
     objective: Objective,
     families: Sequence[str] = FAMILIES,
-    folds: int | str = 3,
+    folds: int | str = FOLDS,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     embedder: str | None = None,
@@ -67,7 +67,7 @@ def search(
 
 
 def choose(train: OutcomeTable, objective: Objective, outcomes: CrossValidated,
-           folds: int | str = 3) -> SearchResult:
+           folds: int | str = FOLDS) -> SearchResult:
     """The objective's pick among cross-validated outcomes, refitted on all of ``train``."""
     chosen, met = objective.choose(outcomes)
     return SearchResult(objective, chosen, met, outcomes.fitted_policy(chosen, train),

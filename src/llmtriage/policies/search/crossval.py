@@ -16,6 +16,10 @@ from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
 from llmtriage.policies.loop import run_policy
 
+#: How many random folds the search cross-validates on unless told otherwise: three keep
+#: a third of a small train split out of each fit while costing three fits per candidate.
+FOLDS = 3
+
 #: The outcomes recorded per prompt, where the table has them.
 OUTCOMES = ("quality", "cost_usd", "latency_ms", "energy_j")
 
@@ -82,7 +86,7 @@ def replay_outcomes(policy: Policy, table: OutcomeTable) -> dict[str, np.ndarray
 def cross_validate(
     train: OutcomeTable,
     policies: Sequence[Policy],
-    folds: int | str = 3,
+    folds: int | str = FOLDS,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> CrossValidated:

@@ -14,7 +14,7 @@ from llmtriage.policies.base import Decision, Policy, State
 from llmtriage.policies.defaults import mean_cost
 from llmtriage.policies.params import Count, NonNegative
 from llmtriage.policies.search.candidates import FAMILIES, GROUPS, candidates
-from llmtriage.policies.search.crossval import CrossValidated, cross_validate
+from llmtriage.policies.search.crossval import FOLDS, CrossValidated, cross_validate
 
 
 class PolicySearch(Policy):
@@ -30,7 +30,7 @@ class PolicySearch(Policy):
     tradeoff = "budget"
 
     def __init__(self, budget: NonNegative | None = None,
-                 families: Sequence[str] = FAMILIES, folds: Count | Literal["task"] = 3,
+                 families: Sequence[str] = FAMILIES, folds: Count | Literal["task"] = FOLDS,
                  embedder: str | None = None) -> None:
         """``families``: what is searched (:data:`FAMILIES`); ``folds``: random folds, or
         "task" to hold each task out in turn (see ``cross_validate``); ``embedder``: the
@@ -102,7 +102,7 @@ class PolicySearch(Policy):
         return self.member().step(state)
 
 
-def best_ladder(train: OutcomeTable, folds: int = 3) -> list[str]:
+def best_ladder(train: OutcomeTable, folds: int = FOLDS) -> list[str]:
     """The calibrated cascade ladder with the best cross-validated AIQ over its thresholds
     (over the single models' cost range): the default ladder wherever none is named."""
     protos = candidates(train, ("calibrated-cascade",))
