@@ -244,9 +244,8 @@ class RequestLog:
         """Commit one row on this thread (the event loop) if the database takes it at
         once; False when it does not (locked, or any fault), so that the writer thread
         writes it and handles the failure in full."""
-        try:
-            with self._now.transaction():
-                self._now.execute(UPSERT, self._values(row))
+        try:  # one statement outside BEGIN ... COMMIT is its own transaction: atomic too
+            self._now.execute(UPSERT, self._values(row))
             return True
         except Exception:  # noqa: BLE001 - the writer thread retries it
             return False
