@@ -309,3 +309,39 @@ def test_a_command_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
     assert run.returncode == 2 and says in said and "Traceback" not in said, said
     assert not any(p.name.startswith(("p.txt", "t.json", "c.")) for p in tmp_path.iterdir())
     assert time.perf_counter() - started < 20  # refused before any model loaded
+
+
+def degenerate_file(table, path, models: int, free: bool) -> None:
+    """A few of LLMRouter's real models on 200 of its prompts: ``free`` as if every model
+    were self-hosted and recorded at no cost."""
+    test = table.split("test")
+    n = 200
+    rows = pd.DataFrame({
+        "prompt_id": np.repeat([f"q{i}" for i in range(n)], models),
+        "prompt": np.repeat(test.prompts[:n], models),
+        "model": np.tile(list(test.models[:models]), n),
+        "quality": test.quality[:n, :models].reshape(-1),
+        "cost_usd": 0.0 if free else test.cost_usd[:n, :models].reshape(-1),
+    })
+    rows.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("models,free", [(3, True), (1, False)])
+def test_free_models_and_a_lone_model_are_reported_in_plain_words(llmrouter_table, tmp_path,
+                                                                   models, free):
+    """Every model free (self-hosted, no price) divided by a zero cost; a lone model left no
+    gap to recover (printed as nan%) and a ranking router divided by zero."""
+    path = tmp_path / "degenerate.csv"
+    degenerate_file(llmrouter_table, path, models, free)
+    run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m",
+                          "llmtriage.cli", "bench", str(path), "-p", "single", "-p", "oracle",
+                          "-p", "random", "-p", "logistic", "-p", "sw-ranking"],
+                         capture_output=True, text=True, timeout=300)
+    said = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 0 and "Traceback" not in said, said
+    assert "nan" not in said.lower(), said
+    if free:
+        assert "costs nothing here, so no share of its cost" in said, said
+        assert "$0 a query" in said, said
+    else:
+        assert "random: no gap to recover" in said, said

@@ -90,3 +90,21 @@ def test_a_set_too_small_to_study_fails_before_any_set_is_studied(two_tasks, tmp
     said = " ".join(run.stderr.split())
     assert run.returncode == 2 and "tiny[train] has 1 prompt(s)" in said, said
     assert time.perf_counter() - started < 15  # studying the two-task set takes 25 s
+
+
+def test_free_models_are_reported_without_inf_or_every_held_out_task_hidden(two_tasks,
+                                                                           tmp_path):
+    """Three of the two-task set's models, each recorded at no cost (self-hosted): the
+    summary printed a price ratio of 'infx' and called two held-out tasks 'one task'."""
+    rows = pd.read_csv(two_tasks)
+    keep = sorted(rows["model"].unique())[:3]
+    rows = rows[rows["model"].isin(keep) & (rows["prompt_id"].rank(method="dense") % 2 == 0)]
+    free = write_frame(rows.assign(cost_usd=0.0), tmp_path / "free.csv")
+    out = tmp_path / "r"
+    run = subprocess.run([*CLI, "report", str(free), "--out", str(out), "--embedder",
+                          "hashing"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    summary = next(line for line in (out / "report.md").read_text().splitlines()
+                   if line.startswith("| free.csv |"))
+    assert "mbpp" in summary and "winogrande" in summary, summary
+    assert "inf" not in summary and "nan" not in summary and "| 1x |" in summary, summary

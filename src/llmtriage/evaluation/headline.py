@@ -103,9 +103,14 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 
 def describe(h: Headline) -> str:
     """One line: '12.3% of the gap to the oracle [8.1%, 16.0%]; ...'."""
-    gap = f"{h.gap_recovered:.1%} of the zero-router-to-oracle gap [{h.gap_ci[0]:.1%}, " \
-          f"{h.gap_ci[1]:.1%}]"
-    if np.isinf(h.cost_to_match):
+    if np.isnan(h.gap_recovered):
+        gap = "no gap to recover (the oracle does no better than the single models)"
+    else:
+        gap = f"{h.gap_recovered:.1%} of the zero-router-to-oracle gap [{h.gap_ci[0]:.1%}, " \
+              f"{h.gap_ci[1]:.1%}]"
+    if np.isnan(h.cost_to_match):  # the best single model costs nothing
+        match = f"{h.best_single} costs nothing here, so no share of its cost"
+    elif np.isinf(h.cost_to_match):
         match = f"never reaches {h.best_single}'s quality"
         if np.isfinite(h.cost_ci[0]):
             match += f" (in some resamples from {h.cost_ci[0]:.0%} of its cost)"

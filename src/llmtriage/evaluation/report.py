@@ -176,7 +176,8 @@ def versus_best(c: Comparison, within: float = 0.01) -> list[str]:
                        f"({best.quality:.3f}); its best is {top.quality:.3f}")
             continue
         p = min(close, key=lambda p: p.cost_per_query)
-        shares = [f"{p.cost_per_query / best.cost_per_query:.0%} of its cost"]
+        shares = [f"{p.cost_per_query / best.cost_per_query:.0%} of its cost"
+                  if best.cost_per_query > 0 else f"{_money(p.cost_per_query)} a query"]
         if p.latency_ms is not None and best.latency_ms:
             shares.append(f"{p.latency_ms / best.latency_ms:.0%} of its latency")
         if p.energy_j is not None and best.energy_j:

@@ -121,7 +121,8 @@ def reasons(table: OutcomeTable, result: Comparison) -> Reasons:
     cheapest = min(p.cost_per_query for p in singles)
     oracle = next(c for c in result.curves if c.family == "oracle")
     return Reasons(auc, signal, float((oracle.aiq or 0.0) - result.zero_router_aiq),
-                   float(best.cost_per_query / cheapest) if cheapest > 0 else float("inf"))
+                   float(best.cost_per_query / cheapest) if cheapest > 0
+                   else 1.0 if best.cost_per_query == 0 else float("inf"))
 
 
 def _agreement_scores(table: OutcomeTable) -> np.ndarray:

@@ -80,13 +80,15 @@ def summary_rows(studies: list[SetStudy]) -> list[list[str]]:
     for s in studies:
         head = next((h for h in s.headlines if h.policy == "search"), None)
         held = [next((h for h in hs if h.policy == "search"), None) for _, _, hs in s.held_out]
-        held_text = ", ".join(f"{task} {_pct(h.gap_recovered)}"
-                              for (task, _, _), h in zip(s.held_out, held, strict=True) if h)
+        held_text = ", ".join(f"{task} {_pct(h.gap_recovered) if h else 'n/a'}"
+                              for (task, _, _), h in zip(s.held_out, held, strict=True))
         r = s.reasons
         rows.append([s.name, s.winner, _pct(head.gap_recovered) if head else "n/a",
                      held_text or "one task",
                      "n/a" if r.signal_auc is None else f"{r.signal_auc:.2f} ({r.signal})",
-                     f"{r.oracle_headroom:.4f}", f"{r.price_ratio:.0f}x"])
+                     f"{r.oracle_headroom:.4f}",
+                     "the cheapest is free" if math.isinf(r.price_ratio)
+                     else f"{r.price_ratio:.0f}x"])
     return rows
 
 

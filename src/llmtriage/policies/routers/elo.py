@@ -46,6 +46,8 @@ class EloRouter(QualityRouter):
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         m = int(np.sqrt(self.wins_.shape[1]))
+        if m == 1:  # a lone model plays no one: nothing to rank
+            return np.full((len(x), 1), 0.5, dtype=np.float32)
         out = np.empty((len(x), m), dtype=np.float32)
         for start in range(0, len(x), 1024):
             sims = x[start : start + 1024, :-6] @ self.keys_.T
