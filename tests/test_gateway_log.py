@@ -282,6 +282,14 @@ def test_a_lone_row_is_committed_on_the_loop_and_a_locked_log_never_stalls_it(tm
      "the endpoint must be an http:// or https:// URL with a host"),
     ('[[models]]\nname = "a"\nbackend = "openai"\nendpoint = "http://127.0.0.1:9/v1"\n'
      "timeout_s = 1e300", "models.0.timeout_s: Input should be less than or equal to 86400"),
+    # Served, then every request for it failed inside uvicorn ("Invalid HTTP header
+    # value"): names go back in response headers and comma-separated lists.
+    ('[[models]]\nname = "a\\nX-Evil: 1"\nbackend = "openai"\n'
+     'endpoint = "http://127.0.0.1:9/v1"', "is not a name the gateway can send back"),
+    ('[[models]]\nname = "a,b"\nbackend = "openai"\nendpoint = "http://127.0.0.1:9/v1"',
+     "models.0.name: Value error, 'a,b' is not a name the gateway can send back"),
+    ('[[policies]]\nname = "my policy"\nkind = "single"\nmodel = "smollm2-135m"',
+     "policies.0.name: Value error, 'my policy' is not a name the gateway can send back"),
 ])
 def test_a_config_number_out_of_reason_is_refused_naming_it(tmp_path, toml, fault):
     config = tmp_path / "gateway.toml"

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llmtriage.backends.zoo import LOCAL_MODELS
 from llmtriage.data.errors import DataError, faults, repeated
@@ -46,10 +54,25 @@ USD_PER_KWH = 0.15
 DAY_S = 86_400.0
 
 
+#: The most characters a model or policy name has.
+MAX_NAME = 200
+
+
+def header_safe_name(name: str) -> str:
+    """A model or policy name the gateway can send back: it goes into response headers
+    (``x-triage-model``; HTTP allows no control characters there, and Starlette writes
+    Latin-1) and into comma-separated lists (``x-triage-models-called``, ``--models``), so
+    printable ASCII without spaces or commas. Raises ValueError saying so."""
+    if not all("!" <= ch <= "~" and ch != "," for ch in name):
+        raise ValueError(f"{name[:60]!r} is not a name the gateway can send back: use "
+                         "printable ASCII without spaces or commas")
+    return name
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     backend: Literal["llamacpp", "openai"]
     local: str | None = None
     path: Path | None = None
@@ -77,6 +100,11 @@ class ModelSpec(BaseModel):
     #: What a call is expected to take until calls are measured (ms; a request's deadline
     #: is kept against it, see policies.limits); None: unknown, taken to fit.
     expected_latency_ms: float | None = Field(None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _sendable(cls, name: str) -> str:
+        return header_safe_name(name)
 
     @model_validator(mode="after")
     def _where(self) -> ModelSpec:

@@ -74,7 +74,15 @@ from pydantic import (
     model_validator,
 )
 
-from llmtriage.backends.catalog import DAY_S, Catalog, ModelSpec, default_catalog, read_toml
+from llmtriage.backends.catalog import (
+    DAY_S,
+    MAX_NAME,
+    Catalog,
+    ModelSpec,
+    default_catalog,
+    header_safe_name,
+    read_toml,
+)
 from llmtriage.data.errors import DataError, faults, repeated
 from llmtriage.policies.base import Policy
 from llmtriage.policies.limits import Limits
@@ -168,7 +176,7 @@ class PolicySpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     kind: str | None = Field(None, min_length=1, max_length=100)
     artifact: Path | None = None
     #: The outcome table a kind is fitted on (a load_table source).
@@ -181,6 +189,11 @@ class PolicySpec(BaseModel):
 
     def limits(self) -> Limits:
         return Limits(self.max_latency_ms, self.max_cost_usd)
+
+    @field_validator("name")
+    @classmethod
+    def _sendable(cls, name: str) -> str:
+        return header_safe_name(name)
 
     @field_validator("models")
     @classmethod
