@@ -33,6 +33,7 @@ from llmtriage.evaluation.plots import plot
 from llmtriage.evaluation.report import write_json
 from llmtriage.policies import registry
 from llmtriage.policies.search import PolicySearch
+from llmtriage.policies.search.crossval import FOLDS
 
 
 class Made:
@@ -48,7 +49,7 @@ class Made:
         context = registry.Context(table.models)
         several = len(set(table.tasks.tolist())) > 2  # two or more left to fit on
         self.search = PolicySearch(folds=self.folds if several and self.folds == "task"
-                                   else 3)
+                                   else FOLDS)
         return [*registry.build("single", context), *registry.build("oracle", context),
                 *registry.build("random", registry.Context.of(table)), self.search]
 

@@ -53,7 +53,12 @@ def test_objectives_parse_and_refuse_with_their_reason():
                         ("quality=0.8,minimize=joy", "minimize one of"),
                         ("budget=-1", ">= 0"), ("budget=1,colour=red", "unknown key"),
                         ("budget=1,budget=2", "budget is given twice"),
-                        ("quality=80", "0 to 1"), ("match=nan", ">= 0")]:
+                        ("quality=80", "0 to 1"), ("match=nan", ">= 0"),
+                        # Each was accepted: minimize was ignored, and no candidate met
+                        # a latency of 0 ms ("saved the closest").
+                        ("latency=100,minimize=energy", "minimize goes with a quality"),
+                        ("lam=1,minimize=latency", "minimize goes with a quality"),
+                        ("latency=0", "no answer comes in 0 ms")]:
         with pytest.raises(DataError, match=reason):
             Objective.parse(bad)
 

@@ -64,11 +64,17 @@ class Objective:
         minimize = pairs.get("minimize", "cost")
         if minimize not in RESOURCES:
             raise DataError(f"objective {text!r}: minimize one of {', '.join(RESOURCES)}")
+        if "minimize" in pairs and kinds[0] not in ("quality", "match"):
+            raise DataError(f"objective {text!r}: minimize goes with a quality target "
+                            f"(quality= or match=); {kinds[0]} sets what is held fixed")
         if delta is not None and not (0.0 < delta < 1.0 and kinds[0] in ("quality", "match")):
             raise DataError(f"objective {text!r}: delta is a probability in (0, 1) that "
                             "goes with a quality target")
         if not np.isfinite(value) or value < 0:
             raise DataError(f"objective {text!r}: {kinds[0]} must be a number >= 0")
+        if kinds[0] == "latency" and value == 0:
+            raise DataError(f"objective {text!r}: no answer comes in 0 ms; give a mean "
+                            "latency budget above 0")
         if kinds[0] in ("quality", "match") and value > 1:
             raise DataError(f"objective {text!r}: {kinds[0]} is a share of answers right, "
                             "0 to 1")
