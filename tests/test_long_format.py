@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -345,3 +346,16 @@ def test_free_models_and_a_lone_model_are_reported_in_plain_words(llmrouter_tabl
         assert "$0 a query" in said, said
     else:
         assert "random: no gap to recover" in said, said
+
+
+def test_the_command_list_reads_as_sentences():
+    """The command list printed each docstring's line breaks: 'save it (...): the' on one
+    line and 'object bench --policy-file replays' on the next, on any terminal width."""
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "--help"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": "250"})
+    rows = [" ".join(line.strip("│ ").split()) for line in run.stdout.splitlines()]
+    assert any("no pickle): the object bench --policy-file replays and serve runs" in row
+               for row in rows), run.stdout
+    assert any("ask Answer one question through the policy fitted on the embedded ladder's "
+               "recording (or a threshold cascade" in row for row in rows), run.stdout

@@ -27,6 +27,7 @@ from llmtriage.policies.base import Policy, Trace
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode="markdown",  # a docstring's line breaks are not the help's
     no_args_is_help=True,
     help="Triage: route and cascade queries across LLMs, and measure how well that works.",
 )
@@ -690,7 +691,8 @@ def tune(
 def serve(
     config: Annotated[Path | None, typer.Option(
         help="Gateway config (TOML): models, policies, keys, limits, request log; default: "
-             "the embedded local ladder behind one threshold cascade, no keys.")] = None,
+             "the embedded local ladder behind two policies, 'triage' (fitted on its "
+             "recording) and 'triage-cascade' (a threshold cascade), no keys.")] = None,
     catalog: CatalogOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
