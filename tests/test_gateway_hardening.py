@@ -617,3 +617,37 @@ def test_a_trickled_body_is_cut_off_at_its_deadline(up, tmp_path):
                 data = s.recv(65536)
                 assert data, answers
                 answers += data
+
+
+# A model named directly: one call without the step loop, told as the loop tells it -------
+
+
+@pytest.mark.parametrize("model", ["ok", "backup"])
+def test_a_model_named_directly_is_told_as_the_step_loop_tells_it(gw, model):
+    """A request naming a model and no limits is one call, made without the step loop; a
+    limit that binds nothing sends the same request through the loop. Both must say the
+    same: answer, usage, steps (confidence, cost), headers and the log row."""
+    g, tmp = gw
+    direct = chat(g.url, model)
+    looped = chat(g.url, model, headers={"x-triage-max-cost-usd": "100"})
+    assert direct.status_code == looped.status_code == 200, (direct.text, looped.text)
+    one, other = direct.json(), looped.json()
+
+    def told(body: dict) -> dict:
+        info = {k: v for k, v in body["triage"].items()
+                if k not in ("id", "latency_ms", "gateway_ms")}
+        info["steps"] = [{k: v for k, v in s.items() if k != "latency_ms"}
+                         for s in info["steps"]]
+        return {"info": info, "usage": body["usage"], "model": body["model"],
+                "text": body["choices"][0]["message"]["content"]}
+
+    assert told(one) == told(other)
+    assert one["triage"]["steps"][0]["confidence"] is not None
+    for name in ("x-triage-model", "x-triage-models-called", "x-triage-confidences",
+                 "x-triage-cost-usd", "x-triage-policy"):
+        assert direct.headers[name] == looped.headers[name], name
+    logged = {r["id"]: r for r in rows(tmp, f"id IN ('{one['id']}', '{other['id']}')")}
+    a, b = logged[one["id"]], logged[other["id"]]
+    assert json.loads(a["steps"])[0].keys() == json.loads(b["steps"])[0].keys()
+    for column in ("answered_by", "status", "cost_usd", "tokens_in", "tokens_out", "policy"):
+        assert a[column] == b[column], column

@@ -8,6 +8,7 @@ replay returns, so a policy cannot tell live from recorded.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -48,6 +49,13 @@ def priced_at_most(spec: ModelSpec, messages: Sequence[dict[str, str]], max_toke
     tokens (a few more a message for the chat template), ``max_tokens`` the answer's."""
     prompt = sum(len(m["content"].encode()) + 8 for m in messages)
     return (spec.price_in * prompt + spec.price_out * max_tokens) / 1e6
+
+
+def measured(calls: Sequence[Completion], field: str) -> float:
+    """An answer's measurement (``cost_usd``, ``latency_ms``, ...) plus its signal's calls,
+    paid in sequence; NaN when one of them does not know it."""
+    parts = [getattr(c, field) for c in calls]
+    return math.nan if any(v is None for v in parts) else float(sum(parts))
 
 
 class ModelPool:
@@ -200,8 +208,10 @@ class ModelPool:
             request = replace(request, messages=tuple(queries.conversations[i]))
         return request
 
-    async def _answer(self, name: str, request: ChatRequest, options: LiveOptions
-                      ) -> tuple[Completion, float | None, list[Completion]]:
+    async def answer(self, name: str, request: ChatRequest, options: LiveOptions
+                     ) -> tuple[Completion, float | None, list[Completion]]:
+        """One request's answer from ``name`` (or its fallback), its confidence by the
+        options' signal (else the pool's), and the calls that signal made."""
         answer = await self.guarded(name, request, options.sink, options.fallback)
         signal = options.signal or self.signal
         if signal is not None:
@@ -213,16 +223,12 @@ class ModelPool:
                     options: LiveOptions | None = None) -> StepResult:
         name = self.models[model]
         options = options or LiveOptions()
-        done = await gather_all([self._answer(name, self._request(queries, i), options)
+        done = await gather_all([self.answer(name, self._request(queries, i), options)
                                  for i in idx.tolist()])
 
         def column(field: str) -> np.ndarray:
-            """The answer's measurement plus its signal's calls (paid in sequence)."""
-            values = []
-            for answer, _, extra in done:
-                parts = [getattr(c, field) for c in (answer, *extra)]
-                values.append(np.nan if any(v is None for v in parts) else float(sum(parts)))
-            return np.array(values, dtype=np.float64)
+            return np.array([measured((answer, *extra), field) for answer, _, extra in done],
+                            dtype=np.float64)
 
         conf = [np.nan if c is None else c for _, c, _ in done]
         return StepResult(

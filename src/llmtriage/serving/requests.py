@@ -2,10 +2,11 @@
 
 A :class:`Job` is one request. :class:`RequestPath` runs it through the same step loop as
 ``triage bench``: a configured policy (wrapped in :class:`Sticky`, so a conversation's next
-turn goes to the model that answered the last), or a model named directly. It turns the
-trace into what the response, the headers, the metrics, the request log and the key's spend
-need. Everything it reports about the models
-comes from the trace: the model that answered is the one that did, after any fallback.
+turn goes to the model that answered the last), or a model named directly with limits to
+keep. It turns the trace into what the response, the headers, the metrics, the request log
+and the key's spend need. A model named directly with no limits is the one call the loop
+would make, made without it and told the same way. Everything it reports about the models
+comes from the calls: the model that answered is the one that did, after any fallback.
 
 A request has one deadline for all its calls (``request_timeout_s``, then 504) and is
 cancelled, upstream calls included, when its client goes away (logged as 499, charged
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmtriage.backends.base import LiveOptions, Queries
-from llmtriage.backends.live import BackendError, ChatRequest
-from llmtriage.backends.pool import ModelPool, TokenSink, priced_at_most
+from llmtriage.backends.live import BackendError, ChatRequest, Completion
+from llmtriage.backends.pool import ModelPool, TokenSink, measured, priced_at_most
 from llmtriage.policies.base import Policy, Trace
 from llmtriage.policies.baselines import SingleModel
 from llmtriage.policies.limits import LimitError, Limits
@@ -47,24 +48,27 @@ from llmtriage.signals.embedder import Embedder
 CLIENT_GONE = 499
 
 
+def step_info(completion: Completion, confidence: float) -> dict[str, Any]:
+    """One call as the response's ``triage.steps``, the headers and the log show it."""
+    step: dict[str, Any] = {
+        "model": completion.model,
+        # JSON has no infinities: a cut-off answer (-inf) is flagged instead.
+        "confidence": round(confidence, 6) if math.isfinite(confidence) else None,
+        "latency_ms": round(completion.latency_ms, 1),
+        "cost_usd": completion.cost_usd,
+    }
+    if confidence == -math.inf:
+        step["cut_off"] = True
+    if "fallback_from" in completion.extra:
+        step["fallback_from"] = completion.extra["fallback_from"]
+    return step
+
+
 def explain(trace: Trace, policy_name: str, query: int = 0) -> dict[str, Any]:
     """Which models were called, their confidences, cost and latency; who answered."""
-    steps = []
     completions = trace.completions[query] if trace.completions else []
-    for k, completion in enumerate(completions):
-        confidence = float(trace.steps.column("confidence", k)[query])
-        step: dict[str, Any] = {
-            "model": completion.model,
-            # JSON has no infinities: a cut-off answer (-inf) is flagged instead.
-            "confidence": round(confidence, 6) if math.isfinite(confidence) else None,
-            "latency_ms": round(completion.latency_ms, 1),
-            "cost_usd": completion.cost_usd,
-        }
-        if confidence == -math.inf:
-            step["cut_off"] = True
-        if "fallback_from" in completion.extra:
-            step["fallback_from"] = completion.extra["fallback_from"]
-        steps.append(step)
+    steps = [step_info(completion, float(trace.steps.column("confidence", k)[query]))
+             for k, completion in enumerate(completions)]
     degraded = trace.degraded.get(query)
     moved = [s for s in steps if "fallback_from" in s]
     if degraded is None and moved:
@@ -83,7 +87,11 @@ def explain(trace: Trace, policy_name: str, query: int = 0) -> dict[str, Any]:
 
 def usage(trace: Trace, query: int = 0) -> dict[str, int]:
     """Tokens of every call the request made, its signals' included."""
-    calls = [*(trace.completions or [[]])[query], *(trace.signal_calls or [[]])[query]]
+    return token_usage([*(trace.completions or [[]])[query],
+                        *(trace.signal_calls or [[]])[query]])
+
+
+def token_usage(calls: list[Completion]) -> dict[str, int]:
     prompt = sum(c.tokens_in for c in calls)
     completion = sum(c.tokens_out for c in calls)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
@@ -121,13 +129,16 @@ class Job:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"),
                     self.messages[-1]["content"] if self.messages else "")
 
+    def request(self) -> ChatRequest:
+        """What each model the job calls is sent."""
+        return ChatRequest(tuple(self.messages), max_tokens=self.max_tokens,
+                           temperature=self.temperature, stop=self.stop)
+
     def queries(self, pinned: str | None = None) -> Queries:
         """The job as a batch of one for the step loop, with the request it sends and the
         model its sticky session binds it to."""
-        request = ChatRequest(tuple(self.messages), max_tokens=self.max_tokens,
-                              temperature=self.temperature, stop=self.stop)
         return Queries.from_texts([self.prompt], conversations=[self.messages],
-                                  requests=[request], pinned=[pinned])
+                                  requests=[self.request()], pinned=[pinned])
 
 
 @dataclass(frozen=True)
@@ -304,6 +315,9 @@ class RequestPath:
 
     async def _run(self, job: Job, sink: TokenSink | None = None) -> None:
         is_policy = job.policy_name in self.policies
+        if not is_policy and not job.limits:
+            await self._pass_through(job, sink)
+            return
         policy = self.runners[job.policy_name] if is_policy else SingleModel(job.policy_name)
         pinned = await self.pinned(job)
         options = LiveOptions(sink=sink, fallback=is_policy,
@@ -331,6 +345,25 @@ class RequestPath:
             context = self.policies[job.policy_name].remember(job.prompt)
             await self.state.await_feedback(job.ident, Pending(
                 job.policy_name, context, job.info["answered_by"], self._client(job)))
+
+    async def _pass_through(self, job: Job, sink: TokenSink | None) -> None:
+        """A model named directly, with no limits: its one call, without the step loop.
+        The loop would decide nothing here (call the model, accept its answer: what
+        ``SingleModel`` replays), and on a batch of one its arrays cost ten times the
+        call's own CPU. Told exactly as :func:`explain` tells the loop's trace."""
+        async with self.admission.slot():
+            answer, confidence, extra = await self.pool.answer(
+                job.policy_name, job.request(), LiveOptions(sink=sink, fallback=False))
+        calls = [answer, *extra]
+        job.info = {
+            "policy": job.policy_name, "answered_by": answer.model, "degraded": None,
+            "accepted_step": 0,
+            "steps": [step_info(answer, math.nan if confidence is None else confidence)],
+            "cost_usd": measured(calls, "cost_usd"),
+            "latency_ms": round(measured(calls, "latency_ms"), 1), "id": job.ident}
+        job.answer = answer.text
+        job.usage = token_usage(calls)
+        job.info["gateway_ms"] = round((time.perf_counter() - job.started) * 1000, 1)
 
     async def attempt(self, job: Job, sink: TokenSink | None = None) -> Failure | None:
         """Run the job and record it; the failure if it failed, None if it succeeded."""
