@@ -278,7 +278,10 @@ def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, 
 
 @pytest.mark.parametrize("args, says", [
     (["bench", "{src}", "--bootstrap", "-1"], "Invalid value for '--bootstrap'"),  # was taken as 0
-    (["bench", "{src}", "--split", "validation"], "--split must be test, train or all"),
+    (["bench", "{src}", "--split", "validation"], "Invalid value for '--split'"),
+    # tune said the table "has no prompts in split 'validation'":
+    (["tune", "{tmp}/p.npz", "{src}", "--target", "cost", "--value", "1", "--split",
+      "validation"], "Invalid value for '--split'"),
     (["bench", "{src}", "--axis", "weight"], "--axis must be cost, latency or energy"),
     (["bench", "{src}", "-p", "knn", "--param", "knn.k=3", "--param", "knn.k=5"],
      "--param knn.k is given twice"),  # the last one silently won

@@ -9,7 +9,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import typer
@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 # Piped output gets a wide page instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 140)
+#: What bench and tune evaluate on: a table's split, or all of it.
+Split = Literal["test", "train", "all"]
 err = Console(stderr=True)
 
 SourceArg = Annotated[
@@ -155,7 +157,7 @@ def bench(
     policy_file: Annotated[list[Path] | None, typer.Option(
         "--policy-file", help="Also replay a saved policy (`triage fit`), as it was fitted. "
                               "Repeatable.")] = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate on: test, train or all.")] = "test",
+    split: Annotated[Split, typer.Option(help="Split to evaluate on.")] = "test",
     prices: PricesOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write records here.")] = None,
     plot_out: Annotated[Path | None, typer.Option(
@@ -174,8 +176,6 @@ def bench(
     from llmtriage.evaluation.report import render, write_json
     from llmtriage.policies.artifacts import load as load_policy
 
-    if split not in ("test", "train", "all"):
-        _fail(f"--split must be test, train or all, not {split!r}")
     if axis not in ("cost", "latency", "energy"):
         _fail(f"--axis must be cost, latency or energy, not {axis!r}")
     for out in (json_out, plot_out):
@@ -652,7 +652,7 @@ def tune(
     target: Annotated[str, typer.Option(help="strong_share, cost or quality.")],
     value: Annotated[float, typer.Option(help="The target value (share 0..1, USD per query, "
                                          "or quality 0..1).")],
-    split: Annotated[str, typer.Option(
+    split: Annotated[Split, typer.Option(
         help="Split to tune on: test (held out from a router `fit` on this source), train "
              "or all.")] = "test",
     task: TaskOpt = None,
