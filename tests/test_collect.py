@@ -155,10 +155,19 @@ def test_user_prompt_sets(tmp_path):
          "max_tokens: Input should be a valid integer"),
         ('{"id": "q1", "question": " ", "answer": "4"}', "question: Value error, must not"),
         ('{"id": "q1", "answer": "4"}', "question: Field required"),
+        # A misspelt field was left unread: "grade" kept the alias grader, "max_token"
+        # the default budget.
+        ('{"id": "q1", "question": "2+2?", "answer": "4", "grade": "number"}',
+         "unknown key 'grade': did you mean 'grader'?"),
+        ('{"id": "q1", "question": "2+2?", "answer": "4", "max_token": 8}',
+         "unknown key 'max_token': did you mean 'max_tokens'?"),
     ]:
         path.write_text(f"{line}\n")
         with pytest.raises(DataError, match=f"mine.jsonl:1: {re.escape(fault)}"):
             load_probes(str(path))
+    path.write_text('{"id": "q1", "question": "2+2?", "answer": "4", "source": "mine", '
+                    '"category": "sums"}\n')
+    assert load_probes(str(path))[0].answer == "4"  # a file's own metadata is left unread
     path.write_text('{"id": 7, "question": "3+4?", "answer": 7, "grader": "number"}\n')
     assert load_probes(str(path))[0].grade("7") == 1.0  # numbers are taken as their text
 
