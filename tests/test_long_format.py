@@ -129,6 +129,14 @@ BAD = {
     "two tasks": ("prompt_id,model,quality,cost_usd,task\np1,a,1,.1,x\np1,b,0,.2,y\n",
                   "prompt 'p1' has rows with different tasks"),
     "column twice": ("prompt_id,model,quality,Quality\np1,a,1,1\n", "given twice"),
+    # A measure under another name was left unread: costs were derived from the price
+    # catalog instead, latencies dropped.
+    "cost named cost": ("prompt_id,model,quality,cost\np1,a,1,.1\n",
+                        "column 'cost' is not read: did you mean 'cost_usd'"),
+    "latency in seconds": ("prompt_id,model,quality,cost_usd,latency_s\np1,a,1,.1,2\n",
+                           "column 'latency_s' is not read: did you mean 'latency_ms'"),
+    "misspelt confidence": ("prompt_id,model,quality,cost_usd,confidense\np1,a,1,.1,.5\n",
+                            "did you mean 'confidence'"),
 }
 
 
@@ -145,6 +153,13 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "error:" in run.stderr and "Traceback" not in run.stderr + run.stdout
+
+
+def test_columns_unlike_the_formats_are_left_unread(tmp_path):
+    """A file's own columns (and a second latency beside latency_ms) are its metadata."""
+    path = write_csv(tmp_path, "prompt_id,model,quality,cost_usd,latency_ms,latency_p99,source\n"
+                               "p1,a,1,.1,5,9,x\np1,b,0,.2,6,9,y\n")
+    assert load_table(str(path)).latency_ms.tolist() == [[5.0, 6.0]]
 
 
 def test_column_names_and_splits_are_read_without_case_or_spaces(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,7 +15,7 @@ from pydantic import (
     ValidationError,
 )
 
-from llmtriage.data.errors import DataError, faults
+from llmtriage.data.errors import DataError, faults, misspelt
 from llmtriage.data.jsontext import loads
 from llmtriage.probes.benchmarks import SHARED
 from llmtriage.probes.builtin import builtin_probes
@@ -53,14 +52,6 @@ class ProbeRow(BaseModel):
     max_tokens: Annotated[StrictInt, Field(ge=1, le=512)] | None = None
 
 
-def close_key(key: str) -> str | None:
-    """The probe field a key not among them nearly spells, if any: ``grade`` for
-    ``grader``. Other keys are a file's own metadata and are left unread; a misspelt field
-    would be too, silently (a ``grade`` of "number" would leave the alias grader on)."""
-    near = difflib.get_close_matches(key, list(ProbeRow.model_fields), n=1, cutoff=0.8)
-    return near[0] if near else None
-
-
 def load_probes(source: str | None = None) -> list[Probe]:
     """``None`` or ``"builtin"``: the built-in set; ``crux:DIR`` or ``arc:DIR``: a public
     benchmark's questions (see :mod:`llmtriage.probes.benchmarks`). Otherwise a JSONL file,
@@ -90,11 +81,10 @@ def load_probes(source: str | None = None) -> list[Probe]:
         if not isinstance(fields, dict):
             raise DataError(f"{path}:{n}: each line is one JSON object (id, question, "
                             f"answer, ...), not {type(fields).__name__}")
-        for key in fields:
-            if key not in ProbeRow.model_fields and (near := close_key(str(key))):
-                raise DataError(f"{path}:{n}: unknown key {str(key)[:40]!r}: did you mean "
-                                f"{near!r}? (keys unlike any probe field are kept as "
-                                "metadata, unread)")
+        if near := misspelt(fields, list(ProbeRow.model_fields)):
+            raise DataError(f"{path}:{n}: unknown key {near[0][:40]!r}: did you mean "
+                            f"{near[1]!r}? (keys unlike any probe field are kept as "
+                            "metadata, unread)")
         try:
             row = ProbeRow.model_validate(fields)
         except ValidationError as exc:

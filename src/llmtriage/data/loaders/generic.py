@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmtriage.data.errors import DataError
+from llmtriage.data.errors import DataError, misspelt
 from llmtriage.data.files import write_atomic
 from llmtriage.data.prices import PriceCatalog, derive_costs, tokens_from_chars
 from llmtriage.data.table import OUTCOME_COLUMNS, OutcomeTable
 
 REQUIRED = ("prompt_id", "model", "quality")
 PER_PROMPT = ("prompt", "task", "split")
+#: Every column the format reads.
+COLUMNS = (*REQUIRED, *PER_PROMPT, *OUTCOME_COLUMNS, "response")
 SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 
@@ -70,6 +72,10 @@ def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         twice = sorted(set(frame.columns[frame.columns.duplicated()]))
         raise DataError(f"{path}: column(s) {twice} given twice (names are read without "
                         "case or surrounding spaces)")
+    if near := misspelt(frame.columns, COLUMNS):
+        raise DataError(f"{path}: column {near[0][:40]!r} is not read: did you mean "
+                        f"{near[1]!r}? (other columns unlike the long format's are left "
+                        "unread)")
     for column in ("prompt_id", "model"):
         if column not in frame.columns:
             continue
