@@ -139,7 +139,10 @@ ARENA_SCORES = "arena_bench_v1_judge_scores_300xM.csv"
 @pytest.mark.parametrize(("name", "file", "text", "fault"), [
     ("llmrouter", "dcrouter_train.json", '{"question": "q"}', "Input should be a valid list"),
     ("llmrouter", "dcrouter_train.json", '[{"question": "q", "scores": {"a": 2}}]',
-     "0.scores.a: Input should be less than or equal to 1"),
+     "0.scores: Value error, model 'a' scored 2.0, not a share in [0, 1]"),
+    # The model was left out of the message: its name is not an identifier.
+    ("llmrouter", "dcrouter_train.json", '[{"question": "q", "scores": {"gpt-4o": NaN}}]',
+     "model 'gpt-4o' scored nan, not a share"),
     ("llmrouter", "dcrouter_train.json", '[{"question": "q"}]', "0.scores: Field required"),
     ("llmrouter", "default_llm.json", '{"m": {"input_price": "x", "output_price": 1}}',
      "m.input_price: Input should be a valid number"),

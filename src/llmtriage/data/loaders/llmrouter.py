@@ -9,10 +9,10 @@ built-in catalog. The files record no answer lengths, so output tokens are an as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
 import numpy as np
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError, field_validator
 
 from llmtriage.data.errors import DataError, faults
 from llmtriage.data.jsontext import loads
@@ -28,7 +28,17 @@ class Record(BaseModel):
     """One prompt: its text and each model's score in [0, 1]."""
 
     question: str
-    scores: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
+    scores: dict[str, float]
+
+    @field_validator("scores")
+    @classmethod
+    def _shares(cls, scores: dict[str, float]) -> dict[str, float]:
+        """Named here: an error's location drops a key that is not an identifier
+        ('gpt-4o'), and a score says nothing without its model."""
+        for model, score in scores.items():
+            if not 0.0 <= score <= 1.0:
+                raise ValueError(f"model {model[:60]!r} scored {score}, not a share in [0, 1]")
+        return scores
 
 
 class ModelPrice(BaseModel):
