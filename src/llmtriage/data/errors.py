@@ -50,7 +50,7 @@ def misspelt(keys: Iterable[str], known: Sequence[str]) -> tuple[str, str] | Non
             return key, near[0]
         for field in absent:
             unit = next((u for u in UNITS if field.endswith(u)), None)
-            if unit and (key == field[: -len(unit)] or key.startswith(field[: -len(unit) + 1])):
+            measure = field[: -len(unit)] if unit else None
+            if measure and (key == measure or key.startswith(f"{measure}_")):
                 return key, field
     return None
-
