@@ -302,6 +302,8 @@ def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, 
      "--param knn.k is given twice"),  # the last one silently won
     (["bench", "{src}", "-p", "knn", "-p", "knn"], "-p knn is given twice"),  # ran twice
     (["data", "routerbench:"], "give the data's path after the prefix"),  # read the cwd
+    # Studied twice, into two sections of one name whose plots overwrote each other:
+    (["report", "{src}", "{src}", "--out", "{tmp}/r"], "['log.csv'] given twice"),
     # Each of these was silently ignored, or wrote an .npz archive under another name:
     (["fit", "{src}", "-p", "knn", "--folds", "2", "--out", "{tmp}/p.npz"],
      "give them with --objective"),

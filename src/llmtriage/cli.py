@@ -375,14 +375,16 @@ def report(
     names = list(sources or _default_sources())
     if not names:
         _fail("no data sets given and none found; name them (e.g. routerbench:DIR)")
+    labels = [_set_label(name) for name in names]
+    if twice := repeated(labels):
+        _fail(f"data set(s) {twice} given twice (a set is named by its file or folder and "
+              "task; each has its own section and plots)")
     _writable(out, folder=True)
     with _user_errors():
         sets = []
-        for name in names:
+        for name, label in zip(names, labels, strict=True):
             source, _, task = name.partition("#")
-            sets.append((name.rsplit("/", 1)[-1] if not task else
-                         f"{source.rsplit('/', 1)[-1]}#{task}",
-                         _load(source, task or None, prices)))
+            sets.append((label, _load(source, task or None, prices)))
         total = sum(count_candidates(table, held_out) for _, table in sets)
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} candidates"),
@@ -396,6 +398,13 @@ def report(
         console.print(f"{escape(s.name)}: best technique {escape(s.winner)} "
                       f"({s.seconds:.0f} s)")
     console.print(f"wrote {html_path} and {md_path}")
+
+
+def _set_label(name: str) -> str:
+    """What the report calls a source: its last path part, and the task it keeps."""
+    source, _, task = name.partition("#")
+    return f"{source.rstrip('/').rsplit('/', 1)[-1]}#{task}" if task \
+        else name.rstrip("/").rsplit("/", 1)[-1]
 
 
 @app.command()
