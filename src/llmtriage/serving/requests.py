@@ -73,15 +73,25 @@ def explain(trace: Trace, policy_name: str, query: int = 0) -> dict[str, Any]:
     moved = [s for s in steps if "fallback_from" in s]
     if degraded is None and moved:
         degraded = f"{moved[-1]['fallback_from']} failed; {moved[-1]['model']} answered"
+    return summary(policy_name, trace.models[int(trace.accepted_model[query])], steps,
+                   int(trace.accepted_step[query]), float(trace.total("cost_usd")[query]),
+                   round(float(trace.total("latency_ms")[query]), 1), degraded)
+
+
+def summary(policy_name: str, answered_by: str, steps: list[dict[str, Any]],
+            accepted_step: int, cost_usd: float, latency_ms: float,
+            degraded: str | None = None) -> dict[str, Any]:
+    """The response's ``triage`` field, less its id and timing: one shape whether the
+    answer came from the step loop, a model passed through or the response cache."""
     return {
         "policy": policy_name,
-        "answered_by": trace.models[int(trace.accepted_model[query])],
+        "answered_by": answered_by,
         # Why the answer is not the one the policy asked for (a limit, a failed model).
         "degraded": degraded,
-        "accepted_step": int(trace.accepted_step[query]),
+        "accepted_step": accepted_step,
         "steps": steps,
-        "cost_usd": float(trace.total("cost_usd")[query]),
-        "latency_ms": round(float(trace.total("latency_ms")[query]), 1),
+        "cost_usd": cost_usd,
+        "latency_ms": latency_ms,
     }
 
 
@@ -128,6 +138,10 @@ class Job:
         """What routers read: the last user turn (the last message if none is a user's)."""
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"),
                     self.messages[-1]["content"] if self.messages else "")
+
+    def elapsed_ms(self) -> float:
+        """The gateway's time on the job so far, as the response reports it."""
+        return round((time.perf_counter() - self.started) * 1000, 1)
 
     def request(self) -> ChatRequest:
         """What each model the job calls is sent."""
@@ -300,17 +314,16 @@ class RequestPath:
         step = {"model": "cache", "confidence": None, "latency_ms": round(took_ms, 2),
                 "cost_usd": 0.0, "match": hit.match, "similarity": round(hit.similarity, 4)}
         job.answer = entry.answer
-        job.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        job.usage = token_usage([])
         job.info = {
-            "policy": job.policy_name, "answered_by": entry.answered_by, "degraded": None,
-            "accepted_step": 0, "steps": [step], "cost_usd": 0.0,
-            "latency_ms": step["latency_ms"], "id": job.ident,
+            **summary(job.policy_name, entry.answered_by, [step], 0, 0.0, step["latency_ms"]),
+            "id": job.ident,
             "cache": {"match": hit.match, "similarity": step["similarity"],
                       "from": entry.source,
                       "age_s": round(time.monotonic() - entry.stored, 1),
                       "saved_usd": entry.cost_usd,
                       "saved_ms": round(max(entry.latency_ms - took_ms, 0.0), 1)},
-            "gateway_ms": round((time.perf_counter() - job.started) * 1000, 1)}
+            "gateway_ms": job.elapsed_ms()}
         self.metrics.cache_hit(hit.match, entry.cost_usd)
 
     async def _run(self, job: Job, sink: TokenSink | None = None) -> None:
@@ -336,7 +349,7 @@ class RequestPath:
             job.info["sticky"] = True
         job.answer = trace.accepted_answer(0)
         job.usage = usage(trace)
-        job.info["gateway_ms"] = round((time.perf_counter() - job.started) * 1000, 1)
+        job.info["gateway_ms"] = job.elapsed_ms()
         if is_policy and self.settings.sticky_sessions:
             await self.state.stick(answered_key(self._client(job), job.policy_name,
                                                 job.session, job.messages, job.answer),
@@ -355,15 +368,14 @@ class RequestPath:
             answer, confidence, extra = await self.pool.answer(
                 job.policy_name, job.request(), LiveOptions(sink=sink, fallback=False))
         calls = [answer, *extra]
-        job.info = {
-            "policy": job.policy_name, "answered_by": answer.model, "degraded": None,
-            "accepted_step": 0,
-            "steps": [step_info(answer, math.nan if confidence is None else confidence)],
-            "cost_usd": measured(calls, "cost_usd"),
-            "latency_ms": round(measured(calls, "latency_ms"), 1), "id": job.ident}
+        step = step_info(answer, math.nan if confidence is None else confidence)
+        job.info = {**summary(job.policy_name, answer.model, [step], 0,
+                              measured(calls, "cost_usd"),
+                              round(measured(calls, "latency_ms"), 1)),
+                    "id": job.ident}
         job.answer = answer.text
         job.usage = token_usage(calls)
-        job.info["gateway_ms"] = round((time.perf_counter() - job.started) * 1000, 1)
+        job.info["gateway_ms"] = job.elapsed_ms()
 
     async def attempt(self, job: Job, sink: TokenSink | None = None) -> Failure | None:
         """Run the job and record it; the failure if it failed, None if it succeeded."""
