@@ -375,15 +375,15 @@ def report(
     names = list(sources or _default_sources())
     if not names:
         _fail("no data sets given and none found; name them (e.g. routerbench:DIR)")
-    labels = [_set_label(name) for name in names]
+    parts = [name.partition("#") for name in names]  # (source, "#", task)
+    labels = [_set_label(source, task) for source, _, task in parts]
     if twice := repeated(labels):
         _fail(f"data set(s) {twice} given twice (a set is named by its file or folder and "
               "task; each has its own section and plots)")
     _writable(out, folder=True)
     with _user_errors():
         sets = []
-        for name, label in zip(names, labels, strict=True):
-            source, _, task = name.partition("#")
+        for (source, _, task), label in zip(parts, labels, strict=True):
             sets.append((label, _load(source, task or None, prices)))
         total = sum(count_candidates(table, held_out) for _, table in sets)
         with Progress(TextColumn("{task.description}"), BarColumn(),
@@ -400,11 +400,10 @@ def report(
     console.print(f"wrote {html_path} and {md_path}")
 
 
-def _set_label(name: str) -> str:
+def _set_label(source: str, task: str) -> str:
     """What the report calls a source: its last path part, and the task it keeps."""
-    source, _, task = name.partition("#")
-    return f"{source.rstrip('/').rsplit('/', 1)[-1]}#{task}" if task \
-        else name.rstrip("/").rsplit("/", 1)[-1]
+    label = source.rstrip("/").rsplit("/", 1)[-1]
+    return f"{label}#{task}" if task else label
 
 
 @app.command()
