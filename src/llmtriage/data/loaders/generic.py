@@ -3,8 +3,9 @@ Triage writes it (``collect``, the gateway's export).
 
 Required columns: ``prompt_id``, ``model``, ``quality`` (0..1). Optional: ``prompt``,
 ``task``, ``split`` (per prompt), and ``cost_usd``, ``tokens_in``, ``tokens_out``,
-``latency_ms``, ``energy_j``, ``confidence``, ``response`` (per outcome). Files are CSV,
-JSON lines (``.jsonl``) or Parquet, told apart by their suffix.
+``latency_ms``, ``energy_j``, ``confidence``, ``response`` (per outcome), and
+``confidence_signal`` (the statistic ``confidence`` holds, one for the whole file). Files
+are CSV, JSON lines (``.jsonl``) or Parquet, told apart by their suffix.
 
 Where ``cost_usd`` is absent it is derived from ``tokens_in``/``tokens_out``, or from the
 prompt and response lengths at four characters a token, and the price catalog.
@@ -24,8 +25,8 @@ from llmtriage.data.table import OUTCOME_COLUMNS, OutcomeTable
 
 REQUIRED = ("prompt_id", "model", "quality")
 PER_PROMPT = ("prompt", "task", "split")
-#: Every column the format reads.
-COLUMNS = (*REQUIRED, *PER_PROMPT, *OUTCOME_COLUMNS, "response")
+#: Every column the format reads (``confidence_signal``: the statistic ``confidence`` holds).
+COLUMNS = (*REQUIRED, *PER_PROMPT, *OUTCOME_COLUMNS, "response", "confidence_signal")
 SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 
