@@ -128,6 +128,10 @@ BAD = {
                    "prompt 'p1' has rows with different splits"),
     "two tasks": ("prompt_id,model,quality,cost_usd,task\np1,a,1,.1,x\np1,b,0,.2,y\n",
                   "prompt 'p1' has rows with different tasks"),
+    # Two prompts sharing an id (files concatenated) were merged into one, silently.
+    "two prompts": ("prompt_id,prompt,model,quality,cost_usd\np1,hi,a,1,.1\np1,yo,b,0,.2\n",
+                    "prompt 'p1' has rows with different prompts \\['hi', 'yo'\\]"),
+    "header only": ("prompt_id,prompt,model,quality\n", "no data rows"),
     "column twice": ("prompt_id,model,quality,Quality\np1,a,1,1\n", "given twice"),
     # A measure under another name was left unread: costs were derived from the price
     # catalog instead, latencies dropped.

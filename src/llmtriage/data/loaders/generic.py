@@ -67,8 +67,11 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
 def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The frame with column names, ids (as text) and splits in canonical form; refuses
     rows without a prompt id or model, splits other than train/test, and a prompt whose
-    rows disagree on its split or task (each would silently drop or misfile prompts)."""
+    rows disagree on its text, split or task (two prompts sharing an id, say from files
+    concatenated, would be merged into one, or misfiled)."""
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    if frame.empty:
+        raise DataError(f"{path}: no data rows (a header at most)")
     if frame.columns.duplicated().any():
         twice = sorted(set(frame.columns[frame.columns.duplicated()]))
         raise DataError(f"{path}: column(s) {twice} given twice (names are read without "
@@ -93,15 +96,16 @@ def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             raise DataError(f"{path}: split must be 'train' or 'test' (or empty: assigned by "
                             f"hash); data row {row + 1} has {frame['split'].iloc[row]!r}")
         frame["split"] = split
-    for column in ("split", "task"):
+    for column in PER_PROMPT:
         if column in frame.columns and "prompt_id" in frame.columns:
             values = frame[column].fillna("").astype(str)
             kinds = values.groupby(frame["prompt_id"], sort=False).nunique()
             if (kinds > 1).any():
                 prompt = kinds.index[_first_row(kinds > 1)]
-                seen = sorted(values[frame["prompt_id"] == prompt].unique())
+                seen = [v if len(v) <= 60 else v[:57] + "..." for v in
+                        sorted(values[frame["prompt_id"] == prompt].unique())[:3]]
                 raise DataError(f"{path}: prompt {prompt!r} has rows with different "
-                                f"{column}s {seen[:3]}; a prompt has one")
+                                f"{column}s {seen}; a prompt has one")
     return frame
 
 
