@@ -10,7 +10,11 @@ from llmtriage.evaluation.cascade_search import learn_then_test, outcomes, searc
 from llmtriage.evaluation.compare import compare, default_policies
 from llmtriage.policies.cascades import CalibratedCascade
 from llmtriage.policies.defaults import pareto_ladder
-from llmtriage.signals.calibration import Calibrator, expected_calibration_error
+from llmtriage.signals.calibration import (
+    Calibrator,
+    TaskCalibrator,
+    expected_calibration_error,
+)
 from llmtriage.signals.embedder import MiniLMEmbedder
 from llmtriage.signals.scorer import AnswerScorer, with_learned_confidence
 
@@ -42,6 +46,27 @@ def test_platt_and_degenerate_cases():
     assert flat(np.array([-2.0]))[0] == 1.0
     with pytest.raises(ValueError):
         Calibrator.fit(raw, correct, method="magic")
+
+
+def test_task_calibration_separates_tasks_and_falls_back_to_the_pool():
+    """One raw score, two meanings: right on task a, wrong on task b. Each task's map is
+    blended with the pooled one by n / (n + prior); a task not seen, or none, gets the
+    pooled map exactly."""
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(-3, 0, 400)
+    tasks = np.repeat(["a", "b"], 200)
+    correct = tasks == "a"
+    cal = TaskCalibrator.fit(raw, correct, tasks, prior_rows=50)
+    assert cal.weights == {"a": pytest.approx(0.8), "b": pytest.approx(0.8)}
+    probe = np.array([-2.0, -1.0])
+    pooled = Calibrator.fit(raw, correct)(probe)
+    np.testing.assert_allclose(cal(probe), pooled)
+    np.testing.assert_allclose(cal(probe, np.array(["c", ""])), pooled)
+    on_a, on_b = cal(probe, np.array(["a", "a"])), cal(probe, np.array(["b", "b"]))
+    np.testing.assert_allclose(on_a, 0.8 + 0.2 * pooled)
+    np.testing.assert_allclose(on_b, 0.2 * pooled)
+    # One task: its own map is the pooled one, so none is kept.
+    assert TaskCalibrator.fit(raw, correct, np.full(400, "a")).by_task == {}
 
 
 def test_ece_by_hand():
@@ -125,3 +150,38 @@ def test_learned_scorer_charges_its_own_cost(data_dir, scored_mbpp):
     assert (added[:, scored] > 0).all() and np.allclose(added[:, others], 0)
     assert np.allclose(added[:, scored], added[0, scored[0]])  # one measured price an answer
     assert "ms, $" in table.notes[-1] and " J an answer" in table.notes[-1]
+
+
+def test_a_saved_task_calibrated_cascade_decides_as_fitted_and_refuses_tampering(tmp_path):
+    """Saved and loaded, the per-task maps judge each task as fitted; an artifact whose task
+    weight is outside [0, 1] is refused in one line."""
+    import json
+
+    from llmtriage.backends.replay import ReplayBackend
+    from llmtriage.data.table import OutcomeTable
+    from llmtriage.policies.artifacts import ArtifactError, load, save
+    from llmtriage.policies.loop import run_policy
+
+    rng = np.random.default_rng(1)
+    n = 300
+    tasks = np.repeat(["a", "b"], n // 2)
+    table = OutcomeTable.build(
+        ["weak", "strong"], [f"p{i}" for i in range(n)],
+        np.column_stack([(tasks == "a").astype(float), np.ones(n)]),
+        cost_usd=np.tile([0.1, 1.0], (n, 1)),
+        confidence=np.column_stack([rng.uniform(-3, 0, n), np.zeros(n)]),
+        tasks=tasks)
+    cascade = CalibratedCascade(["weak", "strong"], threshold=0.7).fit(table)
+    path = save(cascade, tmp_path / "c.npz")
+    backend = ReplayBackend(table)
+    trace = run_policy(load(path), backend, backend.queries())
+    assert (trace.n_steps == np.where(tasks == "a", 1, 2)).all()
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    text = str(arrays["__header__"])
+    weight = json.dumps(cascade.calibrators_["weak"].weights["a"])
+    assert text.count(weight) >= 1
+    arrays["__header__"] = np.array(text.replace(weight, "5.0", 1))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ArtifactError, match=r"a weight in \[0, 1\] per task"):
+        load(tmp_path / "bad.npz")

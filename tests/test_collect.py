@@ -339,9 +339,11 @@ def test_gateway_serves_what_triage_fit_saved_with_the_replayed_decisions(fitted
             replayed = run_policy(policy, backend, backend.queries())
             called, confidence, scored_as_recorded = [], [], 0
             for i in served:
+                # The probe's kind, as the replay reads it: calibrated per task both ways.
                 r = httpx.post(f"{g.url}/v1/chat/completions", timeout=300, json={
                     "model": name, "max_tokens": MAX_TOKENS,
-                    "messages": [{"role": "user", "content": str(test.prompts[i])}]})
+                    "messages": [{"role": "user", "content": str(test.prompts[i])}]},
+                    headers={"x-triage-task": str(test.tasks[i])})
                 assert r.status_code == 200, r.text
                 info = r.json()["triage"]
                 assert info["policy"] == name and info["steps"]

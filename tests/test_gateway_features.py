@@ -125,3 +125,59 @@ def test_oversized_bodies_are_refused_chunked_or_not(gw):
                        headers={"content-type": "application/json"})
         assert r.status_code == 413 and "over 1048576 bytes" in r.json()["error"]["message"]
     assert httpx.get(f"{gw.url}/health").status_code == 200
+
+
+def test_the_task_header_picks_the_calibration_fitted_for_that_task(tmp_path):
+    """A calibrated cascade fitted on two tasks where the weak model's answers at the same
+    confidence are right on one and wrong on the other: live, `x-triage-task` picks that
+    task's calibration, as the table's task column does offline; no label (or one not
+    fitted) gets the pooled one."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for task, weak_right in (("easy", 1.0), ("hard", 0.0)):
+        for i in range(200):
+            conf = float(rng.uniform(-6.0, -3.0))  # live, "unsure" answers at -4.5
+            rows += [{"prompt_id": f"{task}{i}", "prompt": f"{task} question {i}",
+                      "task": task, "model": "weak", "quality": weak_right,
+                      "cost_usd": 0.1, "confidence": conf, "confidence_signal": "mean_logprob"},
+                     {"prompt_id": f"{task}{i}", "prompt": f"{task} question {i}",
+                      "task": task, "model": "strong", "quality": 1.0, "cost_usd": 1.0,
+                      "confidence": -0.1, "confidence_signal": "mean_logprob"}]
+    table = tmp_path / "two-tasks.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    artifact = tmp_path / "cascade.npz"
+    fit = subprocess.run([sys.executable, "-m", "llmtriage.cli", "fit", str(table), "--policy",
+                          "calibrated-cascade", "--param", 'ladder=["weak","strong"]',
+                          "--param", "threshold=0.8", "--out", str(artifact)],
+                         capture_output=True, text=True, timeout=300)
+    assert fit.returncode == 0, fit.stderr
+    with upstream() as up:
+        config = write_config(tmp_path / "gateway.toml", up, {
+            "weak": {"remote_name": "unsure", "price_in": 0.1, "price_out": 0.1},
+            "strong": {"remote_name": "ok", "price_in": 5.0, "price_out": 15.0},
+        }, extra=f'[gateway]\nrequest_log = ""\n\n[[policies]]\nname = "calibrated"\n'
+                 f'artifact = "{artifact}"\n')
+        with gateway(config, tmp_path) as g:
+            def called(task: str | None) -> list[str]:
+                headers = {} if task is None else {"x-triage-task": task}
+                r = httpx.post(f"{g.url}/v1/chat/completions", headers=headers, timeout=60,
+                               json={"model": "calibrated",
+                                     "messages": [{"role": "user", "content": "hello"}]})
+                assert r.status_code == 200, r.text
+                return [s["model"] for s in r.json()["triage"]["steps"]]
+
+            assert called("easy") == ["weak"]
+            assert called("hard") == ["weak", "strong"]
+            # The pooled calibration: half right at any confidence, below 0.8.
+            assert called(None) == called("unseen") == ["weak", "strong"]
+            long = httpx.post(f"{g.url}/v1/chat/completions", timeout=60,
+                              headers={"x-triage-task": "t" * 201},
+                              json={"model": "calibrated",
+                                    "messages": [{"role": "user", "content": "hello"}]})
+            assert long.status_code == 400 and "x-triage-task" in long.text

@@ -23,7 +23,7 @@ from llmtriage.data.jsontext import loads
 from llmtriage.policies import registry
 from llmtriage.policies.base import Policy
 from llmtriage.policies.params import checked
-from llmtriage.signals.calibration import Calibrator
+from llmtriage.signals.calibration import Calibrator, TaskCalibrator
 from llmtriage.signals.scorer import FittedScorer
 
 FORMAT, VERSION = "llmtriage-policy", 2
@@ -168,6 +168,9 @@ def _encode(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
         return {"$calibrator": {"method": value.method, "base_rate": value.base_rate,
                                 "x": _encode(value.x, f"{path}.x", arrays),
                                 "y": _encode(value.y, f"{path}.y", arrays)}}
+    if isinstance(value, TaskCalibrator):
+        return {"$task-calibrator": {k: _encode(getattr(value, k), f"{path}.{k}", arrays)
+                                     for k in ("pooled", "by_task", "weights")}}
     if isinstance(value, Policy):
         return {"$policy": _encode_policy(value, path, arrays)}
     if isinstance(value, FittedScorer):
@@ -214,6 +217,16 @@ def _decode(node: Any, arrays: dict[str, np.ndarray]) -> Any:
     if tag == "$calibrator":
         return Calibrator(str(body["method"]), _decode(body["x"], arrays),
                           _decode(body["y"], arrays), float(body["base_rate"]))
+    if tag == "$task-calibrator":
+        parts = {k: _decode(body[k], arrays) for k in ("pooled", "by_task", "weights")}
+        tasks, weights = parts["by_task"], parts["weights"]
+        if not (isinstance(parts["pooled"], Calibrator) and isinstance(tasks, dict)
+                and isinstance(weights, dict) and set(weights) == set(tasks)
+                and all(isinstance(c, Calibrator) for c in tasks.values())
+                and all(isinstance(w, float) and 0.0 <= w <= 1.0 for w in weights.values())):
+            raise ArtifactError("a task calibrator holds a pooled calibrator, one per task "
+                                "and a weight in [0, 1] per task")
+        return TaskCalibrator(**parts)
     if tag == "$policy":
         return _decode_policy(body, arrays)
     if tag == "$scorer":

@@ -61,6 +61,9 @@ from llmtriage.serving.sessions import MAX_SESSION_ID
 from llmtriage.serving.streaming import Shape, disconnected, first_stream
 from llmtriage.signals.embedder import Embedder
 
+#: The longest task label a request may give (``x-triage-task``).
+MAX_TASK = 200
+
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses an endpoint returns (OpenAI's error shape)."""
@@ -172,10 +175,12 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         max_tokens = (getattr(body, "max_completion_tokens", None) or body.max_tokens
                       or settings.max_tokens)
         session = headers.get("x-triage-session") or None
+        task = headers.get("x-triage-task", "")
         job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
                   policy_name=body.model, messages=body.conversation(), max_tokens=max_tokens,
                   temperature=body.temperature, client=None, stop=body.stops(),
-                  session=session[:MAX_SESSION_ID] if session else None)
+                  session=session[:MAX_SESSION_ID] if session else None,
+                  task=task[:MAX_TASK])
         mode = headers.get("x-triage-stream") or settings.stream
         try:
             job.client = client_of(headers)
@@ -187,6 +192,10 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                 raise Refused(400, f"invalid request: x-triage-session is {len(session)} "
                                    f"characters; at most {MAX_SESSION_ID}",
                               "invalid_request_error", "invalid_session")
+            if len(task) > MAX_TASK:
+                raise Refused(400, f"invalid request: x-triage-task is {len(task)} characters;"
+                                   f" at most {MAX_TASK}", "invalid_request_error",
+                              "invalid_task")
             job.cacheable = body.triage is None or body.triage.cache
             try:
                 job.limits = limits_of(headers, body.triage)

@@ -132,6 +132,9 @@ class Job:
     cacheable: bool = True
     #: Where the answer ends (sent to every model the policy calls).
     stop: tuple[str, ...] = ()
+    #: The task the client says the request belongs to ("": not said): a policy that
+    #: calibrates per task reads it, as it reads a recorded table's task column offline.
+    task: str = ""
 
     @property
     def prompt(self) -> str:
@@ -151,7 +154,7 @@ class Job:
     def queries(self, pinned: str | None = None) -> Queries:
         """The job as a batch of one for the step loop, with the request it sends and the
         model its sticky session binds it to."""
-        return Queries.from_texts([self.prompt], conversations=[self.messages],
+        return Queries.from_texts([self.prompt], self.task, conversations=[self.messages],
                                   requests=[self.request()], pinned=[pinned])
 
 

@@ -50,7 +50,9 @@ class Calibrator:
                        np.array([float(lr.intercept_[0])]), base)
         raise ValueError(f"method must be 'isotonic' or 'platt', not {method!r}")
 
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
+    def __call__(self, scores: np.ndarray, tasks: np.ndarray | None = None) -> np.ndarray:
+        """P(right) of each score; ``tasks`` is not read (one map for every task), and
+        taken so that this and a :class:`TaskCalibrator` are called alike."""
         raw = np.asarray(scores, dtype=np.float64)
         scores = np.where(np.isfinite(raw), raw, 0.0)
         if self.method == "platt" and len(self.x) == 1 and self.x[0] != 0.0:
@@ -63,6 +65,16 @@ class Calibrator:
         return np.where(np.isfinite(raw), p, np.where(np.isneginf(raw), 0.0, self.base_rate))
 
 
+def fit_calibrator(scores: np.ndarray, correct: np.ndarray, tasks: np.ndarray,
+                   method: str = "isotonic", task_prior_rows: float | None = 30.0
+                   ) -> Calibrator | TaskCalibrator:
+    """A model's calibration: per task (see :class:`TaskCalibrator`) unless
+    ``task_prior_rows`` is None, then one map for every task. Both are called alike."""
+    if task_prior_rows is None:
+        return Calibrator.fit(scores, correct, method)
+    return TaskCalibrator.fit(scores, correct, tasks, method, task_prior_rows)
+
+
 def expected_calibration_error(p: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
     """Mean |confidence - accuracy| over equal-width probability bins, weighted by size."""
     p, correct = np.asarray(p), np.asarray(correct)
@@ -73,3 +85,47 @@ def expected_calibration_error(p: np.ndarray, correct: np.ndarray, bins: int = 1
         if sel.any():
             total += sel.sum() * abs(p[sel].mean() - correct[sel].mean())
     return float(total / max(len(p), 1))
+
+
+@dataclass
+class TaskCalibrator:
+    """One model's calibration that knows the task a query belongs to.
+
+    The same raw score means different things on different tasks (a mean logprob of -0.2 is
+    a safe multiple-choice letter and a shaky chain of arithmetic), and one map fitted on a
+    mix of tasks blurs them. Each task the calibration split holds gets its own map, blended
+    with the pooled one by its share of evidence, ``n / (n + prior_rows)``, so a task seen
+    on a few rows leans on the pool. A query of a task not seen (or none, as a live query
+    without a task label) gets the pooled map alone: exactly the task-blind calibration."""
+
+    pooled: Calibrator
+    by_task: dict[str, Calibrator]
+    #: The weight of each task's own map against the pooled one.
+    weights: dict[str, float]
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, correct: np.ndarray, tasks: np.ndarray,
+            method: str = "isotonic", prior_rows: float = 30.0) -> TaskCalibrator:
+        tasks = np.asarray(tasks).astype(str)
+        pooled = Calibrator.fit(scores, correct, method)
+        by_task, weights = {}, {}
+        names = sorted(set(tasks.tolist()) - {""})
+        if len(names) > 1:  # one task: its own map is the pooled one
+            for task in names:
+                rows = tasks == task
+                by_task[task] = Calibrator.fit(scores[rows], correct[rows], method)
+                weights[task] = float(rows.sum() / (rows.sum() + prior_rows))
+        return cls(pooled, by_task, weights)
+
+    def __call__(self, scores: np.ndarray, tasks: np.ndarray | None = None) -> np.ndarray:
+        """P(right) of each score given its query's task (None: no task known)."""
+        out = self.pooled(scores)
+        if tasks is None:
+            return out
+        tasks = np.asarray(tasks).astype(str)
+        for task, own in self.by_task.items():
+            rows = tasks == task
+            if rows.any():
+                w = self.weights[task]
+                out[rows] = w * own(np.asarray(scores)[rows]) + (1 - w) * out[rows]
+        return out

@@ -14,8 +14,8 @@ import numpy as np
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import State
 from llmtriage.policies.baselines import ThresholdCascade
-from llmtriage.policies.params import Finite
-from llmtriage.signals.calibration import Calibrator
+from llmtriage.policies.params import Finite, NonNegative
+from llmtriage.signals.calibration import Calibrator, TaskCalibrator, fit_calibrator
 
 #: The signal a calibrated cascade learns itself: a (query, answer) scorer per rung.
 LEARNED = "learned-scorer"
@@ -28,15 +28,20 @@ class CalibratedCascade(ThresholdCascade):
 
     def __init__(self, ladder: Sequence[str], threshold: Finite | Sequence[Finite] = 0.8,
                  method: str = "isotonic", signal: str = "mean_logprob",
-                 embedder: str = "minilm") -> None:
+                 embedder: str = "minilm", task_prior_rows: NonNegative | None = 30.0
+                 ) -> None:
         """``signal``: the statistic the table's confidence column records (`triage
         collect` records the mean token logprob), fed live to the same calibrators; or
         "learned-scorer": a (query, answer) scorer per rung, fitted on the table's recorded
         answers with ``embedder``'s features and saved with the cascade, which scores each
-        answer it judges itself, recorded or live."""
+        answer it judges itself, recorded or live. ``task_prior_rows``: each task of the
+        calibration split gets its own calibration, weighed against the pooled one as if
+        the pool were this many rows (see :class:`TaskCalibrator`); None: one calibration
+        for every task."""
         super().__init__(ladder, threshold, signal)
         self.method = method
         self.embedder = embedder
+        self.task_prior_rows = task_prior_rows
         if not np.all((np.asarray(threshold) >= 0.0) & (np.asarray(threshold) <= 1.01)):
             raise ValueError("its threshold is a probability of being right, between 0 and "
                              f"1, not {threshold}")
@@ -70,9 +75,9 @@ class CalibratedCascade(ThresholdCascade):
         else:
             super().fit(table)
             raw = {m: table.confidence[:, table.model_index(m)] for m in self.ladder}
-        self.calibrators_ = {
-            m: Calibrator.fit(raw[m], table.quality[:, table.model_index(m)] >= 0.5,
-                              self.method)
+        right = {m: table.quality[:, table.model_index(m)] >= 0.5 for m in self.ladder}
+        self.calibrators_: dict[str, Calibrator | TaskCalibrator] = {
+            m: fit_calibrator(raw[m], right[m], table.tasks, self.method, self.task_prior_rows)
             for m in self.ladder
         }
         return self
@@ -115,5 +120,5 @@ class CalibratedCascade(ThresholdCascade):
         for name, calibrate in self.calibrators_.items():
             if name in state.models:
                 sel = last == state.models.index(name)
-                out[sel] = calibrate(raw[sel])
+                out[sel] = calibrate(raw[sel], state.queries.tasks[sel])
         return out

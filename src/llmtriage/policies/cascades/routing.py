@@ -36,7 +36,7 @@ from llmtriage.policies.base import STOP, Decision, Policy, State, check_signal,
 from llmtriage.policies.defaults import near_hull
 from llmtriage.policies.params import Count, NonNegative
 from llmtriage.policies.routers.base import QualityRouter
-from llmtriage.signals.calibration import Calibrator
+from llmtriage.signals.calibration import fit_calibrator
 
 #: The most models whose sets (of up to ``max_calls``) a step weighs: those nearest the
 #: cost-quality hull. All of them below this; above it the sets grow as the cube of the
@@ -81,9 +81,13 @@ class CascadeRouter(Policy):
     def __init__(self, router: QualityRouter, lam: NonNegative = 0.0,
                  method: str = "isotonic", max_calls: Count = 3, samples: Count = 32,
                  bins: Count = 5,
-                 signal: str = "mean_logprob") -> None:
-        """``signal``: the statistic the table's confidence column records, fed live."""
+                 signal: str = "mean_logprob",
+                 task_prior_rows: NonNegative | None = 30.0) -> None:
+        """``signal``: the statistic the table's confidence column records, fed live;
+        ``task_prior_rows``: calibrate the confidence per task, as the calibrated cascade
+        does (see :class:`TaskCalibrator`); None: one calibration for every task."""
         self.router = router
+        self.task_prior_rows = task_prior_rows
         self.signal = signal
         self.lam = lam
         self.method = method
@@ -100,9 +104,10 @@ class CascadeRouter(Policy):
             predicted = self.router.out_of_fold(table)
         right = table.quality >= 0.5
         m = table.n_models
-        self.calibrators_ = [Calibrator.fit(table.confidence[:, j], right[:, j], self.method)
+        self.calibrators_ = [fit_calibrator(table.confidence[:, j], right[:, j], table.tasks,
+                                            self.method, self.task_prior_rows)
                              for j in range(m)]
-        calibrated = self._out_of_fold_calibrated(table.confidence, right)
+        calibrated = self._out_of_fold_calibrated(table.confidence, right, table.tasks)
         self.ex_post_ = np.zeros((m, 3))  # per model: weights on logit(q), logit(conf), bias
         moves = np.zeros(predicted.shape)
         from sklearn.linear_model import LogisticRegression  # to fit only (see calibration)
@@ -149,15 +154,16 @@ class CascadeRouter(Policy):
         return np.searchsorted(inner, predicted, side="right")
 
     def _out_of_fold_calibrated(self, confidence: np.ndarray, right: np.ndarray,
-                                folds: int = 5) -> np.ndarray:
+                                tasks: np.ndarray, folds: int = 5) -> np.ndarray:
         """Each query's calibrated confidence from calibrators fitted without it: fitted on
         the same queries, isotonic calibration looks sharper than it is, and the ex-post
         model would trust it too much."""
         out = np.empty(confidence.shape)
         for kept, held in kfold(len(confidence), folds, seed=1):
             for j in range(confidence.shape[1]):
-                out[held, j] = Calibrator.fit(confidence[kept, j], right[kept, j],
-                                              self.method)(confidence[held, j])
+                calibrate = fit_calibrator(confidence[kept, j], right[kept, j], tasks[kept],
+                                           self.method, self.task_prior_rows)
+                out[held, j] = calibrate(confidence[held, j], tasks[held])
         return out
 
     @staticmethod
@@ -196,7 +202,9 @@ class CascadeRouter(Policy):
             for j in range(m):
                 sel = model == index[j]
                 if sel.any():
-                    x = self._ex_post_features(predicted[sel, j], self.calibrators_[j](raw[sel]))
+                    x = self._ex_post_features(
+                        predicted[sel, j],
+                        self.calibrators_[j](raw[sel], state.queries.tasks[sel]))
                     beliefs[sel, k] = self._belief(j, x)
                     called[sel, j] = True
         held = np.maximum(beliefs.max(axis=1, initial=-np.inf), 0.0)
