@@ -8,11 +8,12 @@ The calibrated cascade maps each rung's raw confidence (the mean answer-token lo
 P(right). Pooled, one map per model is fitted on every task of the calibration split;
 task-aware (``task_prior_rows``, the default), each task gets its own map blended with the
 pooled one by its share of evidence, and a query of a task not seen gets the pooled map.
-Both are the real ``CalibratedCascade``, fitted on the train rows and replayed by the loop
-that serves on the held-out rows. Each is scored by the test AUC of its calibrated
-confidence per model (pooled over the held-out tasks: what one threshold sees) and by the
-cascades it makes: the AIQ over cost of the envelope of every cost-ordered ladder of two or
-three models at every threshold of its grid, as a share of the single models'
+Both are the real ``CalibratedCascade`` and ``CascadeRouter``, fitted on the train rows and
+replayed by the loop that serves on the held-out rows. Each is scored by the test AUC of its
+calibrated confidence per model (pooled over the held-out tasks: what one threshold sees),
+by the cascades it makes (the AIQ over cost of the envelope of every cost-ordered ladder of
+two or three models at every threshold of its grid) and by cascade routing's curve over its
+lams (a kNN router on the hashing embedder), each as a share of the single models'
 hull-to-oracle gap. On the table's test split, on ``--splits`` random 70/30 splits of it,
 and leave-one-task-out (a held-out task is not seen, so both must agree there).
 
@@ -33,19 +34,17 @@ import numpy as np
 from llmtriage import metrics
 from llmtriage.data import load_table
 from llmtriage.data.table import OutcomeTable
-from llmtriage.policies.cascades import CalibratedCascade
+from llmtriage.policies.cascades import CalibratedCascade, CascadeRouter
+from llmtriage.policies.routers import KNNRouter
 from llmtriage.policies.search.crossval import replay_outcomes
+from llmtriage.signals.embedder import HashingEmbedder
 
 VARIANTS = {"pooled": None, "task-aware": 30.0}
 
 
-def scores(table: OutcomeTable, fit: np.ndarray, held: np.ndarray, prior: float | None
-           ) -> tuple[float, list[float]]:
-    """Gap share of the cascades' envelope and AUC per model, on ``held``."""
-    from sklearn.metrics import roc_auc_score
-
-    train, test = table.take(fit), table.take(held)
-    order = [table.models[j] for j in np.argsort(table.cost_usd.mean(axis=0))]
+def gap(test: OutcomeTable, points: list[tuple[float, float]]) -> float:
+    """The AIQ over cost of the points and the single models, as a share of the single
+    models' hull-to-oracle gap on ``test``."""
     cost, quality = test.cost_usd, test.quality
     single_c, single_q = cost.mean(axis=0), quality.mean(axis=0)
     span = (float(single_c.min()), float(single_c.max()))
@@ -55,8 +54,31 @@ def scores(table: OutcomeTable, fit: np.ndarray, held: np.ndarray, prior: float 
     best = np.argsort(single_c)[cheapest_right]
     oracle = metrics.aiq(np.r_[single_c, cost[rows, best].mean()],
                          np.r_[single_q, quality.max(axis=1).mean()], span)
-    points = [*zip(single_c, single_q, strict=True)]
-    aucs = []
+    xs, ys = np.array([*zip(single_c, single_q, strict=True), *points]).T
+    return (metrics.aiq(xs, ys, span) - hull) / max(oracle - hull, 1e-12)
+
+
+def routing_gap(table: OutcomeTable, fit: np.ndarray, held: np.ndarray,
+                prior: float | None) -> float:
+    """Gap share of cascade routing (a kNN router on the hashing embedder) over its lams."""
+    train, test = table.take(fit), table.take(held)
+    router = KNNRouter(k=10).with_embedder(HashingEmbedder())
+    policy = CascadeRouter(router, task_prior_rows=prior).fit(train)
+    points = []
+    for lam in policy.grid(train):
+        out = replay_outcomes(policy.with_params(lam=lam), test)
+        points.append((out["cost_usd"].mean(), out["quality"].mean()))
+    return gap(test, points)
+
+
+def scores(table: OutcomeTable, fit: np.ndarray, held: np.ndarray, prior: float | None
+           ) -> tuple[float, list[float]]:
+    """Gap share of the cascades' envelope and AUC per model, on ``held``."""
+    from sklearn.metrics import roc_auc_score
+
+    train, test = table.take(fit), table.take(held)
+    order = [table.models[j] for j in np.argsort(table.cost_usd.mean(axis=0))]
+    points, aucs = [], []
     for size in range(2, len(order) + 1):
         for ladder in itertools.combinations(order, size):
             cascade = CalibratedCascade(list(ladder), task_prior_rows=prior).fit(train)
@@ -70,8 +92,7 @@ def scores(table: OutcomeTable, fit: np.ndarray, held: np.ndarray, prior: float 
                     cal = cascade.calibrators_[m]
                     p = cal(raw, test.tasks)
                     aucs.append(roc_auc_score(right, p) if 0 < right.mean() < 1 else np.nan)
-    xs, ys = np.array(points).T
-    return (metrics.aiq(xs, ys, span) - hull) / max(oracle - hull, 1e-12), aucs
+    return gap(test, points), aucs
 
 
 def main() -> None:
@@ -102,18 +123,20 @@ def main() -> None:
     for label, fit, held in cases:
         line = [f"{label:26s} n={len(held):4d}"]
         for name, prior in VARIANTS.items():
-            gap, aucs = scores(table, fit, held, prior)
+            share, aucs = scores(table, fit, held, prior)
+            routed = routing_gap(table, fit, held, prior)
             if label.startswith("random"):
-                summary[name].append([gap, *aucs])
-            line.append(f"{name}: gap {100 * gap:+.1f}%, AUC "
+                summary[name].append([share, routed, *aucs])
+            line.append(f"{name}: cascades {100 * share:+.1f}%, cascade routing "
+                        f"{100 * routed:+.1f}%, AUC "
                         + "/".join("-" if np.isnan(a) else f"{a:.3f}" for a in aucs))
         print("  ".join(line), flush=True)
     if args.splits:
         print(f"mean over {args.splits} random splits:")
         for name, rows in summary.items():
             mean = np.nanmean(np.array(rows), axis=0)
-            print(f"  {name}: gap {100 * mean[0]:+.1f}%, AUC "
-                  + "/".join(f"{a:.3f}" for a in mean[1:]))
+            print(f"  {name}: cascades {100 * mean[0]:+.1f}%, cascade routing "
+                  f"{100 * mean[1]:+.1f}%, AUC " + "/".join(f"{a:.3f}" for a in mean[2:]))
 
 
 if __name__ == "__main__":
