@@ -376,10 +376,11 @@ def test_ask_answers_through_a_configured_policy(fitted):
     # Asked as the table's prompts were: its calibration holds for prompts like those.
     question = f"What is the capital of Italy?\n{INSTRUCTION}"
     run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--config", str(config),
-                          "--policy", "calibrated", question],
+                          "--policy", "calibrated", "--task", "capitals", question],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert "policy calibrated" in run.stdout and "mean logprob" in " ".join(run.stdout.split())
+    shown = " ".join(run.stdout.split())
+    assert "policy calibrated" in shown and "mean logprob" in shown and "task capitals" in shown
     assert "Rome" in run.stdout.split("answer", 1)[-1]
     bad = subprocess.run([sys.executable, "-m", "llmtriage.cli", "ask", "--config", str(config),
                           "--policy", "nope", "hi"], capture_output=True, text=True, timeout=300)

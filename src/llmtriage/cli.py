@@ -571,6 +571,9 @@ def ask(
     = None,
     policy: Annotated[str | None, typer.Option(
         help="With --config: the policy to answer through (default: its first).")] = None,
+    task: Annotated[str, typer.Option(
+        help="The task the question belongs to, for a policy that calibrates per task (as "
+             "the gateway's x-triage-task header).")] = "",
 ) -> None:
     """Answer one question through the policy fitted on the embedded ladder's recording (or
     a threshold cascade, or a configured policy), showing every step."""
@@ -621,8 +624,7 @@ def ask(
             chosen = built[name]
     pool = ModelPool(cat, confidence=mean_logprob, fallback=cfg.gateway.fallback)
     request = ChatRequest.ask(question, max_tokens=max_tokens)
-    one = Queries.from_texts([question])
-    queries = Queries(one.prompt_ids, one.prompts, one.tasks, requests=[request])
+    queries = Queries.from_texts([question], task, requests=[request])
 
     async def answered() -> Trace:
         try:
@@ -633,7 +635,8 @@ def ask(
     with _user_errors(RuntimeError):
         trace = asyncio.run(answered())
     signal = chosen.signal or "mean_logprob"
-    t = Table(title=escape(f"policy {name} ({chosen.label}), judged by {signal}"))
+    t = Table(title=escape(f"policy {name} ({chosen.label}), judged by {signal}"
+                           + (f", task {task}" if task else "")))
     for col in ("step", "model", "answer", signal.replace("_", " "), "latency ms",
                 "energy J", "cost $", "accepted"):
         t.add_column(col)
