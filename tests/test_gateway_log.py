@@ -48,9 +48,10 @@ alpha = 0.0
         yield tmp, config
 
 
-def chat(url: str, model: str, prompt: str) -> dict:
+def chat(url: str, model: str, prompt: str, task: str | None = None) -> dict:
     r = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
-        "model": model, "messages": [{"role": "user", "content": prompt}]})
+        "model": model, "messages": [{"role": "user", "content": prompt}]},
+        headers={} if task is None else {"x-triage-task": task})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -66,7 +67,8 @@ def test_feedback_export_and_retrain(setup):
     with gateway(config, tmp) as g:
         for i, prompt in enumerate(PROMPTS):
             for model in ("a", "b"):
-                answer = chat(g.url, model, prompt)
+                # The first three prompts' requests name their task; the export keeps it.
+                answer = chat(g.url, model, prompt, "sums" if i < 3 else None)
                 score = float((i + (model == "b")) % 2)
                 scores[(prompt, model)] = score
                 r = feedback(g.url, answer["id"], score)
@@ -86,6 +88,8 @@ def test_feedback_export_and_retrain(setup):
         for k, model in enumerate(table.models):
             assert table.quality[j, k] == scores[(prompt, model)]
     assert (table.latency_ms > 0).all() and (table.tokens_out == 2).all()
+    assert sorted(table.tasks[[p in PROMPTS[:3] for p in table.prompts]]) == ["sums"] * 3
+    assert "sums" not in table.tasks[[p in PROMPTS[3:] for p in table.prompts]]
     router = KNNRouter(k=1).fit(table)  # production feedback trains a router
     assert router.predict_quality(table.prompts).shape == (6, 2)
 
@@ -184,9 +188,10 @@ def test_fitted_policy_configs_are_checked_with_a_clear_message(tmp_path, data_d
 
 
 def test_a_log_from_before_schema_versions_is_migrated_in_place(tmp_path):
-    """An existing log keeps its rows and gains the versioned schema's index."""
+    """An existing log keeps its rows and gains the versioned schema's index and task
+    column; exported before and after, it reads the same."""
     from llmtriage.serving.logdb import MIGRATIONS
-    from llmtriage.serving.requestlog import RequestLog
+    from llmtriage.serving.requestlog import RequestLog, export_frame
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:
@@ -196,7 +201,10 @@ def test_a_log_from_before_schema_versions_is_migrated_in_place(tmp_path):
                    "latency_ms REAL, tokens_in INTEGER, tokens_out INTEGER, prompt TEXT, "
                    "answer TEXT, error TEXT, feedback REAL, feedback_at REAL)")
         db.execute("INSERT INTO requests (id, created, client, policy, status, steps, "
-                   "cost_usd) VALUES ('old-1', 1.0, 'k', 'p', 200, '[]', 0.25)")
+                   "cost_usd, answered_by, prompt, feedback) VALUES ('old-1', 1.0, 'k', 'p', "
+                   "200, '[]', 0.25, 'm', 'hi', 1.0)")
+    # Read as it is (export never writes to a log): no task column, so no tasks.
+    assert export_frame(path)["task"].tolist() == [""]
     log = RequestLog(path)
     assert log.spent_by_client() == {"k": 0.25}
     log.close()
@@ -205,6 +213,7 @@ def test_a_log_from_before_schema_versions_is_migrated_in_place(tmp_path):
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
                                             "'index'")}
     assert "requests_created" in indexes
+    assert export_frame(path)[["model", "quality", "task"]].values.tolist() == [["m", 1.0, ""]]
 
 
 def log_row(ident: str) -> dict:

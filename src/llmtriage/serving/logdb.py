@@ -43,7 +43,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS requests_client ON requests (client)",
     ],
     ["CREATE INDEX IF NOT EXISTS requests_created ON requests (created)"],
+    # The task a request said it belongs to (x-triage-task), exported for refitting.
+    ["ALTER TABLE requests ADD COLUMN task TEXT"],
 ]
+#: The first schema version whose requests have a task column.
+TASK_VERSION = 3
 
 
 def is_url(target: str | Path) -> bool:
@@ -89,6 +93,14 @@ class Database(ABC):
         commits made :meth:`without_waits`, which never do it themselves). Nothing to do
         where there is no such connection."""
         return None
+
+    def version(self) -> int:
+        """The schema version of an existing log (one made before versioning: 1)."""
+        try:
+            rows = self.execute("SELECT version FROM triage_schema")
+        except self.errors:
+            rows = []
+        return int(rows[0][0]) if rows else 1
 
     def migrate(self) -> int:
         """Bring the schema to the latest version; returns it."""

@@ -42,10 +42,11 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from llmtriage.data.errors import DataError, faults
 from llmtriage.data.jsontext import dumps, loads
-from llmtriage.serving.logdb import is_url, open_database
+from llmtriage.serving.logdb import TASK_VERSION, is_url, open_database
 
 COLUMNS = ("id", "created", "client", "policy", "session", "status", "answered_by", "steps",
-           "cost_usd", "latency_ms", "tokens_in", "tokens_out", "prompt", "answer", "error")
+           "cost_usd", "latency_ms", "tokens_in", "tokens_out", "prompt", "answer", "error",
+           "task")
 
 
 def upsert(columns: tuple[str, ...]) -> str:
@@ -347,12 +348,15 @@ def export_frame(target: str | Path) -> pd.DataFrame:
     names, so a row the gateway could not have written is refused, naming its request.
     """
     names = ["id", "policy", "answered_by", "feedback", "steps", "cost_usd", "latency_ms",
-             "tokens_in", "tokens_out", "prompt", "answer"]
+             "tokens_in", "tokens_out", "prompt", "answer", "task"]
     db = open_database(target, readonly=True)
     where = db.where
     try:
+        if db.version() < TASK_VERSION:  # a log older than the task column: tasks blank
+            names[-1] = "'' AS task"
         found = db.execute(f"SELECT {', '.join(names)} FROM requests "
                            "WHERE feedback IS NOT NULL AND status = 200 ORDER BY created")
+        names[-1] = "task"
     except db.errors as exc:
         raise DataError(f"request log {where}: cannot read: {exc}") from None
     finally:
@@ -383,4 +387,10 @@ def export_frame(target: str | Path) -> pd.DataFrame:
     })
     numeric = ["quality", "cost_usd", "latency_ms", "tokens_in", "tokens_out", "confidence"]
     grouped = frame.groupby(["prompt_id", "model"], sort=False)
-    return grouped[numeric].mean().join(grouped[["prompt", "response"]].last()).reset_index()
+    out = grouped[numeric].mean().join(grouped[["prompt", "response"]].last()).reset_index()
+    # A prompt has one task: the last one its requests named (requests that named none
+    # leave it to the others).
+    task = rows["task"].where(rows["task"].astype(str).str.len() > 0)
+    named_task = task.groupby(pd.Series(named, index=rows.index), sort=False).last()
+    out["task"] = out["prompt_id"].map(named_task).fillna("")
+    return out

@@ -435,7 +435,7 @@ class RequestPath:
                 "tokens_in": job.usage.get("prompt_tokens"),
                 "tokens_out": job.usage.get("completion_tokens"),
                 "prompt": job.prompt, "answer": job.answer if status == 200 else None,
-                "error": message,
+                "error": message, "task": job.task or None,
             })
 
     @staticmethod
