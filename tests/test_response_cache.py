@@ -35,7 +35,8 @@ def test_exact_hits_are_scoped_by_key_policy_limits_and_whole_conversation():
                      {"role": "assistant", "content": "Spain is in Europe."}, *USER]
     for variant in (cache.keys("b", "p", 64, USER), cache.keys("a", "q", 64, USER),
                     cache.keys("a", "p", 32, USER), cache.keys("a", "p", 64, other_history),
-                    cache.keys("a", "p", 64, USER, ("\n",))):  # a stop ends answers early
+                    cache.keys("a", "p", 64, USER, ("\n",)),  # a stop ends answers early
+                    cache.keys("a", "p", 64, USER, task="maths")):  # calibrated by task
         assert variant[0] != key and variant[1] != scope
         assert asyncio.run(cache.get(*variant))[0] is None
 

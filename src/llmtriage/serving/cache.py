@@ -91,15 +91,16 @@ class ResponseCache:
         self._scopes: dict[str, dict[str, np.ndarray]] = {}
 
     def keys(self, client: str | None, policy: str, max_tokens: int,
-             messages: list[dict[str, str]], stop: tuple[str, ...] = ()
+             messages: list[dict[str, str]], stop: tuple[str, ...] = (), task: str = ""
              ) -> tuple[str, str, str | None]:
         """(exact key, scope, the text matched semantically: the last user turn, when the
         conversation ends with one). What shapes the answer besides the text (its length
-        limit, its stop sequences) is part of both."""
+        limit, its stop sequences, the task it names, which a policy may calibrate by) is
+        part of both."""
         last = _last_user(messages)
         if last is None or last != len(messages) - 1:
-            return _digest(client, policy, max_tokens, list(stop), messages), "", None
-        scope = _digest(client, policy, max_tokens, list(stop), messages[:last])
+            return _digest(client, policy, max_tokens, list(stop), task, messages), "", None
+        scope = _digest(client, policy, max_tokens, list(stop), task, messages[:last])
         return _digest(scope, messages[last]["content"]), scope, messages[last]["content"]
 
     async def _vector(self, text: str) -> np.ndarray:

@@ -299,7 +299,7 @@ class RequestPath:
         cached = None
         if self.cache is not None and job.cacheable and job.temperature == 0:
             cached = self.cache.keys(self._client(job), job.policy_name, job.max_tokens,
-                                     job.messages, job.stop)
+                                     job.messages, job.stop, job.task)
             began = time.perf_counter()
             hit, vector = await self.cache.get(*cached)
             if hit is not None:
