@@ -37,9 +37,10 @@ from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.cascades import CalibratedCascade, CascadeRouter
 from llmtriage.policies.routers import KNNRouter
 from llmtriage.policies.search.crossval import replay_outcomes
+from llmtriage.signals.calibration import TASK_PRIOR_ROWS
 from llmtriage.signals.embedder import HashingEmbedder
 
-VARIANTS = {"pooled": None, "task-aware": 30.0}
+VARIANTS = {"pooled": None, "task-aware": TASK_PRIOR_ROWS}
 
 
 def gap(test: OutcomeTable, points: list[tuple[float, float]]) -> float:

@@ -352,11 +352,10 @@ def export_frame(target: str | Path) -> pd.DataFrame:
     db = open_database(target, readonly=True)
     where = db.where
     try:
-        if db.version() < TASK_VERSION:  # a log older than the task column: tasks blank
-            names[-1] = "'' AS task"
-        found = db.execute(f"SELECT {', '.join(names)} FROM requests "
+        # A log older than the task column reads with blank tasks.
+        task = "task" if db.version() >= TASK_VERSION else "'' AS task"
+        found = db.execute(f"SELECT {', '.join(names[:-1])}, {task} FROM requests "
                            "WHERE feedback IS NOT NULL AND status = 200 ORDER BY created")
-        names[-1] = "task"
     except db.errors as exc:
         raise DataError(f"request log {where}: cannot read: {exc}") from None
     finally:

@@ -65,8 +65,14 @@ class Calibrator:
         return np.where(np.isfinite(raw), p, np.where(np.isneginf(raw), 0.0, self.base_rate))
 
 
+#: How many pooled rows a task's own calibration is weighed against by default: a task of
+#: 30 rows counts half, of 270 nine tenths (on the ladder's recording, about 35 training
+#: rows a task, 10 to 100 gave the same test AUC within 0.005).
+TASK_PRIOR_ROWS = 30.0
+
+
 def fit_calibrator(scores: np.ndarray, correct: np.ndarray, tasks: np.ndarray,
-                   method: str = "isotonic", task_prior_rows: float | None = 30.0
+                   method: str = "isotonic", task_prior_rows: float | None = TASK_PRIOR_ROWS
                    ) -> Calibrator | TaskCalibrator:
     """A model's calibration: per task (see :class:`TaskCalibrator`) unless
     ``task_prior_rows`` is None, then one map for every task. Both are called alike."""
@@ -105,7 +111,7 @@ class TaskCalibrator:
 
     @classmethod
     def fit(cls, scores: np.ndarray, correct: np.ndarray, tasks: np.ndarray,
-            method: str = "isotonic", prior_rows: float = 30.0) -> TaskCalibrator:
+            method: str = "isotonic", prior_rows: float = TASK_PRIOR_ROWS) -> TaskCalibrator:
         tasks = np.asarray(tasks).astype(str)
         pooled = Calibrator.fit(scores, correct, method)
         by_task, weights = {}, {}

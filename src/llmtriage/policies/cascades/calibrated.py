@@ -15,7 +15,12 @@ from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import State
 from llmtriage.policies.baselines import ThresholdCascade
 from llmtriage.policies.params import Finite, NonNegative
-from llmtriage.signals.calibration import Calibrator, TaskCalibrator, fit_calibrator
+from llmtriage.signals.calibration import (
+    TASK_PRIOR_ROWS,
+    Calibrator,
+    TaskCalibrator,
+    fit_calibrator,
+)
 
 #: The signal a calibrated cascade learns itself: a (query, answer) scorer per rung.
 LEARNED = "learned-scorer"
@@ -28,7 +33,7 @@ class CalibratedCascade(ThresholdCascade):
 
     def __init__(self, ladder: Sequence[str], threshold: Finite | Sequence[Finite] = 0.8,
                  method: str = "isotonic", signal: str = "mean_logprob",
-                 embedder: str = "minilm", task_prior_rows: NonNegative | None = 30.0
+                 embedder: str = "minilm", task_prior_rows: NonNegative | None = TASK_PRIOR_ROWS
                  ) -> None:
         """``signal``: the statistic the table's confidence column records (`triage
         collect` records the mean token logprob), fed live to the same calibrators; or

@@ -36,7 +36,7 @@ from llmtriage.policies.base import STOP, Decision, Policy, State, check_signal,
 from llmtriage.policies.defaults import near_hull
 from llmtriage.policies.params import Count, NonNegative
 from llmtriage.policies.routers.base import QualityRouter
-from llmtriage.signals.calibration import fit_calibrator
+from llmtriage.signals.calibration import TASK_PRIOR_ROWS, fit_calibrator
 
 #: The most models whose sets (of up to ``max_calls``) a step weighs: those nearest the
 #: cost-quality hull. All of them below this; above it the sets grow as the cube of the
@@ -82,7 +82,7 @@ class CascadeRouter(Policy):
                  method: str = "isotonic", max_calls: Count = 3, samples: Count = 32,
                  bins: Count = 5,
                  signal: str = "mean_logprob",
-                 task_prior_rows: NonNegative | None = 30.0) -> None:
+                 task_prior_rows: NonNegative | None = TASK_PRIOR_ROWS) -> None:
         """``signal``: the statistic the table's confidence column records, fed live;
         ``task_prior_rows``: calibrate the confidence per task, as the calibrated cascade
         does (see :class:`TaskCalibrator`); None: one calibration for every task."""
