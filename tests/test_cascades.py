@@ -65,8 +65,13 @@ def test_task_calibration_separates_tasks_and_falls_back_to_the_pool():
     on_a, on_b = cal(probe, np.array(["a", "a"])), cal(probe, np.array(["b", "b"]))
     np.testing.assert_allclose(on_a, 0.8 + 0.2 * pooled)
     np.testing.assert_allclose(on_b, 0.2 * pooled)
-    # One task: its own map is the pooled one, so none is kept.
+    # One task: its own map is the pooled one, so none is kept; nor for a task of fewer
+    # than 10 rows (a task column holding an id per prompt makes no map per prompt).
     assert TaskCalibrator.fit(raw, correct, np.full(400, "a")).by_task == {}
+    few = TaskCalibrator.fit(raw, correct, np.r_[np.full(395, "a"), np.full(5, "b")])
+    assert set(few.by_task) == {"a"}
+    ids = TaskCalibrator.fit(raw, correct, np.array([f"id{i}" for i in range(400)]))
+    assert ids.by_task == {} and ids.weights == {}
 
 
 def test_ece_by_hand():

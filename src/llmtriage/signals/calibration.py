@@ -65,6 +65,9 @@ class Calibrator:
         return np.where(np.isfinite(raw), p, np.where(np.isneginf(raw), 0.0, self.base_rate))
 
 
+#: The fewest rows a task needs for a map of its own (fewer: the pooled map serves it), so
+#: that a task column holding an id per prompt makes no map per prompt.
+MIN_TASK_ROWS = 10
 #: How many pooled rows a task's own calibration is weighed against by default: a task of
 #: 30 rows counts half, of 270 nine tenths (on the ladder's recording, about 35 training
 #: rows a task, 10 to 100 gave the same test AUC within 0.005).
@@ -101,8 +104,9 @@ class TaskCalibrator:
     a safe multiple-choice letter and a shaky chain of arithmetic), and one map fitted on a
     mix of tasks blurs them. Each task the calibration split holds gets its own map, blended
     with the pooled one by its share of evidence, ``n / (n + prior_rows)``, so a task seen
-    on a few rows leans on the pool. A query of a task not seen (or none, as a live query
-    without a task label) gets the pooled map alone: exactly the task-blind calibration."""
+    on a few rows leans on the pool. A query of a task not seen (or seen on fewer than
+    :data:`MIN_TASK_ROWS` rows, or none, as a live query without a task label) gets the
+    pooled map alone: exactly the task-blind calibration."""
 
     pooled: Calibrator
     by_task: dict[str, Calibrator]
@@ -115,12 +119,13 @@ class TaskCalibrator:
         tasks = np.asarray(tasks).astype(str)
         pooled = Calibrator.fit(scores, correct, method)
         by_task, weights = {}, {}
-        names = sorted(set(tasks.tolist()) - {""})
+        names, counts = np.unique(tasks, return_counts=True)
         if len(names) > 1:  # one task: its own map is the pooled one
-            for task in names:
-                rows = tasks == task
-                by_task[task] = Calibrator.fit(scores[rows], correct[rows], method)
-                weights[task] = float(rows.sum() / (rows.sum() + prior_rows))
+            for task, n in zip(names.tolist(), counts.tolist(), strict=True):
+                if task and n >= MIN_TASK_ROWS:
+                    rows = tasks == task
+                    by_task[task] = Calibrator.fit(scores[rows], correct[rows], method)
+                    weights[task] = float(n / (n + prior_rows))
         return cls(pooled, by_task, weights)
 
     def __call__(self, scores: np.ndarray, tasks: np.ndarray | None = None) -> np.ndarray:
@@ -129,9 +134,10 @@ class TaskCalibrator:
         if tasks is None:
             return out
         tasks = np.asarray(tasks).astype(str)
-        for task, own in self.by_task.items():
-            rows = tasks == task
-            if rows.any():
+        for task in np.unique(tasks).tolist():
+            own = self.by_task.get(task)
+            if own is not None:
+                rows = tasks == task
                 w = self.weights[task]
                 out[rows] = w * own(np.asarray(scores)[rows]) + (1 - w) * out[rows]
         return out
