@@ -132,10 +132,11 @@ def knn_artifact(tmp_path: Path, models: tuple[str, str]) -> Path:
 
     rng = np.random.default_rng(0)
     words = "river planet code python sum product capital city energy prime".split()
-    rows = [{"prompt_id": f"p{i}", "prompt": " ".join(rng.choice(words, 8)) + f" {i}?",
+    prompts = [" ".join(rng.choice(words, 8)) + f" {i}?" for i in range(80)]
+    rows = [{"prompt_id": f"p{i}", "prompt": prompt,
              "model": model, "quality": float(rng.random() < p), "cost_usd": cost}
-            for i in range(80) for model, p, cost in ((models[0], 0.5, 1e-7),
-                                                      (models[1], 0.8, 1e-5))]
+            for i, prompt in enumerate(prompts) for model, p, cost in ((models[0], 0.5, 1e-7),
+                                                                       (models[1], 0.8, 1e-5))]
     pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
     router = KNNRouter(k=10).fit(load_table(f"long:{tmp_path / 'train.csv'}"))
     return save(router, tmp_path / "router.npz")
