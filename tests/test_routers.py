@@ -337,3 +337,34 @@ def test_a_bad_parameter_on_the_command_line_is_named_in_one_line(data_dir):
         assert run.returncode == 2, run.stderr
         assert "policy knn: parameter k=" in run.stderr and reason in run.stderr
         assert "Traceback" not in run.stderr
+
+
+def test_the_task_router_routes_by_each_models_mean_on_the_querys_task(data_dir, tmp_path):
+    """RouterBench's three tasks: each model's shrunk mean per task, the overall mean for
+    a query without a task, an exact leave-one-out view of itself, a saved copy that
+    decides alike, and a curve above the single models' hull on the test split (models
+    differ by task: Yi-34B is strong on Winogrande and weak on MBPP)."""
+    from llmtriage.backends.base import Queries
+    from llmtriage.policies.routers import TaskRouter
+
+    table = load_table(f"routerbench:{data_dir / 'routerbench'}")
+    train = table.split("train")
+    router = TaskRouter(prior_rows=10).fit(train)
+    mbpp = train.tasks == "mbpp"
+    expected = (train.quality[mbpp].sum(0) + 10 * train.quality.mean(0)) / (mbpp.sum() + 10)
+    queries = Queries.from_table(train)
+    np.testing.assert_allclose(router.predict_quality(queries)[mbpp], np.tile(
+        expected, (mbpp.sum(), 1)))
+    np.testing.assert_allclose(router.predict_quality(train.prompts[:3]),
+                               np.tile(train.quality.mean(0), (3, 1)))
+    loo = router.out_of_fold(train)
+    i = int(np.flatnonzero(mbpp)[0])
+    others = mbpp.copy()
+    others[i] = False
+    by_hand = (train.quality[others].sum(0) + 10 * router.overall_) / (others.sum() + 10)
+    np.testing.assert_allclose(loo[i], by_hand)
+    loaded = load(save(router, tmp_path / "task.npz"))
+    np.testing.assert_allclose(loaded.predict_quality(queries), router.predict_quality(queries))
+    result = compare(table, [*default_policies(table)[:table.n_models], TaskRouter()],
+                     bootstrap=0)
+    assert result.curve("task-mean").aiq > result.zero_router_aiq + 0.005

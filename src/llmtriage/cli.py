@@ -682,7 +682,7 @@ def tune(
         policy = load(artifact)
         if not isinstance(policy, QualityRouter):
             _fail(f"{artifact} holds a {policy.name} policy; tune sets a router's lam "
-                  "(knn, logistic, mlp, mf, sw-ranking)")
+                  "(knn, logistic, mlp, mf, sw-ranking, task-mean)")
         table = _load(source, task, prices).split(split)
         table = table.select_models(list(policy.models_))
         result = meet_target(policy, table, target, value)

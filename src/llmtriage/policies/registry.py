@@ -231,7 +231,7 @@ def _cascade_routing(context: Context, params: dict[str, Any]) -> list[Policy]:
         router = build_one(router, context, router_params)
     if not isinstance(router, QualityRouter):
         raise ValueError("its router must be a quality router (knn, logistic, mlp, mf, "
-                         "sw-ranking)")
+                         "sw-ranking, task-mean)")
     return [CascadeRouter(router, **params)]
 
 
@@ -247,6 +247,7 @@ def _register_builtin() -> None:
         KNNRouter,
         LinUCBRouter,
         MFRouter,
+        TaskRouter,
     )
     from llmtriage.policies.search import PolicySearch
 
@@ -276,6 +277,8 @@ def _register_builtin() -> None:
              _with_embedder(EloRouter))
     register("bandit", LinUCBRouter, "LinUCB: route and learn online from feedback",
              _with_embedder(LinUCBRouter))
+    register("task-mean", TaskRouter,
+             "route by each model's mean quality on the query's task (its task label)")
     register("search", PolicySearch,
              "the cross-validated best policy of every family at each budget (policy search)")
     register("cascade-routing", CascadeRouter,

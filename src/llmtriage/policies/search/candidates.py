@@ -15,9 +15,11 @@ from llmtriage.policies.defaults import mean_cost, near_hull
 #: Router families searched when none are named.
 ROUTERS = ("knn", "logistic", "mlp", "mf", "sw-ranking")
 #: Every family the search knows, in the order reports list them.
-FAMILIES = ("single", *ROUTERS, "calibrated-cascade", "agreement-cascade", "cascade-routing")
+FAMILIES = ("single", *ROUTERS, "task-mean", "calibrated-cascade", "agreement-cascade",
+            "cascade-routing")
 #: The technique groups a study compares, by the name reports give them.
-GROUPS = {"routers": ROUTERS, "cascades": ("calibrated-cascade", "agreement-cascade"),
+GROUPS = {"routers": (*ROUTERS, "task-mean"),
+          "cascades": ("calibrated-cascade", "agreement-cascade"),
           "cascade-routing": ("cascade-routing",)}
 
 
@@ -86,6 +88,8 @@ def candidates(train: OutcomeTable, families: Sequence[str] = FAMILIES,
             out += registry.build("single", context)
         elif family in ROUTERS:
             out.append(registry.build_one(family, context, features))
+        elif family == "task-mean" and len(set(train.tasks.tolist())) > 1:
+            out.append(registry.build_one(family, context))
         elif family == "calibrated-cascade" and confident:
             out += [registry.build_one(family, context, {"ladder": list(ladder)})
                     for ladder in ladders(train)]
