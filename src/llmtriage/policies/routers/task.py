@@ -32,14 +32,10 @@ class TaskRouter(QualityRouter):
         self.models_ = table.models
         self.cost_ = np.nan_to_num(table.cost_usd, nan=0.0).mean(axis=0)
         self.overall_ = table.quality.mean(axis=0)
-        names, codes, counts = np.unique(table.tasks.astype(str), return_inverse=True,
-                                         return_counts=True)
-        sums = np.zeros((len(names), table.n_models))
-        np.add.at(sums, codes, table.quality)
+        names, _, counts, sums = _by_task(table)
         self.tasks_ = names.astype(object)
         self.task_quality_ = (sums + self.prior_rows * self.overall_) / (
             counts[:, None] + self.prior_rows)
-        self.predictions_: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         return self
 
     def predict_quality(self, queries: Queries | np.ndarray) -> np.ndarray:
@@ -59,12 +55,19 @@ class TaskRouter(QualityRouter):
         """Each query's prediction from the task means without its own row (leave one out,
         exact): its own outcome in the mean would flatter the router's view of itself."""
         self.fit(table)
-        names = self.tasks_.tolist()
-        codes = np.searchsorted(np.array(names, dtype=str), table.tasks.astype(str))
-        counts = np.bincount(codes, minlength=len(names))[:, None]
-        sums = self.task_quality_ * (counts + self.prior_rows) - self.prior_rows * self.overall_
-        own = sums[codes] - table.quality
-        rest = counts[codes] - 1 + self.prior_rows  # a task's other rows, and the prior
+        _, codes, counts, sums = _by_task(table)
+        others = sums[codes] - table.quality  # each task's sum without the row itself
+        rest = counts[codes, None] - 1 + self.prior_rows  # its other rows, and the prior
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(rest > 0, (own + self.prior_rows * self.overall_) / rest,
+            return np.where(rest > 0, (others + self.prior_rows * self.overall_) / rest,
                             self.overall_)
+
+
+def _by_task(table: OutcomeTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The table's tasks (sorted), each row's task index, each task's rows and the sum of
+    each model's quality over them."""
+    names, codes, counts = np.unique(table.tasks.astype(str), return_inverse=True,
+                                     return_counts=True)
+    sums = np.zeros((len(names), table.n_models))
+    np.add.at(sums, codes, table.quality)
+    return names, codes, counts, sums
