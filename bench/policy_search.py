@@ -2,7 +2,7 @@
 
     python bench/policy_search.py [--data ../shared/data] [--ladder out/ladder-full.csv]
                                   [--sets routerbench,zeroeval,zeroeval-tasks,llmrouter,ladder]
-                                  [--out DIR]
+                                  [--out DIR] [--resplits N]
 
 For each set: the searched policy (kind ``search``, fitted by cross-validation on the train
 split alone) against the single models' hull (zero router) and the oracle, on the test
@@ -10,6 +10,9 @@ split: AIQ, the share of the zero-router-to-oracle gap recovered and the least c
 it reaches the best single model's quality, each with a 95% bootstrap interval; then the
 same fitted on all tasks but one and scored on the held-out task, for every task of sets
 that have several. Also: where the search's time goes (seconds per family).
+
+``--resplits N``: for each single-task set, the search again on N random re-splits of its
+prompts (the same test share): how far the shipped split's figure is one draw of many.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from llmtriage.data import load_table
 from llmtriage.data.loaders.generic import write as write_long
+from llmtriage.data.splits import hash_splits
 from llmtriage.data.loaders.generic import write_frame
 from llmtriage.data.table import OutcomeTable
 from llmtriage.evaluation.compare import Comparison, compare
@@ -108,12 +113,29 @@ def zeroeval_tasks(data: str) -> OutcomeTable:
         return load_table(str(write_frame(pd.concat(frames), Path(tmp) / "zeroeval.csv")))
 
 
+def resplit(table: OutcomeTable, made: Made, times: int) -> str:
+    """The search's share of the gap on ``times`` random re-splits at the table's test
+    share: mean, quartiles, and how many reach the issue's 15%."""
+    share = table.split_sizes().get("test", 0) / table.n_prompts
+    gaps = []
+    for seed in range(1, times + 1):
+        again = table.with_splits(hash_splits(table.prompt_ids, share, seed))
+        head = headlines(compare(again, made(again), bootstrap=0), resamples=0)
+        gaps.append(next(h.gap_recovered for h in head if h.policy == "search"))
+    q1, median, q3 = np.quantile(gaps, [0.25, 0.5, 0.75])
+    return (f"  {times} re-splits: share of the gap mean {np.mean(gaps):.1%}, median "
+            f"{median:.1%} [quartiles {q1:.1%}, {q3:.1%}], >= 15% on "
+            f"{sum(g >= 0.15 for g in gaps)}/{times}: "
+            + ", ".join(f"{g:.1%}" for g in gaps))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--ladder", type=Path, default=Path("out/ladder-full.csv"))
     ap.add_argument("--sets", default="routerbench,zeroeval,zeroeval-tasks,llmrouter,ladder")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--resplits", type=int, default=0)
     ap.add_argument("--folds", default="3", help="3, or 'task' to search with each task "
                     "held out in turn where there are several")
     args = ap.parse_args()
@@ -129,6 +151,8 @@ def main() -> None:
                 stem = name.replace(":", "-").replace(" ", "_")
                 write_json(result, args.out / f"{stem}.json")
                 plot(result, args.out / f"{stem}.png")
+        if args.resplits and not loto:
+            print(resplit(table, made, args.resplits), flush=True)
         if loto:
             started = time.perf_counter()
             for task, result in leave_one_task_out(table, partial(made, table)):

@@ -108,3 +108,26 @@ def test_free_models_are_reported_without_inf_or_every_held_out_task_hidden(two_
                    if line.startswith("| free.csv |"))
     assert "mbpp" in summary and "winogrande" in summary, summary
     assert "inf" not in summary and "nan" not in summary and "| 1x |" in summary, summary
+
+
+def test_sets_of_one_file_name_are_told_apart_by_their_folders(two_tasks, tmp_path):
+    """Two runs saved as runs/a/outcomes.csv and runs/b/outcomes.csv were refused as one
+    set given twice; the same file named twice still is."""
+    rows = pd.read_csv(two_tasks)
+    half = rows["prompt_id"].rank(method="dense") % 2 == 0
+    for folder, part in (("a", rows[half]), ("b", rows[~half])):
+        (tmp_path / "runs" / folder).mkdir(parents=True)
+        write_frame(part, tmp_path / "runs" / folder / "outcomes.csv")
+    out = tmp_path / "r"
+    run = subprocess.run([*CLI, "report", "runs/a/outcomes.csv", "runs/b/outcomes.csv",
+                          "--out", str(out), "--embedder", "hashing", "--no-held-out"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    md = (out / "report.md").read_text()
+    assert "## a/outcomes.csv" in md and "## b/outcomes.csv" in md, md
+    assert {p.name for p in out.glob("*.png")} >= {"a-outcomes-csv-cost.png",
+                                                   "b-outcomes-csv-cost.png"}
+    again = subprocess.run([*CLI, "report", "runs/a/outcomes.csv", "./runs/a/outcomes.csv",
+                            "--out", str(tmp_path / "r2")], capture_output=True, text=True,
+                           timeout=120, cwd=tmp_path)
+    assert again.returncode == 2 and "given twice" in again.stderr, again.stderr

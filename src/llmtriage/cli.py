@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import posixpath
 import sys
 import tempfile
 import warnings
@@ -376,10 +377,10 @@ def report(
     if not names:
         _fail("no data sets given and none found; name them (e.g. routerbench:DIR)")
     parts = [name.partition("#") for name in names]  # (source, "#", task)
-    labels = [_set_label(source, task) for source, _, task in parts]
+    labels = _set_labels([(source, task) for source, _, task in parts])
     if twice := repeated(labels):
-        _fail(f"data set(s) {twice} given twice (a set is named by its file or folder and "
-              "task; each has its own section and plots)")
+        _fail(f"data set(s) {twice} given twice (a set is named by its path and task; each "
+              "has its own section and plots)")
     _writable(out, folder=True)
     with _user_errors():
         sets = []
@@ -400,10 +401,25 @@ def report(
     console.print(f"wrote {html_path} and {md_path}")
 
 
-def _set_label(source: str, task: str) -> str:
-    """What the report calls a source: its last path part, and the task it keeps."""
-    label = source.rstrip("/").rsplit("/", 1)[-1]
-    return f"{label}#{task}" if task else label
+def _set_labels(sources: list[tuple[str, str]]) -> list[str]:
+    """What the report calls each (source, task): its file or folder name and the task it
+    keeps, with as many parent folders as tell apart two sets of one name
+    (``runs/a/out.csv`` and ``runs/b/out.csv`` become ``a/out.csv`` and ``b/out.csv``)."""
+    paths = [posixpath.normpath(source).split("/") for source, _ in sources]
+    depth = [1] * len(paths)
+
+    def label(i: int) -> str:
+        name = "/".join(paths[i][-depth[i]:])
+        return f"{name}#{sources[i][1]}" if sources[i][1] else name
+
+    while True:
+        labels = [label(i) for i in range(len(paths))]
+        twice = set(repeated(labels))
+        grow = [i for i, text in enumerate(labels) if text in twice and depth[i] < len(paths[i])]
+        if not grow:
+            return labels
+        for i in grow:
+            depth[i] += 1
 
 
 @app.command()
