@@ -28,8 +28,8 @@ import pandas as pd
 
 from llmtriage.data import load_table
 from llmtriage.data.loaders.generic import write as write_long
-from llmtriage.data.splits import hash_splits
 from llmtriage.data.loaders.generic import write_frame
+from llmtriage.data.splits import hash_splits
 from llmtriage.data.table import OutcomeTable
 from llmtriage.evaluation.compare import Comparison, compare
 from llmtriage.evaluation.generalisation import leave_one_task_out
