@@ -9,10 +9,12 @@ split alone) against the single models' hull (zero router) and the oracle, on th
 split: AIQ, the share of the zero-router-to-oracle gap recovered and the least cost at which
 it reaches the best single model's quality, each with a 95% bootstrap interval; then the
 same fitted on all tasks but one and scored on the held-out task, for every task of sets
-that have several. Also: where the search's time goes (seconds per family).
+that have several; LLMRouter, which records no task, holds out each of 4 k-means clusters of
+its prompts' MiniLM embeddings instead. Also: where the search's time goes (seconds per family).
 
-``--resplits N``: for each single-task set, the search again on N random re-splits of its
-prompts (the same test share): how far the shipped split's figure is one draw of many.
+``--resplits N``: for each set scored on its own test split, the search again on N random
+re-splits of its prompts (the same test share): how far the shipped split's figure is one
+draw of many.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from llmtriage.data.loaders.generic import write_frame
 from llmtriage.data.splits import hash_splits
 from llmtriage.data.table import OutcomeTable
 from llmtriage.evaluation.compare import Comparison, compare
-from llmtriage.evaluation.generalisation import leave_one_task_out
+from llmtriage.evaluation.generalisation import leave_one_task_out, prompt_clusters
 from llmtriage.evaluation.headline import describe, headlines, resource_aiq
 from llmtriage.evaluation.plots import plot
 from llmtriage.evaluation.report import write_json
@@ -95,7 +97,7 @@ def sets(data: str, ladder: Path, wanted: set[str]):
     if "zeroeval-tasks" in wanted:
         yield "zeroeval (3 tasks)", zeroeval_tasks(data), True
     if "llmrouter" in wanted:
-        yield "llmrouter", load_table(f"llmrouter:{data}/llmrouter"), False
+        yield "llmrouter", load_table(f"llmrouter:{data}/llmrouter"), "clusters"
     if "ladder" in wanted and ladder.exists():
         yield "local ladder", load_table(str(ladder)), True
 
@@ -111,6 +113,19 @@ def zeroeval_tasks(data: str) -> OutcomeTable:
             frame = pd.read_csv(write_long(part.select_models(common), Path(tmp) / f"{i}.csv"))
             frames.append(frame.drop(columns=["response"], errors="ignore"))
         return load_table(str(write_frame(pd.concat(frames), Path(tmp) / "zeroeval.csv")))
+
+
+#: Prompt clusters held out in turn where a set records no task.
+CLUSTERS = 4
+
+
+def cluster_note(table: OutcomeTable, groups: np.ndarray | None, label: str) -> str:
+    """A held-out cluster's size and two of its prompts, so a reader sees what it holds."""
+    if groups is None:
+        return ""
+    rows = np.flatnonzero(groups == label)
+    shown = " / ".join(repr(str(table.prompts[r])[:60]) for r in rows[:2])
+    return f" ({rows.size} prompts, e.g. {shown})"
 
 
 def resplit(table: OutcomeTable, made: Made, times: int) -> str:
@@ -143,7 +158,7 @@ def main() -> None:
         print(f"\n{name}: {table.n_prompts} prompts x {table.n_models} models, "
               f"{table.split_sizes()}", flush=True)
         made = Made(args.folds)
-        if not loto or name == "local ladder":
+        if loto in (False, "clusters") or name == "local ladder":
             started = time.perf_counter()
             result = compare(table, made(table), bootstrap=0)
             print(line(result, time.perf_counter() - started, made.search), flush=True)
@@ -151,12 +166,16 @@ def main() -> None:
                 stem = name.replace(":", "-").replace(" ", "_")
                 write_json(result, args.out / f"{stem}.json")
                 plot(result, args.out / f"{stem}.png")
-        if args.resplits and not loto:
+        if args.resplits and loto in (False, "clusters"):
             print(resplit(table, made, args.resplits), flush=True)
         if loto:
+            # A set that records no task holds out clusters of its prompts instead.
+            groups = prompt_clusters(table, CLUSTERS) if loto == "clusters" else None
             started = time.perf_counter()
-            for task, result in leave_one_task_out(table, partial(made, table)):
-                print(f" leave-one-task-out, held out {task}:", flush=True)
+            for task, result in leave_one_task_out(table, partial(made, table),
+                                                   groups=groups):
+                print(f" leave-one-task-out, held out {task}{cluster_note(table, groups, task)}:",
+                      flush=True)
                 print(line(result, time.perf_counter() - started, made.search), flush=True)
                 started = time.perf_counter()
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from llmtriage.data import OutcomeTable, load_table
+from llmtriage.data import DataError, OutcomeTable, load_table
 from llmtriage.evaluation.compare import compare, default_policies
 from llmtriage.evaluation.evaluate import bootstrap_means
 from llmtriage.evaluation.report import records
@@ -118,3 +118,27 @@ def test_random_mix_curve_is_between_its_endpoints(data_dir):
     lo, hi = result.curve(weak).points[0], result.curve(strong).points[0]
     assert pts[0].quality == pytest.approx(lo.quality)
     assert pts[-1].quality == pytest.approx(hi.quality)
+
+
+@pytest.mark.slow
+def test_prompt_clusters_stand_in_for_the_tasks_a_table_does_not_record(data_dir):
+    """RouterBench's three tasks with their labels hidden: k-means on the prompts' features
+    finds them again, so holding a cluster out holds out prompts unlike any fitted on."""
+    from llmtriage.data.table import TEST
+    from llmtriage.evaluation.generalisation import held_out_tasks, prompt_clusters
+    from llmtriage.signals.embedder import embedder_named
+
+    table = load_table(f"routerbench:{data_dir / 'routerbench'}")
+    groups = prompt_clusters(table, 3, embedder=embedder_named("hashing"))
+    sizes = [int((groups == f"cluster-{i}").sum()) for i in range(3)]
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == table.n_prompts
+    for label in set(groups.tolist()):
+        tasks = table.tasks[groups == label]
+        main = max(set(tasks.tolist()), key=tasks.tolist().count)
+        assert np.mean(tasks == main) > 0.95, (label, main)
+    held = dict(held_out_tasks(table, groups))
+    assert sorted(held) == ["cluster-0", "cluster-1", "cluster-2"]
+    for label, split in held.items():
+        assert np.array_equal(split.splits == TEST, groups == label)
+    with pytest.raises(DataError, match="too few"):
+        prompt_clusters(table.take(np.arange(5)), 3, embedder=embedder_named("hashing"))
