@@ -2,7 +2,7 @@
 
     python bench/policy_search.py [--data ../shared/data] [--ladder out/ladder-full.csv]
                                   [--sets routerbench,zeroeval,zeroeval-tasks,llmrouter,ladder]
-                                  [--out DIR] [--resplits N]
+                                  [--out DIR] [--resplits N] [--train-only]
 
 For each set: the searched policy (kind ``search``, fitted by cross-validation on the train
 split alone) against the single models' hull (zero router) and the oracle, on the test
@@ -14,7 +14,9 @@ its prompts' MiniLM embeddings instead. Also: where the search's time goes (seco
 
 ``--resplits N``: for each set scored on its own test split, the search again on N random
 re-splits of its prompts (the same test share): how far the shipped split's figure is one
-draw of many.
+draw of many. ``--train-only``: for each set with several tasks, each task in turn kept in
+the train split and dropped from the test split, against the same with that task dropped
+from both: does a task the test lacks pull the search away from the tasks it has?
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from llmtriage.data import load_table
 from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.loaders.generic import write_frame
 from llmtriage.data.splits import hash_splits
-from llmtriage.data.table import OutcomeTable
+from llmtriage.data.table import TEST, TRAIN, OutcomeTable
 from llmtriage.evaluation.compare import Comparison, compare
 from llmtriage.evaluation.generalisation import leave_one_task_out, prompt_clusters
 from llmtriage.evaluation.headline import describe, headlines, resource_aiq
@@ -144,6 +146,23 @@ def resplit(table: OutcomeTable, made: Made, times: int) -> str:
             + ", ".join(f"{g:.1%}" for g in gaps))
 
 
+def train_only(table: OutcomeTable, made: Made) -> str:
+    """Per task: the search's share of the gap on the other tasks' test prompts, fitted with
+    that task in the train split against without it."""
+    lines = []
+    for task in sorted(set(table.tasks.tolist())):
+        test = (table.splits == TEST) & (table.tasks != task)
+        train = table.splits == TRAIN
+        figures = []
+        for kept in (train, train & (table.tasks != task)):
+            part = table.take(np.flatnonzero(kept | test))
+            head = headlines(compare(part, made(part), bootstrap=0), resamples=0)
+            figures.append(next(h.gap_recovered for h in head if h.policy == "search"))
+        lines.append(f"  {task} in train only: {figures[0]:+.1%} against {figures[1]:+.1%} "
+                     "without it")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data")
@@ -151,6 +170,7 @@ def main() -> None:
     ap.add_argument("--sets", default="routerbench,zeroeval,zeroeval-tasks,llmrouter,ladder")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--resplits", type=int, default=0)
+    ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--folds", default="3", help="3, or 'task' to search with each task "
                     "held out in turn where there are several")
     args = ap.parse_args()
@@ -168,6 +188,8 @@ def main() -> None:
                 plot(result, args.out / f"{stem}.png")
         if args.resplits and loto in (False, "clusters"):
             print(resplit(table, made, args.resplits), flush=True)
+        if args.train_only and loto is True:
+            print(train_only(table, made), flush=True)
         if loto:
             # A set that records no task holds out clusters of its prompts instead.
             groups = prompt_clusters(table, CLUSTERS) if loto == "clusters" else None
