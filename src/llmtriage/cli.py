@@ -414,8 +414,11 @@ def _set_labels(sources: list[tuple[str, str]]) -> list[str]:
 
     while True:
         labels = [label(i) for i in range(len(paths))]
-        twice = set(repeated(labels))
-        grow = [i for i, text in enumerate(labels) if text in twice and depth[i] < len(paths[i])]
+        # A label shared by different sets (the same set named twice stays as it is).
+        full = [(tuple(path), task) for path, (_, task) in zip(paths, sources, strict=True)]
+        clash = {text for text in repeated(labels)
+                 if len({f for f, t in zip(full, labels, strict=True) if t == text}) > 1}
+        grow = [i for i, text in enumerate(labels) if text in clash and depth[i] < len(paths[i])]
         if not grow:
             return labels
         for i in grow:
