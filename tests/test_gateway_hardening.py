@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from servers.processes import gateway, write_config
 
-from llmtriage.serving.guard import key_hash
+from llmtriage.serving import guard
+from llmtriage.serving.guard import Allowance, key_hash
 
 KEYS = {"a": "tri-hardening-key-a", "b": "tri-hardening-key-b", "c": "tri-hardening-key-c"}
 BROKEN = ["usage-inf", "usage-negative", "usage-huge"]
@@ -545,6 +546,23 @@ def test_requests_without_a_valid_key_are_counted_but_log_few_rows(gw):
                   if line.startswith("triage_requests_total") and 'status="401"' in line)
     assert counted >= 300  # every one is counted
 
+
+def test_an_allowance_holds_in_any_window_not_per_fixed_window(monkeypatch):
+    """The flood above logged 120 rows where 60 were allowed: fixed one-minute windows let
+    a flood that straddles a window's end through twice over."""
+    now = [1000.0]
+    monkeypatch.setattr(guard.time, "monotonic", lambda: now[0])
+    allowance = Allowance(3, period_s=60.0)
+    now[0] += 50  # most of a window gone with nothing taken
+    assert [allowance.take() for _ in range(3)] == [True, True, True]
+    now[0] += 15  # a fixed window would start afresh here
+    assert not allowance.take()
+    now[0] += 44  # 59 s after the three
+    assert not allowance.take()
+    now[0] += 2
+    assert allowance.take() and allowance.take() and allowance.take()
+    assert not allowance.take()
+    assert not Allowance(0).take()
 
 # 7: connections that never send a request -------------------------------------------------
 

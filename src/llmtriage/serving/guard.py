@@ -60,20 +60,23 @@ class KeyRing:
 
 
 class Allowance:
-    """At most ``limit`` events in each window of ``period_s`` (fixed windows): how often
-    something anyone can cause (a log row, a log line) may happen."""
+    """At most ``limit`` events in any ``period_s``: how often something anyone can cause
+    (a log row, a log line) may happen.
+
+    A sliding window over the last ``limit`` events taken, not fixed windows: a fixed
+    window lets a flood that straddles its boundary through twice over."""
 
     def __init__(self, limit: int, period_s: float = 60.0) -> None:
         self.limit, self.period_s = limit, period_s
-        self.window_start = time.monotonic()
-        self.used = 0
+        self._taken: deque[float] = deque(maxlen=limit)
 
     def take(self) -> bool:
         now = time.monotonic()
-        if now - self.window_start >= self.period_s:
-            self.window_start, self.used = now, 0
-        self.used += 1
-        return self.used <= self.limit
+        if self.limit <= 0 or (len(self._taken) == self.limit
+                               and now - self._taken[0] < self.period_s):
+            return False
+        self._taken.append(now)
+        return True
 
 
 class Admission:
