@@ -41,7 +41,7 @@ from llmtriage.evaluation.headline import describe, headlines, resource_aiq
 from llmtriage.evaluation.plots import plot
 from llmtriage.evaluation.report import write_json
 from llmtriage.policies import registry
-from llmtriage.policies.search import PolicySearch
+from llmtriage.policies.search import FAMILIES, ROUTERS, PolicySearch, candidates, cross_validate
 from llmtriage.policies.search.crossval import FOLDS
 
 
@@ -130,20 +130,39 @@ def cluster_note(table: OutcomeTable, groups: np.ndarray | None, label: str) -> 
     return f" ({rows.size} prompts, e.g. {shown})"
 
 
-def resplit(table: OutcomeTable, made: Made, times: int) -> str:
+#: Beside the whole search on each re-split: each router family alone, the single models
+#: alone, and the single models with logistic, each its own frontier of one cross-validation.
+ALONE = (("single",), *((f,) for f in ROUTERS), ("single", "logistic"))
+
+
+def resplit(table: OutcomeTable, times: int) -> str:
     """The search's share of the gap on ``times`` random re-splits at the table's test
-    share: mean, quartiles, and how many reach the issue's 15%."""
+    share (mean, quartiles, how many reach the issue's 15%), and each of :data:`ALONE`'s
+    mean beside it, from the same cross-validation."""
     share = table.split_sizes().get("test", 0) / table.n_prompts
-    gaps = []
+    gaps: dict[str, list[float]] = {}
     for seed in range(1, times + 1):
         again = table.with_splits(hash_splits(table.prompt_ids, share, seed))
-        head = headlines(compare(again, made(again), bootstrap=0), resamples=0)
-        gaps.append(next(h.gap_recovered for h in head if h.policy == "search"))
-    q1, median, q3 = np.quantile(gaps, [0.25, 0.5, 0.75])
-    return (f"  {times} re-splits: share of the gap mean {np.mean(gaps):.1%}, median "
+        train = again.split(TRAIN)
+        outcomes = cross_validate(train, candidates(train))
+        searches = [PolicySearch(families=f).fit_outcomes(train, outcomes)
+                    for f in (FAMILIES, *ALONE)]
+        context = registry.Context(again.models)
+        result = compare(again, [*registry.build("single", context),
+                                 *registry.build("oracle", context), *searches],
+                         bootstrap=0, fitted=searches)
+        found = {h.policy: h.gap_recovered for h in headlines(result, resamples=0)}
+        for search in searches:  # NaN: a frontier of one point, which has no curve
+            gaps.setdefault(search.curve_name, []).append(found.get(search.curve_name, np.nan))
+    mine = gaps.pop("search")
+    q1, median, q3 = np.quantile(mine, [0.25, 0.5, 0.75])
+    return (f"  {times} re-splits: share of the gap mean {np.mean(mine):.1%}, median "
             f"{median:.1%} [quartiles {q1:.1%}, {q3:.1%}], >= 15% on "
-            f"{sum(g >= 0.15 for g in gaps)}/{times}: "
-            + ", ".join(f"{g:.1%}" for g in gaps))
+            f"{sum(g >= 0.15 for g in mine)}/{times}: " + ", ".join(f"{g:.1%}" for g in mine)
+            + "\n  alone, mean: " + ", ".join(
+                f"{name} {np.nanmean(g):.1%} (above the search on "
+                f"{sum(a > b + 1e-9 for a, b in zip(g, mine, strict=True))})"
+                for name, g in gaps.items()))
 
 
 def train_only(table: OutcomeTable, made: Made) -> str:
@@ -187,7 +206,7 @@ def main() -> None:
                 write_json(result, args.out / f"{stem}.json")
                 plot(result, args.out / f"{stem}.png")
         if args.resplits and loto in (False, "clusters"):
-            print(resplit(table, made, args.resplits), flush=True)
+            print(resplit(table, args.resplits), flush=True)
         if args.train_only and loto is True:
             print(train_only(table, made), flush=True)
         if loto:
