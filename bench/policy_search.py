@@ -169,9 +169,9 @@ def train_only(table: OutcomeTable, made: Made) -> str:
     """Per task: the search's share of the gap on the other tasks' test prompts, fitted with
     that task in the train split against without it."""
     lines = []
+    train = table.splits == TRAIN
     for task in sorted(set(table.tasks.tolist())):
         test = (table.splits == TEST) & (table.tasks != task)
-        train = table.splits == TRAIN
         figures = []
         for kept in (train, train & (table.tasks != task)):
             part = table.take(np.flatnonzero(kept | test))

@@ -564,6 +564,7 @@ def test_an_allowance_holds_in_any_window_not_per_fixed_window(monkeypatch):
     assert not allowance.take()
     assert not Allowance(0).take()
 
+
 # 7: connections that never send a request -------------------------------------------------
 
 

@@ -406,6 +406,7 @@ def _set_labels(sources: list[tuple[str, str]]) -> list[str]:
     keeps, with as many parent folders as tell apart two sets of one name
     (``runs/a/out.csv`` and ``runs/b/out.csv`` become ``a/out.csv`` and ``b/out.csv``)."""
     paths = [posixpath.normpath(source).split("/") for source, _ in sources]
+    full = [(tuple(path), task) for path, (_, task) in zip(paths, sources, strict=True)]
     depth = [1] * len(paths)
 
     def label(i: int) -> str:
@@ -415,7 +416,6 @@ def _set_labels(sources: list[tuple[str, str]]) -> list[str]:
     while True:
         labels = [label(i) for i in range(len(paths))]
         # A label shared by different sets (the same set named twice stays as it is).
-        full = [(tuple(path), task) for path, (_, task) in zip(paths, sources, strict=True)]
         clash = {text for text in repeated(labels)
                  if len({f for f, t in zip(full, labels, strict=True) if t == text}) > 1}
         grow = [i for i, text in enumerate(labels) if text in clash and depth[i] < len(paths[i])]
