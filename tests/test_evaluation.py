@@ -13,7 +13,7 @@ from llmtriage.data import DataError, OutcomeTable, load_table
 from llmtriage.evaluation.compare import compare, default_policies
 from llmtriage.evaluation.evaluate import bootstrap_means
 from llmtriage.evaluation.report import records
-from llmtriage.policies import Policy, RandomMix, SingleModel
+from llmtriage.policies import Policy, RandomMix, SingleModel, registry
 from llmtriage.policies.baselines import _once
 
 SETS = [
@@ -56,6 +56,30 @@ def test_learned_parts_see_only_the_train_split(data_dir):
     assert policy.seen_ == train and not policy.seen_ & test
     assert result.curve("remember").points[0].n_queries == len(test)
     assert result.split_sizes == {"test": len(test), "train": len(train)}
+
+
+def test_routers_are_never_scored_on_their_own_training_prompts_unmarked(data_dir):
+    """A file whose every prompt says 'test' left nothing to fit on but the test prompts:
+    a router fitted there recovered 42% of the gap on coin-flip outcomes. It is refused;
+    an in-sample split asked for by name is scored, and marked as such."""
+    table = load_table(str(data_dir / "routerbench"), task="mbpp")
+    test_only = table.split("test")
+
+    def knn(on: OutcomeTable) -> list[Policy]:
+        context = registry.Context.of(on)
+        return [SingleModel(on.models[0]),
+                registry.build_one("knn", context, {"embedder": "hashing"})]
+
+    with pytest.raises(DataError, match="no prompts in split 'train': fitting knn"):
+        compare(test_only, knn(test_only), bootstrap=0)
+    bounds = compare(test_only, default_policies(test_only), bootstrap=0)  # nothing learned
+    assert bounds.in_sample == () and not any("in-sample" in n for n in bounds.notes)
+    honest = compare(table, knn(table), bootstrap=0)
+    assert honest.in_sample == () and not any(r["in_sample"] for r in records(honest))
+    flattered = compare(table, knn(table), split="train", bootstrap=0)
+    assert flattered.in_sample == ("knn",)
+    assert any(n.startswith("in-sample (split 'train'): knn") for n in flattered.notes)
+    assert {r["family"] for r in records(flattered) if r["in_sample"]} == {"knn"}
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n():

@@ -336,6 +336,26 @@ def test_a_command_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
     assert time.perf_counter() - started < 20  # refused before any model loaded
 
 
+def test_a_file_of_test_prompts_alone_fits_nothing(tmp_path):
+    """Every prompt marked 'test': fit said it fitted on them as "train prompts", and bench
+    scored a router on the very prompts it had learned."""
+    rows = "".join(f"p{i},{m},{(i + j) % 2},0.{j + 1},test\n" for i in range(12)
+                   for j, m in enumerate("ab"))
+    source = str(write_csv(tmp_path, "prompt_id,model,quality,cost_usd,split\n" + rows))
+    for args, says in [
+        (["fit", source, "-p", "knn", "--out", f"{tmp_path}/p.npz"],
+         "has no prompts in split 'train' (it has test 12)"),
+        (["fit", source, "--objective", "lam=1", "--out", f"{tmp_path}/p.npz"],
+         "has no prompts in split 'train' (it has test 12)"),
+        (["bench", source, "-p", "knn"], "fitting knn on its test prompts"),
+    ]:
+        run = subprocess.run([sys.executable, "-m", "llmtriage.cli", *args],
+                             capture_output=True, text=True, timeout=120)
+        said = " ".join(run.stderr.split())
+        assert run.returncode == 2 and says in said and "Traceback" not in said, said
+    assert not (tmp_path / "p.npz").exists()
+
+
 def degenerate_file(table, path, models: int, free: bool) -> None:
     """A few of LLMRouter's real models on 200 of its prompts: ``free`` as if every model
     were self-hosted and recorded at no cost."""

@@ -23,7 +23,7 @@ from llmtriage.data.errors import DataError, repeated
 from llmtriage.data.loaders import load_table
 from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.prices import PriceCatalog
-from llmtriage.data.table import OutcomeTable
+from llmtriage.data.table import TRAIN, OutcomeTable
 from llmtriage.policies.base import Policy, Trace
 
 app = typer.Typer(
@@ -270,8 +270,7 @@ def fit(
     _artifact_out(out)
     with _user_errors():
         table = _load(source, task, prices)
-        context = registry.Context.of(table)
-        assert context.train is not None
+        context = registry.Context(table.models, table.split(TRAIN))
         if objective is not None:
             from llmtriage.policies.search.crossval import FOLDS
 

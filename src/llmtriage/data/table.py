@@ -241,7 +241,9 @@ class OutcomeTable:
             return self
         mask = self.splits == which
         if not mask.any():
-            raise DataError(f"table {self.name!r} has no prompts in split {which!r}")
+            sizes = ", ".join(f"{k} {v}" for k, v in self.split_sizes().items())
+            raise DataError(f"table {self.name!r} has no prompts in split {which!r} "
+                            f"(it has {sizes})")
         return self.take(mask, name=f"{self.name}[{which}]")
 
     def filter_task(self, task: str) -> OutcomeTable:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmtriage import metrics
+from llmtriage.data.errors import DataError
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
 from llmtriage.evaluation.evaluate import BOOTSTRAP, OperatingPoint, evaluate, sweep
 from llmtriage.policies import registry
@@ -48,6 +49,8 @@ class Comparison:
     notes: list[str]
     strong: str
     weak: str
+    #: The kinds fitted on the prompts they are scored on (``split`` train or all).
+    in_sample: tuple[str, ...] = ()
 
     def curve(self, name: str) -> PolicyCurve:
         return next(c for c in self.curves if c.name == name)
@@ -124,6 +127,14 @@ def compare(
     prefitted = {id(p) for p in fitted}
     has_train = (table.splits == TRAIN).any() and split != "all"
     train = table.split(TRAIN) if has_train else table
+    learners = sorted({p.name for p in policies if _fitted_here(p, prefitted)})
+    in_sample = split != TEST or not has_train
+    if learners and split == TEST and not has_train:
+        raise DataError(
+            f"table {table.name!r} has no prompts in split 'train': fitting "
+            f"{', '.join(learners)} on its test prompts would score them on what they "
+            "learned; mark some prompts 'train', or leave 'split' empty to have it "
+            "assigned by hash")
     evaluated = table.split(split)
     curves = []
     for policy in policies:
@@ -142,7 +153,20 @@ def compare(
                 progress(policy.label)
         label = policy.curve_name if values else policy.label
         curves.append(PolicyCurve(label, policy.name, points))
-    return _score(table, evaluated, split, curves)
+    result = _score(table, evaluated, split, curves)
+    if learners and in_sample:
+        result.in_sample = tuple(learners)
+        result.notes.append(
+            f"in-sample (split {split!r}): {', '.join(learners)} fitted and scored on the "
+            "same prompts, figures that flatter; the test split is the honest one")
+    return result
+
+
+def _fitted_here(policy: Policy, prefitted: set[int]) -> bool:
+    """Whether ``compare`` fits ``policy`` on the training prompts: an upper bound reads the
+    evaluated prompts by design, a loaded artifact or a study's search comes fitted."""
+    return (policy.requires_fit and not policy.reads_gold and id(policy) not in prefitted
+            and not getattr(policy, "frozen_", False))
 
 
 def _score(

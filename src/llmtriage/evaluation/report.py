@@ -61,6 +61,7 @@ def records(c: Comparison, heads: list[Headline] | None = None) -> list[dict]:
                 "apgr": curve.apgr,
                 "cpt": curve.cpt or None,
                 "on_frontier": id(p) in on_front,
+                "in_sample": curve.family in c.in_sample,
                 "headline": headline.get(curve.name),
                 **_scores(c, p),
             }
