@@ -430,3 +430,25 @@ def test_a_journal_keeps_every_finished_row_and_drops_the_rest(tmp_path):
     assert journal.read_text().splitlines() == [json.dumps(json.loads(row(0))),
                                                 json.dumps(json.loads(row(4)))]
     assert read_journal(journal) == (rows, 0)
+
+
+def test_a_prompt_a_model_cannot_take_is_named_and_the_rest_is_kept(tmp_path):
+    """A question past SmolLM2's 2,048-token context aborted the whole collection at the
+    first such answer, naming the model but not the probe, with the other answers unmade."""
+    probes = tmp_path / "mine.jsonl"
+    long = "Count the words. " + "one plus one " * 6000 + "What is 2+2?"
+    probes.write_text(json.dumps({"id": "too-long", "question": long, "answer": "4"}) + "\n"
+                      + "".join(json.dumps({"id": f"q{i}", "question": f"{i}+1?",
+                                            "answer": str(i + 1), "grader": "number"}) + "\n"
+                                for i in range(3)))
+    out = tmp_path / "t.csv"
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "collect", "--probes",
+                          str(probes), "--models", "smollm2-135m", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and "Traceback" not in said, said
+    assert "1 of 4 answers failed; the 3 that finished are journaled" in said, said
+    assert "probe 'too-long': smollm2-135m:" in said and "context" in said, said
+    journaled = out.with_name("t.csv.journal.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["prompt_id"] for line in journaled) == ["q0", "q1", "q2"]
+    assert not out.exists()  # a table with a hole is not written

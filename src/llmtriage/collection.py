@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from llmtriage.backends.live import ChatRequest, Completion
+from llmtriage.backends.live import BackendError, ChatRequest, Completion
 from llmtriage.data.jsontext import loads
 from llmtriage.data.loaders.generic import write_frame
 from llmtriage.data.splits import hash_splits
@@ -111,6 +111,11 @@ def read_journal(path: Path) -> tuple[list[dict], int]:
     return rows, damaged
 
 
+class CollectError(RuntimeError):
+    """Some answers could not be had (a prompt past a model's context, an upstream that
+    kept failing): listed together once every other answer is journaled."""
+
+
 @dataclass
 class CollectResult:
     out: Path
@@ -154,8 +159,15 @@ async def collect(
         on_start(len(todo), len(done))
     lock = asyncio.Lock()
 
+    failed: list[str] = []
+
     async def one(probe: Probe, model: str, sink) -> None:  # noqa: ANN001
-        completion = await pool.complete(model, probe_request(probe))
+        try:
+            completion = await pool.complete(model, probe_request(probe))
+        except BackendError as exc:  # this answer only: the others still finish and journal
+            named = str(exc).startswith(f"{model}:")  # most backends name the model
+            failed.append(f"probe {probe.id!r}{'' if named else f' on {model}'}: {exc}")
+            return
         row = outcome_row(probe, splits[probe.id], completion)
         async with lock:
             sink.write(json.dumps(row) + "\n")
@@ -166,6 +178,12 @@ async def collect(
 
     with journal.open("a") as sink:
         await asyncio.gather(*(one(p, m, sink) for p, m in todo))
+    if failed:
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        raise CollectError(
+            f"{len(failed)} of {len(todo)} answers failed; the {len(todo) - len(failed)} "
+            "that finished are journaled, and a run again computes only the rest: "
+            + "; ".join(failed[:5]) + more)
     rows = [r for r in read_journal(journal)[0] if r["model"] in pool.models]
     wanted = {p.id for p in probes}
     frame = pd.DataFrame([r for r in rows if r["prompt_id"] in wanted])
