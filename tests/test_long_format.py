@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -149,6 +150,33 @@ def test_bad_files_get_clear_errors(tmp_path, case):
     text, message = BAD[case]
     with pytest.raises(DataError, match=message):
         load_table(str(write_csv(tmp_path, text)))
+
+
+def test_values_that_are_not_text_or_numbers_are_refused_not_stringified(tmp_path):
+    """An object as a JSON line's prompt was stringified into "{'text': 'x'}" and routed
+    on; a Parquet date as cost_usd was read as its nanoseconds ($0 here); Parquet bytes that
+    are not UTF-8 gave a bare UnicodeDecodeError naming no file."""
+    rows = [{"prompt_id": f"p{i}", "prompt": f"question {i}", "model": m,
+             "quality": float((i + j) % 2), "cost_usd": 0.1 * (j + 1)}
+            for i in range(4) for j, m in enumerate("ab")]
+    lines = tmp_path / "log.jsonl"
+    lines.write_text("".join(json.dumps({**r, "prompt": {"text": r["prompt"]}}) + "\n"
+                             for r in rows))
+    with pytest.raises(DataError, match=r"column 'prompt' has a non-text value "
+                                        r"\{'text': 'question 0'\} \(data row 1\)"):
+        load_table(str(lines))
+    frame = pd.DataFrame(rows)
+    for bad, says in [
+        (frame.assign(cost_usd=pd.Timestamp(0)), "column 'cost_usd' holds datetime64"),
+        (frame.assign(prompt=[b"\xff\xfe " + p.encode() for p in frame["prompt"]]),
+         "column 'prompt' has bytes that are not UTF-8 text (data row 1)"),
+    ]:
+        bad.to_parquet(tmp_path / "bad.parquet")
+        with pytest.raises(DataError, match=f"bad.parquet: {re.escape(says)}"):
+            load_table(str(tmp_path / "bad.parquet"))
+    utf8 = frame.assign(prompt=[p.encode() for p in frame["prompt"]])
+    utf8.to_parquet(tmp_path / "bytes.parquet")  # text stored as Parquet binary reads
+    assert load_table(str(tmp_path / "bytes.parquet")).prompts[0] == "question 0"
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path):

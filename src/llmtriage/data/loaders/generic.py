@@ -53,6 +53,10 @@ def _first_row(mask: pd.Series | np.ndarray) -> int:
 def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     """A column as numbers; a DataError naming the first entry that is not one (an empty
     entry is NaN: not recorded)."""
+    kind = frame[column].dtype.kind
+    if kind in "mM":  # pandas would read a date or a duration as its nanoseconds
+        raise DataError(f"{path}: column {column!r} holds {frame[column].dtype} values, "
+                        "not numbers")
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() & frame[column].notna()
     if bad.any():
@@ -62,6 +66,51 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
             f"(data row {row + 1})"
         )
     return values.to_numpy(dtype=np.float64)
+
+
+#: Columns read as text: numbers are taken as their text, anything else is refused.
+TEXT = ("prompt_id", "model", *PER_PROMPT, "response", "confidence_signal")
+#: What ``pandas.api.types.infer_dtype`` says of a column of text, numbers or both.
+_TEXTLIKE = {"string", "empty", "integer", "floating", "mixed-integer", "mixed-integer-float",
+             "boolean", "decimal"}
+
+
+def _text_column(frame: pd.DataFrame, column: str, path: Path) -> None:
+    """Decode Parquet's byte strings and refuse what is not text (an object or a list in a
+    JSON line, a date), naming the first such entry; stringified, it passed as a prompt."""
+    values = frame[column]
+    if values.dtype != object:
+        if values.dtype.kind in "mM":
+            raise DataError(f"{path}: column {column!r} holds {values.dtype} values, not text")
+        return
+    kind = pd.api.types.infer_dtype(values, skipna=True)  # one pass in C, not per row
+    if kind in _TEXTLIKE:
+        return
+    is_bytes = values.map(lambda v: isinstance(v, bytes))
+    if is_bytes.any():
+        try:
+            frame[column] = values.where(~is_bytes, values[is_bytes].map(bytes.decode))
+        except UnicodeDecodeError:
+            row = _first_row(is_bytes & ~values.map(_utf8))
+            raise DataError(f"{path}: column {column!r} has bytes that are not UTF-8 text "
+                            f"(data row {row + 1})") from None
+        if pd.api.types.infer_dtype(frame[column], skipna=True) in _TEXTLIKE:
+            return
+    odd = ~frame[column].map(lambda v: v is None or isinstance(v, str | int | float))
+    row = _first_row(odd)
+    shown = repr(frame[column].iloc[row])
+    raise DataError(f"{path}: column {column!r} has a non-text value "
+                    f"{shown if len(shown) <= 60 else shown[:57] + '...'} (data row {row + 1})")
+
+
+def _utf8(value: object) -> bool:
+    if not isinstance(value, bytes):
+        return True
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -80,6 +129,9 @@ def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: column {near[0][:40]!r} is not read: did you mean "
                         f"{near[1]!r}? (other columns unlike the long format's are left "
                         "unread)")
+    for column in TEXT:
+        if column in frame.columns:
+            _text_column(frame, column, path)
     for column in ("prompt_id", "model"):
         if column not in frame.columns:
             continue
