@@ -51,7 +51,7 @@ def main() -> None:
               f"{(fixed[:t] - rewards[:t]).sum():21.1f} "
               f"{(offline_rewards[:t] - rewards[:t]).sum():25.1f}")
     print(f"calls per model: {dict(zip(stream.models, bandit.pulls_.tolist(), strict=True))}")
-    print("defaults (alpha 0.1, ridge 10, 24 dims) were picked on this stream's seed 0; "
+    print("defaults (alpha 0.1, ridge 10, 24 dims); "
           "other orders of the stream:")
     for seed in (1, 2, 3):
         order = np.random.default_rng(seed).permutation(table.n_prompts)

@@ -33,7 +33,7 @@ import pandas as pd
 from llmtriage.data import load_table
 from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.loaders.generic import write_frame
-from llmtriage.data.splits import hash_splits
+from llmtriage.data.splits import decontaminate, hash_splits
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
 from llmtriage.evaluation.compare import Comparison, compare
 from llmtriage.evaluation.generalisation import leave_one_task_out, prompt_clusters
@@ -142,7 +142,7 @@ def resplit(table: OutcomeTable, times: int) -> str:
     share = table.split_sizes().get("test", 0) / table.n_prompts
     gaps: dict[str, list[float]] = {}
     for seed in range(1, times + 1):
-        again = table.with_splits(hash_splits(table.prompt_ids, share, seed))
+        again = decontaminate(table.with_splits(hash_splits(table.prompt_ids, share, seed)))
         train = again.split(TRAIN)
         outcomes = cross_validate(train, candidates(train))
         searches = [PolicySearch(families=f).fit_outcomes(train, outcomes)

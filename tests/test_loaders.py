@@ -108,6 +108,10 @@ def test_zeroeval_drops_incomplete_models_and_says_so(data_dir):
 def test_llmrouter_keeps_splits_and_its_own_prices(data_dir):
     table = llmrouter.load(data_dir / "llmrouter")
     assert table.split_sizes() == {"test": 500, "train": 5608}
+    # 119 of its test questions are train questions word for word (69 scored alike): a
+    # router scored on them is scored on what it was fitted on.
+    assert load_table(str(data_dir / "llmrouter")).split_sizes() == {"test": 381,
+                                                                      "train": 5727}
     assert table.n_models == 9
     price_notes = [n for n in table.notes if n.startswith("price qwen2.5-7b-instruct")]
     assert price_notes and "$0.2 in" in price_notes[0] and "default_llm.json" in price_notes[0]
@@ -175,3 +179,39 @@ def test_hash_splits_are_stable(data_dir):
     assert 0.27 < share < 0.33
     c = load_table(str(data_dir / "routellm"), seed=1)
     assert (c.splits != a.splits).any()
+
+
+@pytest.mark.parametrize(("folder", "task", "leaked"), [
+    ("llmrouter", None, 119), ("routellm", "mmlu", 46), ("routerbench", "mbpp", 2),
+    ("routerbench", "arc-challenge", 0), ("zeroeval", "gsm", 0),
+])
+def test_no_test_prompt_repeats_a_train_prompt(data_dir, folder, task, leaked):
+    """Published splits (and ids hashed apart) repeat prompts: each such test prompt counts
+    as train, and the table says how many."""
+    table = load_table(str(data_dir / folder), task=task)
+    train = set(table.prompts[table.splits == "train"])
+    assert not any(p in train for p in table.prompts[table.splits == "test"])
+    said = [n for n in table.notes if "repeat a train prompt's text" in n]
+    assert (said[0].startswith(f"split: {leaked} of ") if leaked else not said), said
+
+
+def test_blank_or_spaced_prompts_are_matched_as_texts_not_as_blanks():
+    from llmtriage.data.splits import decontaminate, kfold, same_text
+    from llmtriage.data.table import OutcomeTable
+
+    prompts = ["what is 2+2?", "", "what is 2+2? ", "", "capital of France?", "2+3?"]
+    splits = ["train", "train", "test", "test", "test", "train"]
+    table = OutcomeTable.build(("a", "b"), [f"p{i}" for i in range(6)], np.ones((6, 2)) / 2,
+                               prompts=prompts, splits=splits)
+    fixed = decontaminate(table)
+    # The spaced repeat moves to train; prompts without text match nothing.
+    assert fixed.splits.tolist() == ["train", "train", "train", "test", "test", "train"]
+    codes = same_text(np.array(prompts, dtype=object))
+    assert codes[0] == codes[2] and len(set(codes.tolist())) == 5
+    for kept, held in kfold(6, 2, groups=codes):
+        assert (0 in held) == (2 in held) and set(kept) | set(held) == set(range(6))
+    unique = np.arange(40)  # no repeats: the very folds an ungrouped split gives
+    for (k1, h1), (k2, h2) in zip(kfold(40, 3, seed=5, groups=unique), kfold(40, 3, seed=5),
+                                  strict=True):
+        np.testing.assert_array_equal(h1, h2)
+        np.testing.assert_array_equal(k1, k2)

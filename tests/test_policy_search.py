@@ -179,7 +179,8 @@ def test_headlines_bound_their_figures(mbpp):
     knn = next(c for c in result.curves if c.family == "knn")
     expected = (knn.aiq - result.zero_router_aiq) / (result.curve("oracle").aiq
                                                      - result.zero_router_aiq)
-    assert heads[knn.name].gap_recovered == pytest.approx(expected)
+    # Per-prompt outcomes are kept in float32: a point's mean cost moves in the 7th digit.
+    assert heads[knn.name].gap_recovered == pytest.approx(expected, rel=1e-4)
     # The least cost to reach a quality, on a hull read off by hand.
     assert cost_to_reach(np.array([1.0, 3.0]), np.array([0.5, 0.9]), 0.7) == pytest.approx(2.0)
     assert cost_to_reach(np.array([1.0, 3.0]), np.array([0.5, 0.9]), 0.95) == np.inf

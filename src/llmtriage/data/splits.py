@@ -32,13 +32,51 @@ def hash_splits(prompt_ids: np.ndarray, test_fraction: float = 0.3, seed: int = 
     return np.where(u < test_fraction, TEST, TRAIN).astype(object)
 
 
-def kfold(n: int, folds: int, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def kfold(n: int, folds: int, seed: int = 0, groups: np.ndarray | None = None
+          ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(kept, held) row indices of each of ``folds`` folds of a seeded permutation of ``n``
-    rows: every row is held out exactly once, and fitted on in the other folds."""
+    rows: every row is held out exactly once, and fitted on in the other folds. A row with
+    the ``groups`` code of an earlier row in the permutation (one prompt text asked twice)
+    joins that row's fold, or a fold would score a router on a prompt it was fitted on;
+    rows of distinct codes fall as they would without ``groups``."""
     order = np.random.default_rng(seed).permutation(n)
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    if groups is not None:
+        position = pd.Series(position).groupby(np.asarray(groups)).transform("min").to_numpy()
+    fold = position[order] % folds
     for f in range(folds):
-        held = order[f::folds]
+        held = order[fold == f]
         yield np.setdiff1d(order, held), held
+
+
+def same_text(prompts: np.ndarray) -> np.ndarray:
+    """A code per prompt, shared by prompts of one text (surrounding spaces aside); a
+    prompt with no text has a code of its own."""
+    text = pd.Series(prompts, dtype=object).fillna("").astype(str).str.strip()
+    codes, _ = pd.factorize(text.where(text != "", None), use_na_sentinel=True)
+    blank = codes < 0
+    codes[blank] = codes.max(initial=-1) + 1 + np.arange(int(blank.sum()))
+    return codes
+
+
+def decontaminate(table: OutcomeTable) -> OutcomeTable:
+    """Count as train every test prompt whose text is also a train prompt's: a router
+    scored on it is scored on what it was fitted on. Published splits do repeat themselves
+    (119 of LLMRouter's 500 test questions are train questions word for word), and ids
+    hashed apart can hold one text."""
+    codes = same_text(table.prompts)
+    test = table.splits == TEST
+    seen = np.isin(codes, codes[table.splits == TRAIN])
+    leaked = test & seen
+    if not leaked.any():
+        return table
+    splits = table.splits.copy()
+    splits[leaked] = TRAIN
+    return table.with_splits(splits).with_notes(
+        f"split: {int(leaked.sum())} of {int(test.sum())} test prompts repeat a train "
+        "prompt's text word for word: counted as train, so no router is scored on a "
+        "prompt it was fitted on")
 
 
 def assign_missing_splits(

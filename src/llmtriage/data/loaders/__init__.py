@@ -12,7 +12,7 @@ from pathlib import Path
 from llmtriage.data.errors import DataError
 from llmtriage.data.loaders import arena, generic, llmrouter, routellm, routerbench, zeroeval
 from llmtriage.data.prices import PriceCatalog
-from llmtriage.data.splits import assign_missing_splits
+from llmtriage.data.splits import assign_missing_splits, decontaminate
 from llmtriage.data.table import OutcomeTable
 
 FORMATS = ("routerbench", "routellm", "zeroeval", "llmrouter", "arena", "long")
@@ -84,7 +84,7 @@ def load_table(
                         f"({type(exc).__name__}: {exc})") from None
     if task and fmt != "zeroeval":
         table = table.filter_task(task)
-    return assign_missing_splits(table, test_fraction=test_fraction, seed=seed)
+    return decontaminate(assign_missing_splits(table, test_fraction=test_fraction, seed=seed))
 
 
 __all__ = ["FORMATS", "load_table", "parse_source", "sniff"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from llmtriage import metrics
 from llmtriage.backends.base import Queries
-from llmtriage.data.splits import kfold
+from llmtriage.data.splits import kfold, same_text
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
 from llmtriage.policies.params import Finite, NonNegative
@@ -97,7 +97,8 @@ class QualityRouter(Policy):
         x = self.features(table.prompts)
         value = getattr(self, self.auto_param) if self.auto_param else None
         if value == "auto":
-            self.cv_scores_ = {c: self._cv_aiq(x, table.quality, cost, c)
+            groups = same_text(table.prompts)
+            self.cv_scores_ = {c: self._cv_aiq(x, table.quality, cost, c, groups)
                                for c in self.auto_candidates}
             value = max(self.cv_scores_, key=self.cv_scores_.get)
         self.chosen_ = value
@@ -107,11 +108,11 @@ class QualityRouter(Policy):
         return self
 
     def _cv_aiq(self, x: np.ndarray, quality: np.ndarray, cost: np.ndarray, value: Any,
-                folds: int = 3) -> float:
+                groups: np.ndarray, folds: int = 3) -> float:
         """Mean AIQ of the router's lam curve on held-out folds of the training split: the
         hyperparameter is chosen for the metric the router is judged by."""
         scores = []
-        for kept, held in kfold(len(x), folds):
+        for kept, held in kfold(len(x), folds, groups=groups):
             self._fit(x[kept], quality[kept], value)
             predicted = np.clip(self._predict(x[held]), 0.0, 1.0)
             q, c = quality[held], cost[held]
@@ -129,7 +130,7 @@ class QualityRouter(Policy):
         seen (its predictions on its own training queries look far better than they are)."""
         x = self.features(table.prompts)
         out = np.empty(table.quality.shape)
-        for kept, held in kfold(len(x), folds):
+        for kept, held in kfold(len(x), folds, groups=same_text(table.prompts)):
             self._fit(x[kept], table.quality[kept], self.chosen_)
             out[held] = np.clip(self._predict(x[held]), 0.0, 1.0)
         self._fit(x, table.quality, self.chosen_)

@@ -11,7 +11,7 @@ import numpy as np
 from llmtriage import metrics
 from llmtriage.backends.replay import ReplayBackend
 from llmtriage.data.errors import DataError
-from llmtriage.data.splits import kfold
+from llmtriage.data.splits import kfold, same_text
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy
 from llmtriage.policies.loop import run_policy
@@ -134,7 +134,7 @@ def split_folds(train: OutcomeTable, folds: int | str, seed: int = 0
         raise DataError(f"{train.name} has {train.n_prompts} prompt(s): {folds}-fold "
                         f"cross-validation needs at least {2 * folds} (and a choice worth "
                         "trusting many more)")
-    return list(kfold(train.n_prompts, folds, seed))
+    return list(kfold(train.n_prompts, folds, seed, groups=same_text(train.prompts)))
 
 
 def _candidate_outcomes(proto: Policy, train: OutcomeTable,
