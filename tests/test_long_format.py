@@ -384,6 +384,21 @@ def test_a_file_of_test_prompts_alone_fits_nothing(tmp_path):
     assert not (tmp_path / "p.npz").exists()
 
 
+def test_a_repeated_prompt_is_moved_to_train_and_convert_says_so(tmp_path):
+    """The same question filed under two ids, one in each split, was scored as unseen."""
+    prompts = [("p1", "2+2?", "train", 1), ("p2", "2+2?", "test", 1), ("p3", "3+3?", "test", 0)]
+    rows = "".join(f"{pid},{text},{m},{q},0.{j + 1},{split}\n"
+                   for pid, text, split, q in prompts for j, m in enumerate("ab"))
+    source = write_csv(tmp_path, "prompt_id,prompt,model,quality,cost_usd,split\n" + rows)
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "convert", str(source),
+                          str(tmp_path / "out.csv")], capture_output=True, text=True,
+                         timeout=120)
+    said = " ".join(run.stdout.split())
+    assert run.returncode == 0 and "1 of 2 test prompts repeat a train prompt's text" in said
+    written = pd.read_csv(tmp_path / "out.csv").groupby("prompt_id")["split"].first()
+    assert written.to_dict() == {"p1": "train", "p2": "train", "p3": "test"}
+
+
 def degenerate_file(table, path, models: int, free: bool) -> None:
     """A few of LLMRouter's real models on 200 of its prompts: ``free`` as if every model
     were self-hosted and recorded at no cost."""

@@ -459,6 +459,9 @@ def convert(source: SourceArg, out: Annotated[Path, typer.Argument(
         table = _load(source, task, prices)
         path = write_long(table, out)
     console.print(f"wrote {path}: {table.n_prompts} prompts x {table.n_models} models")
+    for note in table.notes:  # splits the file holds that the source did not give
+        if note.startswith("split:"):
+            console.print(f"[dim]{escape(note)}[/]")
 
 
 CatalogOpt = Annotated[
