@@ -96,7 +96,10 @@ def _text_column(frame: pd.DataFrame, column: str, path: Path) -> None:
                             f"(data row {row + 1})") from None
         if pd.api.types.infer_dtype(frame[column], skipna=True) in _TEXTLIKE:
             return
-    odd = ~frame[column].map(lambda v: v is None or isinstance(v, str | int | float))
+    odd = ~frame[column].map(lambda v: v is None or v is pd.NA or isinstance(
+        v, str | int | float | np.number | np.bool_))
+    if not odd.any():
+        return
     row = _first_row(odd)
     shown = repr(frame[column].iloc[row])
     raise DataError(f"{path}: column {column!r} has a non-text value "
