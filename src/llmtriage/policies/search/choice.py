@@ -41,12 +41,15 @@ class SearchResult:
             rows.append({"policy": self.outcomes.labels[row], "family": proto.name,
                          "meets": met, "chosen": row == self.chosen,
                          **{k: float(v[row].mean()) for k, v in self.outcomes.values.items()}})
+        # Ties fall as ``Objective.pick`` breaks them, so the chosen row leads its ties.
+        spent = "latency_ms" if self.objective.kind == "latency" else "cost_usd"
         key = {"lam": lambda r: -(r["quality"] - self.objective.value * r["cost_usd"]),
                "quality": lambda r: (not r["meets"],
-                                     r.get(RESOURCES[self.objective.minimize], 0.0))}
+                                     r.get(RESOURCES[self.objective.minimize], 0.0),
+                                     -r["quality"])}
         key["match"] = key["quality"]
         rows.sort(key=key.get(self.objective.kind,
-                              lambda r: (not r["meets"], -r["quality"])))
+                              lambda r: (not r["meets"], -r["quality"], r.get(spent, 0.0))))
         return rows[:top]
 
 
