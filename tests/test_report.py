@@ -33,6 +33,10 @@ def two_tasks(data_dir, tmp_path_factory):
     wino = wino.take(np.flatnonzero(np.arange(wino.n_prompts) % 6 == 0))
     folder = tmp_path_factory.mktemp("report")
     parts = [pd.read_csv(write_long(t, folder / f"{i}.csv")) for i, t in enumerate((mbpp, wino))]
+    # One train prompt asked again under a new id, filed as test: it counts as train.
+    again = parts[0][parts[0]["prompt_id"] == parts[0].loc[parts[0]["split"] == "train",
+                                                           "prompt_id"].iloc[0]]
+    parts.append(again.assign(prompt_id="asked-again", split="test"))
     return write_frame(pd.concat(parts), folder / "two-tasks.csv")
 
 
@@ -56,6 +60,7 @@ def test_the_report_renders_its_plots_and_tables(two_tasks, tmp_path):
     for technique in ("oracle", "search(routers)", "search(cascades)", "search |"):
         assert technique in md, technique
     assert "Held-out task mbpp" in md and "Held-out task winogrande" in md
+    assert "test prompts repeat a train prompt's text word for word" in md
     gaps = re.findall(r"\| search \| [0-9.]+ \| (-?[0-9.]+)%", md)
     assert len(gaps) == 3  # in distribution, and each of the two held-out tasks
     pngs = sorted(out.glob("*.png"))

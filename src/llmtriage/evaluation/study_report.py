@@ -130,7 +130,11 @@ def write(studies: list[SetStudy], out: str | Path) -> tuple[Path, Path]:
                 "## Which technique wins where", "", _md_table(SUMMARY_HEAD, summary_rows(studies))]
     for s in studies:
         c = s.comparison
-        intro = (f"{len(c.models)} models, splits {c.split_sizes}; studied in {s.seconds:.0f} s")
+        # How the splits came to be (assigned by hash, repeated prompts moved to train).
+        said = "".join(f"; {n.removeprefix('split: ')}" for n in c.notes
+                       if n.startswith("split:"))
+        intro = (f"{len(c.models)} models, splits {c.split_sizes}{said}; studied in "
+                 f"{s.seconds:.0f} s")
         parts_html += [f"<h2>{html.escape(s.name)}</h2><p class=note>{html.escape(intro)}</p>",
                        _html_table(TECHNIQUE_HEAD, technique_rows(c, s.headlines))]
         parts_md += ["", f"## {s.name}", "", intro, "",
