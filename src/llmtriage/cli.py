@@ -23,6 +23,7 @@ from llmtriage.data.errors import DataError, repeated
 from llmtriage.data.loaders import load_table
 from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.prices import PriceCatalog
+from llmtriage.data.splits import SPLIT_NOTE, split_notes
 from llmtriage.data.table import TRAIN, OutcomeTable
 from llmtriage.policies.base import Policy, Trace
 
@@ -459,9 +460,8 @@ def convert(source: SourceArg, out: Annotated[Path, typer.Argument(
         table = _load(source, task, prices)
         path = write_long(table, out)
     console.print(f"wrote {path}: {table.n_prompts} prompts x {table.n_models} models")
-    for note in table.notes:  # splits the file holds that the source did not give
-        if note.startswith("split:"):
-            console.print(f"[dim]{escape(note)}[/]")
+    for note in split_notes(table.notes):  # splits the file holds the source did not give
+        console.print(f"[dim]{SPLIT_NOTE}{escape(note)}[/]")
 
 
 CatalogOpt = Annotated[

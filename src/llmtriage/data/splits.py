@@ -6,12 +6,21 @@ the same split whatever else the table holds, and a table that grows keeps its o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
+
+#: How a table's notes say how its splits came to be (see :func:`split_notes`).
+SPLIT_NOTE = "split: "
+
+
+def split_notes(notes: Sequence[str]) -> list[str]:
+    """What a table's notes say of its splits (assigned by hash, repeated prompts moved),
+    without the prefix: the file ``convert`` writes and the report show them."""
+    return [n.removeprefix(SPLIT_NOTE) for n in notes if n.startswith(SPLIT_NOTE)]
 
 
 def unit_hash(keys: np.ndarray, seed: int = 0, purpose: str = "split") -> np.ndarray:
@@ -74,7 +83,7 @@ def decontaminate(table: OutcomeTable) -> OutcomeTable:
     splits = table.splits.copy()
     splits[leaked] = TRAIN
     return table.with_splits(splits).with_notes(
-        f"split: {int(leaked.sum())} of {int(test.sum())} test prompts repeat a train "
+        f"{SPLIT_NOTE}{int(leaked.sum())} of {int(test.sum())} test prompts repeat a train "
         "prompt's text word for word: counted as train, so no router is scored on a "
         "prompt it was fitted on")
 
@@ -89,6 +98,6 @@ def assign_missing_splits(
     splits = table.splits.copy()
     splits[missing] = hash_splits(table.prompt_ids[missing], test_fraction, seed)
     return table.with_splits(splits).with_notes(
-        f"split: {int(missing.sum())} prompts assigned by hash "
+        f"{SPLIT_NOTE}{int(missing.sum())} prompts assigned by hash "
         f"(test fraction {test_fraction}, seed {seed})"
     )

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from llmtriage.data.files import write_atomic
+from llmtriage.data.splits import split_notes
 from llmtriage.evaluation.compare import Comparison
 from llmtriage.evaluation.headline import Headline
 from llmtriage.evaluation.plots import AXES, plot, plot_axis
@@ -131,8 +132,7 @@ def write(studies: list[SetStudy], out: str | Path) -> tuple[Path, Path]:
     for s in studies:
         c = s.comparison
         # How the splits came to be (assigned by hash, repeated prompts moved to train).
-        said = "".join(f"; {n.removeprefix('split: ')}" for n in c.notes
-                       if n.startswith("split:"))
+        said = "".join(f"; {note}" for note in split_notes(c.notes))
         intro = (f"{len(c.models)} models, splits {c.split_sizes}{said}; studied in "
                  f"{s.seconds:.0f} s")
         parts_html += [f"<h2>{html.escape(s.name)}</h2><p class=note>{html.escape(intro)}</p>",
