@@ -192,6 +192,32 @@ def test_a_parameter_of_the_wrong_type_or_range_is_named(table, param, value, re
         registry.build("knn", context, {param: value, "embedder": "hashing"})
 
 
+@pytest.mark.parametrize(("kind", "param", "value"), [
+    ("cascade-routing", "bins", 100_000_000), ("cascade-routing", "samples", 10_000_000),
+    ("mf", "dim", 100_000), ("mf", "epochs", 100_000_000), ("sw-ranking", "iterations", 10**9),
+    ("bandit", "dims", 100_000),
+])
+def test_a_parameter_that_sizes_memory_or_time_is_bounded(table, kind, param, value):
+    """A hundred million bins asked for 71 GiB (a MemoryError traceback from the fit); a
+    hundred million epochs ran for days. Each is refused where it enters, naming the bound."""
+    context = registry.Context.of(table)
+    with pytest.raises(DataError, match=f"policy {kind}: parameter {param}=.*less than or equal"):
+        registry.build(kind, context, {param: value, "embedder": "hashing"})
+
+
+def test_a_bandit_asked_for_more_dimensions_than_prompts_uses_what_there_is(table):
+    """Its context is a PCA of the train prompts: 40 prompts give 40 components at most.
+    Asked for 300, it once fitted a 301-wide model for 41-wide contexts and failed on the
+    first query with numpy's matmul message."""
+    few = table.take(np.arange(40))
+    bandit = registry.build_one("bandit", registry.Context.of(few),
+                                {"dims": 300, "embedder": "hashing"}).fit(few)
+    assert bandit.basis_.shape[1] <= 40 and bandit.a_inv_.shape[1] == bandit.basis_.shape[1] + 1
+    called, _ = decisions(bandit, ReplayBackend(table),
+                          Queries.from_table(table.take(np.arange(40, 60))))
+    assert (called[:, 0] >= 0).all()  # every query decided
+
+
 def test_parameters_are_coerced_to_their_declared_types(table):
     context = registry.Context.of(table)
     knn = registry.build_one("knn", context, {"k": 7.0, "embedder": "hashing"})

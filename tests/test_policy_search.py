@@ -290,3 +290,23 @@ def test_a_tiny_table_is_searched_or_refused_with_the_reason(tmp_path):
     one = table.split("train").take(np.array([0]))
     with pytest.raises(DataError, match="1 prompt.*3-fold cross-validation needs at least 6"):
         PolicySearch(embedder="hashing").fit(one)
+
+
+def test_families_the_table_cannot_search_are_refused_with_the_reason(arc, data_dir,
+                                                                     tmp_path):
+    """Naming only families a table cannot support (cascades without a confidence column,
+    task-mean on one task, an empty list) once cross-validated nothing and failed with a
+    KeyError traceback deep in the choice."""
+    train = arc.split("train")
+    for families, reason in [(("calibrated-cascade", "cascade-routing"),
+                              "calibrated-cascade needs a confidence column"),
+                             (("task-mean",), "task-mean needs two tasks"),
+                             ((), r"\(none named\)")]:
+        with pytest.raises(DataError, match=f"supports none of the searched families.*{reason}"):
+            candidates(train, families)
+    out = tmp_path / "p.npz"
+    result = subprocess.run([*CLI, "fit", f"routerbench:{data_dir / 'routerbench'}", "--task",
+                             "arc-challenge", "--objective", "lam=1", "--families", ",",
+                             "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # a data error
+    assert "none named" in " ".join(result.stderr.split()) and not out.exists()

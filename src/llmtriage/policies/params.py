@@ -19,6 +19,14 @@ from pydantic import Field, PydanticSchemaGenerationError, TypeAdapter, Validati
 
 #: How many of something (neighbours, folds, epochs, calls): at least one.
 Count = Annotated[int, Field(ge=1)]
+#: Counts that size a fitted policy's arrays or its training time: bounded, so a parameter
+#: cannot ask for gigabytes (a million bins) or days (a billion epochs).
+#: Latent or projected dimensions (a factorisation's, a bandit's context).
+Dimensions = Annotated[int, Field(ge=1, le=1024)]
+#: Passes of an iterative fit (epochs, rating iterations).
+Iterations = Annotated[int, Field(ge=1, le=100_000)]
+#: How finely a distribution is kept (quantile samples, bands of predictions).
+Resolution = Annotated[int, Field(ge=1, le=1024)]
 #: A share or probability, 0 to 1.
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 #: A strictly positive finite number (a regularisation strength, a temperature).

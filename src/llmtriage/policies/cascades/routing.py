@@ -34,7 +34,7 @@ from llmtriage.data.splits import kfold
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, check_signal, resolve
 from llmtriage.policies.defaults import near_hull
-from llmtriage.policies.params import Count, NonNegative
+from llmtriage.policies.params import Count, NonNegative, Resolution
 from llmtriage.policies.routers.base import QualityRouter
 from llmtriage.signals.calibration import TASK_PRIOR_ROWS, fit_calibrator
 
@@ -79,8 +79,8 @@ class CascadeRouter(Policy):
     tradeoff = "lam"
 
     def __init__(self, router: QualityRouter, lam: NonNegative = 0.0,
-                 method: str = "isotonic", max_calls: Count = 3, samples: Count = 32,
-                 bins: Count = 5,
+                 method: str = "isotonic", max_calls: Count = 3, samples: Resolution = 32,
+                 bins: Resolution = 5,
                  signal: str = "mean_logprob",
                  task_prior_rows: NonNegative | None = TASK_PRIOR_ROWS) -> None:
         """``signal``: the statistic the table's confidence column records, fed live;

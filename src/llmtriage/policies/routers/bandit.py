@@ -14,7 +14,7 @@ import numpy as np
 
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import STOP, Decision, Policy, State, resolve
-from llmtriage.policies.params import Count, NonNegative, Positive, Seed
+from llmtriage.policies.params import Dimensions, NonNegative, Positive, Seed
 from llmtriage.signals.embedder import Embedder, default_embedder, text_features
 
 
@@ -24,8 +24,9 @@ class LinUCBRouter(Policy):
     learns = True
 
     def __init__(self, alpha: NonNegative = 0.1, lam: NonNegative = 0.0, ridge: Positive = 10.0,
-                 dims: Count = 24, seed: Seed = 0) -> None:
-        """``ridge`` is also the prior's weight, in pseudo-observations per model."""
+                 dims: Dimensions = 24, seed: Seed = 0) -> None:
+        """``ridge`` is also the prior's weight, in pseudo-observations per model; ``dims``:
+        the context's principal components, at most (a train split of n prompts has n)."""
         self.alpha = alpha
         self.lam = lam
         self.ridge = ridge
@@ -44,7 +45,7 @@ class LinUCBRouter(Policy):
         self.models_ = table.models
         self.cost_ = np.nan_to_num(table.cost_usd, nan=0.0).mean(axis=0)
         prior = table.quality.mean(axis=0)
-        d = self.dims + 1
+        d = self.basis_.shape[1] + 1
         self.a_inv_ = np.stack([np.eye(d) / self.ridge for _ in self.models_])
         # b = ridge * prior * e_bias makes theta start at (prior, 0, ..., 0).
         self.b_ = np.zeros((len(self.models_), d))

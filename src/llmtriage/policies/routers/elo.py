@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmtriage.policies.params import Auto, Count, Finite, NonNegative, Positive
+from llmtriage.policies.params import Auto, Finite, Iterations, NonNegative, Positive
 from llmtriage.policies.routers.base import QualityRouter
 
 
@@ -32,7 +32,7 @@ class EloRouter(QualityRouter):
     auto_param = "temperature"
     auto_candidates = (2.0, 5.0, 10.0, 20.0)
 
-    def __init__(self, temperature: Positive | Auto = "auto", iterations: Count = 30,
+    def __init__(self, temperature: Positive | Auto = "auto", iterations: Iterations = 30,
                  lam: NonNegative = 0.0, target: Finite | None = None) -> None:
         super().__init__(lam, target)
         self.temperature = temperature

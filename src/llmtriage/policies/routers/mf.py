@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 from llmtriage.data.table import OutcomeTable
-from llmtriage.policies.params import Auto, Count, Finite, NonNegative, Seed, Share
+from llmtriage.policies.params import (
+    Auto,
+    Dimensions,
+    Finite,
+    Iterations,
+    NonNegative,
+    Seed,
+    Share,
+)
 from llmtriage.policies.routers.base import QualityRouter
 
 
@@ -42,8 +50,8 @@ class MFRouter(QualityRouter):
     auto_param = "l2"
     auto_candidates = (1e-3, 1e-2, 1e-1)
 
-    def __init__(self, dim: Count = 16, pairwise: Share = 0.5, l2: NonNegative | Auto = "auto",
-                 epochs: Count = 200, lam: NonNegative = 0.0, target: Finite | None = None,
+    def __init__(self, dim: Dimensions = 16, pairwise: Share = 0.5, l2: NonNegative | Auto = "auto",
+                 epochs: Iterations = 200, lam: NonNegative = 0.0, target: Finite | None = None,
                  seed: Seed = 0) -> None:
         super().__init__(lam, target)
         self.dim = dim

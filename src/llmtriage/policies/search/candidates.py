@@ -97,4 +97,18 @@ def candidates(train: OutcomeTable, families: Sequence[str] = FAMILIES,
             out += agreement_cascades(train)
         elif family == "cascade-routing" and confident:
             out.append(registry.build_one(family, context, features))
+    if not out:
+        raise DataError(f"{train.name} supports none of the searched families "
+                        f"{', '.join(families) or '(none named)'}: "
+                        + "; ".join(_unsupported(train, families)))
     return out
+
+
+def _unsupported(train: OutcomeTable, families: Sequence[str]) -> list[str]:
+    """Why each of ``families`` gave no candidate on ``train``."""
+    need = {"task-mean": "task-mean needs two tasks or more",
+            "calibrated-cascade": "calibrated-cascade needs a confidence column",
+            "cascade-routing": "cascade-routing needs a confidence column",
+            "agreement-cascade": "agreement-cascade needs answers whose final answers parse"}
+    return [need[f] for f in dict.fromkeys(families) if f in need] or [
+        f"choose among {', '.join(FAMILIES)}"]
