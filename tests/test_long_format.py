@@ -323,6 +323,32 @@ def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, args, 
     assert time.perf_counter() - started < 20
 
 
+@pytest.mark.parametrize("args", [
+    ["convert", "{src}", "{src}"],  # replaced a recording with the columns the format keeps
+    ["convert", "long:{tmp}/./log.csv", "{src}"],  # the same file, spelt another way
+    ["convert", "{src}", "{tmp}/out.csv", "--prices", "{tmp}/out.csv"],
+    ["bench", "{src}", "--json", "{src}"],  # replaced the data with the run's JSON
+    ["bench", "{src}", "--plot", "{tmp}/prices.csv", "--prices", "{tmp}/prices.csv"],
+    ["collect", "--probes", "{tmp}/probes.jsonl", "--out", "{tmp}/probes.jsonl"],
+    ["export", "--log", "{tmp}/requests.csv", "--out", "{tmp}/requests.csv"],
+])
+def test_an_output_never_replaces_an_input_of_the_same_command(tmp_path, args):
+    """Each input is left byte for byte as it was, and the command says why it stopped."""
+    source = write_csv(tmp_path, "prompt_id,model,quality,cost_usd,gold\n"
+                                 "p1,a,1,0.1,x\np1,b,0,0.2,x\n")
+    (tmp_path / "out.csv").write_text("model,input,output\na,1,2\nb,1,2\n")
+    (tmp_path / "prices.csv").write_text("model,input,output\na,1,2\nb,1,2\n")
+    (tmp_path / "probes.jsonl").write_text('{"id": "q1", "prompt": "2+2?", "gold": "4"}\n')
+    (tmp_path / "requests.csv").write_text("not yet a log\n")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    filled = [a.format(src=source, tmp=tmp_path) for a in args]
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", *filled],
+                         capture_output=True, text=True, timeout=120)
+    said = " ".join((run.stderr + run.stdout).split())
+    assert run.returncode == 2 and "is also an input of this command" in said, said
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 @pytest.mark.parametrize("args, says", [
     (["bench", "{src}", "--bootstrap", "-1"], "Invalid value for '--bootstrap'"),  # was taken as 0
     (["bench", "{src}", "--split", "validation"], "Invalid value for '--split'"),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import posixpath
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from llmtriage.data.errors import DataError, repeated
-from llmtriage.data.loaders import load_table
+from llmtriage.data.loaders import load_table, parse_source
 from llmtriage.data.loaders.generic import write as write_long
 from llmtriage.data.prices import PriceCatalog
 from llmtriage.data.splits import SPLIT_NOTE, split_notes
@@ -65,9 +66,16 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _writable(path: Path, folder: bool = False) -> None:
+def _writable(path: Path, folder: bool = False, reads: Iterable[str | Path | None] = ()
+              ) -> None:
     """Fail now, not after minutes of work, where ``path`` (a file, or with ``folder`` a
-    folder) cannot be written: its folder is made if missing."""
+    folder) cannot be written: its folder is made if missing. ``reads``: the files the
+    command reads (data sources as given), which it must not write over: `convert`ing a
+    recording onto itself once replaced it with the columns the long format keeps."""
+    for read in reads:
+        if read is not None and _same_file(path, _source_path(read)):
+            _fail(f"{path} is also an input of this command: writing it would replace what "
+                  "is read; name another output")
     where = path if folder else path.parent
     try:
         where.mkdir(parents=True, exist_ok=True)
@@ -79,6 +87,23 @@ def _writable(path: Path, folder: bool = False) -> None:
         _fail(f"{where}: cannot write in the output folder ({exc.strerror})")
     if not folder and path.is_dir():
         _fail(f"{path} is a folder; name a file to write")
+
+
+def _source_path(read: str | Path) -> Path:
+    """The file behind a data source (``FORMAT:PATH``) or a path."""
+    if isinstance(read, Path):
+        return read
+    try:
+        return parse_source(read)[1]
+    except DataError:  # refused, with its reason, where it is loaded
+        return Path(read)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -182,7 +207,7 @@ def bench(
         _fail(f"--axis must be cost, latency or energy, not {axis!r}")
     for out in (json_out, plot_out):
         if out is not None:
-            _writable(out)
+            _writable(out, reads=[source, prices, *(policy_file or [])])
     if plot_out is not None:
         from llmtriage.evaluation.plots import image_format
 
@@ -455,7 +480,7 @@ def convert(source: SourceArg, out: Annotated[Path, typer.Argument(
         help="Output file: .csv, .jsonl or .parquet.")], task: TaskOpt = None,
         prices: PricesOpt = None) -> None:
     """Write any supported data set in Triage's generic long format."""
-    _writable(out)
+    _writable(out, reads=[source, prices])
     with _user_errors():
         table = _load(source, task, prices)
         path = write_long(table, out)
@@ -538,7 +563,7 @@ def collect(
 
     with _user_errors():
         check_suffix(out)
-    _writable(out)
+    _writable(out, reads=[catalog, None if probes == "builtin" else Path(probes)])
     with _user_errors():
         cat = _catalog(catalog, models)
         chosen = collection.sample(load_probes(probes), sample)
@@ -786,9 +811,10 @@ def export(
 
     with _user_errors():
         check_suffix(out)
-    _writable(out)
+    log = log or str(default_log_path())
+    _writable(out, reads=[] if "://" in log else [Path(log)])
     with _user_errors():
-        frame = export_frame(log or default_log_path())
+        frame = export_frame(log)
         write_frame(frame, out)
     console.print(f"wrote {len(frame)} outcomes ({frame['prompt_id'].nunique()} prompts, "
                   f"{frame['model'].nunique()} models) to {out}")
