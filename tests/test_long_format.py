@@ -377,6 +377,10 @@ def test_an_output_never_replaces_an_input_of_the_same_command(tmp_path, args):
     (["collect", "--sample", "1", "--out", "{tmp}/c.txt"], "the long format is written as one"),
     (["collect", "--models", "smollm2-135m,smollm2-135m", "--sample", "1", "--out",
       "{tmp}/c.csv"], "['smollm2-135m'] named twice"),
+    # numpy's "all elements of broadcast shape must be non-negative":
+    (["collect", "--models", " , ", "--sample", "1", "--out", "{tmp}/c.csv"],
+     "no model named; the catalog has"),
+    (["ask", "hi", "--models", ","], "no model named; the catalog has"),
 ])
 def test_a_command_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
     source = str(write_csv(tmp_path, "prompt_id,model,quality,cost_usd\np1,a,1,0.1\n"))

@@ -156,6 +156,8 @@ class Catalog(BaseModel):
         return [m.name for m in self.models]
 
     def select(self, names: list[str]) -> Catalog:
+        if not names:
+            raise DataError(f"no model named; the catalog has {self.names()}")
         if twice := repeated(names):
             raise DataError(f"model(s) {twice} named twice; name each model once")
         return self.model_copy(update={"models": [self.spec(n) for n in names]})
