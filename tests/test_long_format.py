@@ -243,6 +243,11 @@ def test_failed_write_keeps_the_good_file(data_dir, tmp_path):
     ("p.csv", "model,input,output\nm-1,abc,2\n", "model 'm-1': input: Input should be a valid"),
     ("p.json", "[1, 2]", "Input should be a valid dictionary"),  # a traceback before
     ("p.json", '{"models": {"m-1": {"input": 1}}}', "model 'm-1': output: Field required"),
+    # The second of two prices silently won:
+    ("p.csv", "model,input,output\nm-1,1,2\nm-1,3,4\n", "['m-1'] priced twice"),
+    ("p.json", '{"models": {"m-1": {"input": 1, "output": 2}, "m-1": {"input": 3, '
+               '"output": 4}}}', "['m-1'] given twice in one object"),
+    ("p.csv", "model,input,output\n,1,2\n", "row 2 has no model name"),
 ])
 def test_a_bad_price_is_refused_naming_its_model(tmp_path, name, text, fault):
     """A negative or NaN price was taken as given, and would have priced every call."""

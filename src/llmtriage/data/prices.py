@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from llmtriage.data.errors import DataError, faults
+from llmtriage.data.errors import DataError, faults, repeated
 from llmtriage.data.jsontext import loads
 
 #: Characters per token where a source gives only text lengths (the usual English estimate).
@@ -89,9 +89,18 @@ class PriceCatalog:
                 missing = {"model", "input", "output"} - set(rows[0] if rows else {})
                 if missing:
                     raise DataError(f"price file {path} lacks columns {sorted(missing)}")
-                data = {"models": {r["model"]: r for r in rows}}
+                names = [(r["model"] or "").strip() for r in rows]
+                if "" in names:
+                    raise DataError(f"price file {path}: row {names.index('') + 2} has no "
+                                    "model name")
+                if twice := repeated(names):
+                    raise DataError(f"price file {path}: model(s) {twice} priced twice; "
+                                    "give each model one row")
+                data = {"models": {n: r for n, r in zip(names, rows, strict=True)}}
             else:
-                data = loads(path.read_text())
+                text = path.read_text()
+                data = loads(text)
+                json.loads(text, object_pairs_hook=lambda pairs: _once(pairs, path))
         except UnicodeDecodeError:
             raise DataError(f"price file {path} is not UTF-8 text") from None
         except ValueError as exc:
@@ -173,3 +182,12 @@ def derive_costs(
         cost[:, j] = used[m].cost(tokens_in[:, j], tokens_out[:, j])
     return cost, catalog.describe(used)
 
+
+
+def _once(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
+    """A JSON object whose keys are each given once: JSON parsers keep the last of two,
+    so a model priced twice would be priced by whichever came second, silently."""
+    if twice := repeated([k for k, _ in pairs]):
+        raise DataError(f"price file {path}: {twice} given twice in one object; give each "
+                        "once")
+    return dict(pairs)
