@@ -402,9 +402,9 @@ def test_a_command_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
 def test_a_file_of_test_prompts_alone_fits_nothing(tmp_path):
     """Every prompt marked 'test': fit said it fitted on them as "train prompts", and bench
     scored a router on the very prompts it had learned."""
-    rows = "".join(f"p{i},{m},{(i + j) % 2},0.{j + 1},test\n" for i in range(12)
+    rows = "".join(f"p{i},question {i},{m},{(i + j) % 2},0.{j + 1},test\n" for i in range(12)
                    for j, m in enumerate("ab"))
-    source = str(write_csv(tmp_path, "prompt_id,model,quality,cost_usd,split\n" + rows))
+    source = str(write_csv(tmp_path, "prompt_id,prompt,model,quality,cost_usd,split\n" + rows))
     for args, says in [
         (["fit", source, "-p", "knn", "--out", f"{tmp_path}/p.npz"],
          "has no prompts in split 'train' (it has test 12)"),

@@ -310,3 +310,32 @@ def test_families_the_table_cannot_search_are_refused_with_the_reason(arc, data_
                              "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr  # a data error
     assert "none named" in " ".join(result.stderr.split()) and not out.exists()
+
+
+def test_a_table_without_prompt_text_is_searched_without_routers(tmp_path):
+    """An outcome matrix (no `prompt` column) gave every prompt the same empty text: its
+    routers were constant policies scored as routers, and the search cross-validated five
+    of them for nothing. Now a router asked for by name is refused with the reason, and the
+    search keeps what the table can inform: single models, task labels, cascades (cascade
+    routing over the task-mean router)."""
+    rng = np.random.default_rng(2)
+    rows = [f"p{i},{'ab'[i % 2]},{m},{rng.integers(0, 2)},{c},{-rng.random():.3f},"
+            f"{'train' if i < 40 else 'test'}"
+            for i in range(60) for m, c in (("a", 0.1), ("b", 0.2), ("c", 0.5))]
+    path = tmp_path / "matrix.csv"
+    path.write_text("prompt_id,task,model,quality,cost_usd,confidence,split\n"
+                    + "\n".join(rows) + "\n")
+    train = load_table(str(path)).split("train")
+    assert not train.has_text
+    context = registry.Context(train.models, train)
+    for kind in ("knn", "logistic", "mlp", "mf", "sw-ranking", "bandit"):
+        with pytest.raises(DataError, match=f"records no prompt text.*a {kind} router"):
+            registry.build(kind, context)
+    found = {p.name for p in candidates(train)}
+    assert found == {"single", "task-mean", "calibrated-cascade", "cascade-routing"}, found
+    routing = next(p for p in candidates(train) if p.name == "cascade-routing")
+    assert routing.router.name == "task-mean"
+    with pytest.raises(DataError, match="knn needs prompt text"):
+        candidates(train, ("knn",))
+    listed = subprocess.run([*CLI, "policies"], capture_output=True, text=True)
+    assert "prompt text" in listed.stdout

@@ -253,8 +253,9 @@ def policies() -> None:
         t.add_column(col)
     for name in registry.kinds():
         kind = registry.get(name)
+        needs = ["confidence"] * kind.needs_confidence + ["prompt text"] * kind.needs_text
         t.add_row(name, escape(kind.summary), ", ".join(registry.parameters(name)),
-                  "confidence" if kind.needs_confidence else "")
+                  ", ".join(needs))
     console.print(t)
 
 

@@ -137,6 +137,11 @@ class OutcomeTable:
         return column in self.recorded
 
     @cached_property
+    def has_text(self) -> bool:
+        """Whether any prompt has its text (a router reads it; an outcome matrix may not)."""
+        return any(str(p).strip() for p in self.prompts)
+
+    @cached_property
     def recorded(self) -> frozenset[str]:
         """The optional columns that carry at least one recorded value."""
         return frozenset(c for c in OUTCOME_COLUMNS if np.isfinite(getattr(self, c)).any())

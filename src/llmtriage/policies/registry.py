@@ -55,18 +55,21 @@ class PolicyKind:
     needs_confidence: bool = False
     #: Shown by ``triage bench`` when no ``-p`` is given.
     default: bool = False
+    #: Fitting reads the prompts' text (a router embeds it).
+    needs_text: bool = False
 
 
 _KINDS: dict[str, PolicyKind] = {}
 
 
 def register(name: str, cls: type[Policy], summary: str, build: Builder | None = None, *,
-             needs_confidence: bool = False, default: bool = False) -> None:
+             needs_confidence: bool = False, default: bool = False,
+             needs_text: bool = False) -> None:
     """Make a policy kind known to bench, fit, serve, ask and artifact loading."""
     if name in _KINDS and _KINDS[name].cls is not cls:
         raise ValueError(f"policy kind {name!r} is registered already")
     _KINDS[name] = PolicyKind(name, cls, build or _plain(cls), summary, needs_confidence,
-                              default)
+                              default, needs_text)
 
 
 def unregister(name: str) -> None:
@@ -97,6 +100,10 @@ def build(name: str, context: Context, params: Mapping[str, Any] | None = None
         raise DataError(f"{context.train.name} records no confidence to calibrate (collect "
                         f"one with `triage collect`), so a {name} policy cannot be fitted "
                         "on it")
+    if kind.needs_text and context.train is not None and not context.train.has_text:
+        raise DataError(f"{context.train.name} records no prompt text (a 'prompt' column), so "
+                        f"a {name} router has nothing to route on: every prompt looks alike "
+                        "to it (task-mean routes by task labels)")
     try:
         built = kind.build(context, checked(kind.cls, params))
     except TypeError as exc:  # an unknown or missing constructor argument
@@ -266,17 +273,17 @@ def _register_builtin() -> None:
     register("agreement-cascade", AgreementCascade,
              "answer and cheap voters; the fallback model answers when they disagree")
     register("knn", KNNRouter, "route by the outcomes of the k most similar prompts",
-             _with_embedder(KNNRouter))
+             _with_embedder(KNNRouter), needs_text=True)
     register("logistic", ClassifierRouter, "route by per-model logistic quality predictors",
-             _with_embedder(ClassifierRouter, kind="logistic"))
+             _with_embedder(ClassifierRouter, kind="logistic"), needs_text=True)
     register("mlp", ClassifierRouter, "route by per-model MLP quality predictors",
-             _with_embedder(ClassifierRouter, kind="mlp"))
+             _with_embedder(ClassifierRouter, kind="mlp"), needs_text=True)
     register("mf", MFRouter, "route by matrix factorisation of prompts x models",
-             _with_embedder(MFRouter))
+             _with_embedder(MFRouter), needs_text=True)
     register("sw-ranking", EloRouter, "route by similarity-weighted Elo ratings",
-             _with_embedder(EloRouter))
+             _with_embedder(EloRouter), needs_text=True)
     register("bandit", LinUCBRouter, "LinUCB: route and learn online from feedback",
-             _with_embedder(LinUCBRouter))
+             _with_embedder(LinUCBRouter), needs_text=True)
     register("task-mean", TaskRouter,
              "route by each model's mean quality on the query's task (its task label)")
     register("search", PolicySearch,

@@ -81,21 +81,24 @@ def candidates(train: OutcomeTable, families: Sequence[str] = FAMILIES,
                         f"{', '.join(FAMILIES)}")
     context = registry.Context(train.models, train)
     confident = train.has("confidence")
+    tasks = len(set(train.tasks.tolist())) > 1
     features = {} if embedder is None else {"embedder": embedder}
+    if not train.has_text:  # cascade routing's router reads task labels, or nothing
+        features = {"router": "task-mean"} if tasks else None
     out: list[Policy] = []
     for family in families:
         if family == "single":
             out += registry.build("single", context)
-        elif family in ROUTERS:
+        elif family in ROUTERS and train.has_text:
             out.append(registry.build_one(family, context, features))
-        elif family == "task-mean" and len(set(train.tasks.tolist())) > 1:
+        elif family == "task-mean" and tasks:
             out.append(registry.build_one(family, context))
         elif family == "calibrated-cascade" and confident:
             out += [registry.build_one(family, context, {"ladder": list(ladder)})
                     for ladder in ladders(train)]
         elif family == "agreement-cascade":
             out += agreement_cascades(train)
-        elif family == "cascade-routing" and confident:
+        elif family == "cascade-routing" and confident and features is not None:
             out.append(registry.build_one(family, context, features))
     if not out:
         raise DataError(f"{train.name} supports none of the searched families "
@@ -106,9 +109,11 @@ def candidates(train: OutcomeTable, families: Sequence[str] = FAMILIES,
 
 def _unsupported(train: OutcomeTable, families: Sequence[str]) -> list[str]:
     """Why each of ``families`` gave no candidate on ``train``."""
-    need = {"task-mean": "task-mean needs two tasks or more",
-            "calibrated-cascade": "calibrated-cascade needs a confidence column",
-            "cascade-routing": "cascade-routing needs a confidence column",
-            "agreement-cascade": "agreement-cascade needs answers whose final answers parse"}
+    need = {f: f"{f} needs prompt text" for f in ROUTERS}
+    need |= {"task-mean": "task-mean needs two tasks or more",
+             "calibrated-cascade": "calibrated-cascade needs a confidence column",
+             "cascade-routing": "cascade-routing needs a confidence column, and prompt text "
+                                "or task labels for its router",
+             "agreement-cascade": "agreement-cascade needs answers whose final answers parse"}
     return [need[f] for f in dict.fromkeys(families) if f in need] or [
         f"choose among {', '.join(FAMILIES)}"]
