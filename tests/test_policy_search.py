@@ -273,17 +273,25 @@ def test_task_folds_hold_each_task_out(data_dir):
         split_folds(table, 1)
 
 
+def coin_flips(tmp_path, n: int, train: int, column: str, value, seed: int):
+    """A long-format file of ``n`` prompts (the first ``train`` in train) x three models
+    priced 0.1, 0.2 and 0.5, each right at random with a random confidence; per prompt
+    ``column`` (prompt text or task) holds ``value(i)``."""
+    rng = np.random.default_rng(seed)
+    rows = [f"p{i},{value(i)},{m},{rng.integers(0, 2)},{c},{-rng.random():.3f},"
+            f"{'train' if i < train else 'test'}"
+            for i in range(n) for m, c in (("a", 0.1), ("b", 0.2), ("c", 0.5))]
+    path = tmp_path / "coins.csv"
+    path.write_text(f"prompt_id,{column},model,quality,cost_usd,confidence,split\n"
+                    + "\n".join(rows) + "\n")
+    return path
+
+
 def test_a_tiny_table_is_searched_or_refused_with_the_reason(tmp_path):
     """Every family on 8 training prompts (the MLP once needed 20 for early stopping's
     held-out tenth: a scikit-learn error); 1 prompt is refused, not folded into nothing."""
-    rng = np.random.default_rng(1)
-    rows = [f"p{i},question number {i},{m},{rng.integers(0, 2)},{c},{-rng.random():.3f},"
-            f"{'train' if i < 8 else 'test'}"
-            for i in range(12) for m, c in (("a", 0.1), ("b", 0.2), ("c", 0.5))]
-    path = tmp_path / "small.csv"
-    path.write_text("prompt_id,prompt,model,quality,cost_usd,confidence,split\n"
-                    + "\n".join(rows) + "\n")
-    table = load_table(str(path))
+    table = load_table(str(coin_flips(tmp_path, 12, 8, "prompt",
+                                      lambda i: f"question number {i}", seed=1)))
     search = PolicySearch(embedder="hashing").fit(table.split("train"))
     assert set(search.seconds_) >= {"logistic", "mlp", "knn", "calibrated-cascade"}
     assert search.members_  # a frontier to serve
@@ -318,13 +326,7 @@ def test_a_table_without_prompt_text_is_searched_without_routers(tmp_path):
     of them for nothing. Now a router asked for by name is refused with the reason, and the
     search keeps what the table can inform: single models, task labels, cascades (cascade
     routing over the task-mean router)."""
-    rng = np.random.default_rng(2)
-    rows = [f"p{i},{'ab'[i % 2]},{m},{rng.integers(0, 2)},{c},{-rng.random():.3f},"
-            f"{'train' if i < 40 else 'test'}"
-            for i in range(60) for m, c in (("a", 0.1), ("b", 0.2), ("c", 0.5))]
-    path = tmp_path / "matrix.csv"
-    path.write_text("prompt_id,task,model,quality,cost_usd,confidence,split\n"
-                    + "\n".join(rows) + "\n")
+    path = coin_flips(tmp_path, 60, 40, "task", lambda i: "ab"[i % 2], seed=2)
     train = load_table(str(path)).split("train")
     assert not train.has_text
     context = registry.Context(train.models, train)
