@@ -341,3 +341,20 @@ def test_a_table_without_prompt_text_is_searched_without_routers(tmp_path):
         candidates(train, ("knn",))
     listed = subprocess.run([*CLI, "policies"], capture_output=True, text=True)
     assert "prompt text" in listed.stdout
+
+
+def test_a_saved_router_is_not_replayed_on_prompts_without_text(tmp_path):
+    """A router (or a search that serves one) saved from a table with text, replayed on a
+    table without: every prompt got the empty text's route, reported as the router's."""
+    with_text = load_table(str(coin_flips(tmp_path, 60, 40, "prompt",
+                                          lambda i: f"question about {'xyz'[i % 3]}", seed=3)))
+    saved = registry.build_one("knn", registry.Context.of(with_text), {"embedder": "hashing"})
+    save(saved.fit(with_text.split("train")), tmp_path / "knn.npz")
+    blind = load_table(str(coin_flips(tmp_path, 60, 40, "task", lambda i: "ab"[i % 2], seed=3)))
+    with pytest.raises(DataError, match="records no prompt text.*these saved policies decide "
+                                        "on it: knn"):
+        compare(blind, [load(tmp_path / "knn.npz")], bootstrap=0)
+    task_mean = registry.build_one("task-mean", registry.Context.of(blind))
+    save(task_mean.fit(blind.split("train")), tmp_path / "task.npz")
+    result = compare(blind, [load(tmp_path / "task.npz")], bootstrap=0)  # reads no text
+    assert result.curves[0].points

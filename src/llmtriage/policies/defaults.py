@@ -59,6 +59,15 @@ def models_used(policy: Policy) -> set[str]:
     return used
 
 
+def reads_text(policy: Policy) -> bool:
+    """Whether a fitted policy decides on the prompt's text (a router's embedder), itself
+    or through its router or a searched member."""
+    if getattr(policy, "embedder_", None) is not None:
+        return True
+    inner = [getattr(policy, "router", None), *getattr(policy, "members_", ())]
+    return any(reads_text(p) for p in inner if isinstance(p, Policy))
+
+
 def fitted_default(models: tuple[str, ...] | list[str]) -> Policy | None:
     """The shipped fitted policy, if every model it calls is among ``models``."""
     from llmtriage.policies.artifacts import load
