@@ -14,6 +14,7 @@ from llmtriage.data import DataError, load_table
 from llmtriage.evaluation.compare import compare
 from llmtriage.evaluation.generalisation import leave_one_task_out
 from llmtriage.evaluation.headline import cost_to_reach, headlines
+from llmtriage.evaluation.targets import meet_target
 from llmtriage.policies import registry
 from llmtriage.policies.artifacts import info, load, save
 from llmtriage.policies.cascades import AgreementCascade
@@ -354,6 +355,8 @@ def test_a_saved_router_is_not_replayed_on_prompts_without_text(tmp_path):
     with pytest.raises(DataError, match="records no prompt text.*these saved policies decide "
                                         "on it: knn"):
         compare(blind, [load(tmp_path / "knn.npz")], bootstrap=0)
+    with pytest.raises(DataError, match="records no prompt text"):  # triage tune's sweep
+        meet_target(load(tmp_path / "knn.npz"), blind.split("test"), "quality", 0.5)
     task_mean = registry.build_one("task-mean", registry.Context.of(blind))
     save(task_mean.fit(blind.split("train")), tmp_path / "task.npz")
     result = compare(blind, [load(tmp_path / "task.npz")], bootstrap=0)  # reads no text

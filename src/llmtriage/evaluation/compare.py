@@ -10,10 +10,16 @@ import numpy as np
 from llmtriage import metrics
 from llmtriage.data.errors import DataError
 from llmtriage.data.table import TEST, TRAIN, OutcomeTable
-from llmtriage.evaluation.evaluate import BOOTSTRAP, OperatingPoint, evaluate, sweep
+from llmtriage.evaluation.evaluate import (
+    BOOTSTRAP,
+    OperatingPoint,
+    evaluate,
+    refuse_blind_replay,
+    sweep,
+)
 from llmtriage.policies import registry
 from llmtriage.policies.base import Policy
-from llmtriage.policies.defaults import reads_text, reference_pair
+from llmtriage.policies.defaults import reference_pair
 
 #: PGR targets at which CPT is reported, as RouteLLM does.
 CPT_TARGETS = (0.2, 0.5, 0.8)
@@ -136,11 +142,7 @@ def compare(
             "learned; mark some prompts 'train', or leave 'split' empty to have it "
             "assigned by hash")
     evaluated = table.split(split)
-    if not evaluated.has_text and (blind := [p.label for p in policies
-                                             if getattr(p, "frozen_", False) and reads_text(p)]):
-        raise DataError(f"{table.name!r} records no prompt text (no 'prompt' column), and "
-                        f"these saved policies decide on it: {', '.join(blind)}; replayed "
-                        "here, every prompt would look alike to them")
+    refuse_blind_replay(evaluated, [p for p in policies if getattr(p, "frozen_", False)])
     curves = []
     for policy in policies:
         # A loaded artifact is replayed as it was saved: not refitted, not re-swept, so the

@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from llmtriage.backends.replay import ReplayBackend
+from llmtriage.data.errors import DataError
 from llmtriage.data.table import OutcomeTable
 from llmtriage.policies.base import Policy, Trace
+from llmtriage.policies.defaults import reads_text
 from llmtriage.policies.loop import run_policy
 
 #: Bootstrap resamples for confidence intervals; fewer on very large tables (same cost).
@@ -177,3 +179,15 @@ def evaluate(
 ) -> OperatingPoint:
     """Replay an already-fitted policy over ``table`` and measure it."""
     return summarize(replay(policy, table), table, policy, bootstrap=bootstrap, seed=seed)
+
+
+def refuse_blind_replay(table: OutcomeTable, fitted: Sequence[Policy]) -> None:
+    """Refuse to replay policies fitted elsewhere that decide on the prompt's text on a
+    table that records none: every prompt would get the empty text's decision, reported as
+    the policy's."""
+    if table.has_text:
+        return
+    if blind := [p.label for p in fitted if reads_text(p)]:
+        raise DataError(f"{table.name!r} records no prompt text (no 'prompt' column), and "
+                        f"these saved policies decide on it: {', '.join(blind)}; replayed "
+                        "here, every prompt would look alike to them")

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmtriage.data.table import OutcomeTable
-from llmtriage.evaluation.evaluate import bootstrap_means, gold_quality, replay, sweep
+from llmtriage.evaluation.evaluate import (
+    bootstrap_means,
+    gold_quality,
+    refuse_blind_replay,
+    replay,
+    sweep,
+)
 from llmtriage.policies.routers.base import QualityRouter
 
 TARGETS = ("strong_share", "cost", "quality")
@@ -40,6 +46,7 @@ def meet_target(router: QualityRouter, table: OutcomeTable, target: str, value: 
     if not np.isfinite(value) or value < 0 or (target != "cost" and value > 1):
         kind = "a USD cost per query, 0 or more" if target == "cost" else "between 0 and 1"
         raise ValueError(f"a {target} target is {kind}, not {value}")
+    refuse_blind_replay(table, [router])
     strong = int(np.argmax(router.cost_))
     spread = float(router.cost_.max() - router.cost_.min()) or 1.0
     lams = [0.0, *(np.geomspace(1e-3, 1e3, 80) / spread).tolist()]
