@@ -183,7 +183,6 @@ def derive_costs(
     return cost, catalog.describe(used)
 
 
-
 def _once(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
     """A JSON object whose keys are each given once: JSON parsers keep the last of two,
     so a model priced twice would be priced by whichever came second, silently."""
