@@ -328,7 +328,9 @@ def test_a_table_without_prompt_text_is_searched_without_routers(tmp_path):
     search keeps what the table can inform: single models, task labels, cascades (cascade
     routing over the task-mean router)."""
     path = coin_flips(tmp_path, 60, 40, "task", lambda i: "ab"[i % 2], seed=2)
-    train = load_table(str(path)).split("train")
+    table = load_table(str(path))
+    assert any(n.startswith("no prompt text") for n in table.notes)  # said where it loads
+    train = table.split("train")
     assert not train.has_text
     context = registry.Context(train.models, train)
     for kind in ("knn", "logistic", "mlp", "mf", "sw-ranking", "bandit"):

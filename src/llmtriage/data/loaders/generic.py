@@ -224,6 +224,9 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         responses[prompt_codes, model_codes] = frame["response"].fillna("").astype(str).to_numpy()
 
     notes = [f"source: long-format file {path}"]
+    if not any(str(t).strip() for t in per_prompt.get("prompt", ())):
+        notes.append("no prompt text (no 'prompt' column, or an empty one): routers, which "
+                     "read it, are neither fitted nor replayed on this table")
     signal = None
     if "confidence_signal" in frame.columns:
         names = frame["confidence_signal"].dropna().astype(str).unique()
