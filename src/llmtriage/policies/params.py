@@ -19,8 +19,8 @@ from pydantic import Field, PydanticSchemaGenerationError, TypeAdapter, Validati
 
 #: How many of something (neighbours, folds, epochs, calls): at least one.
 Count = Annotated[int, Field(ge=1)]
-#: Counts that size a fitted policy's arrays or its training time: bounded, so a parameter
-#: cannot ask for gigabytes (a million bins) or days (a billion epochs).
+# Counts that size a fitted policy's arrays or its training time are bounded, so a parameter
+# cannot ask for gigabytes (a million bins) or days (a billion epochs).
 #: Latent or projected dimensions (a factorisation's, a bandit's context).
 Dimensions = Annotated[int, Field(ge=1, le=1024)]
 #: Passes of an iterative fit (epochs, rating iterations).

@@ -224,9 +224,6 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         responses[prompt_codes, model_codes] = frame["response"].fillna("").astype(str).to_numpy()
 
     notes = [f"source: long-format file {path}"]
-    if not any(str(t).strip() for t in per_prompt.get("prompt", ())):
-        notes.append("no prompt text (no 'prompt' column, or an empty one): routers, which "
-                     "read it, are neither fitted nor replayed on this table")
     signal = None
     if "confidence_signal" in frame.columns:
         names = frame["confidence_signal"].dropna().astype(str).unique()
@@ -241,7 +238,7 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         cost = derived if cost is None else np.where(np.isnan(cost), derived, cost)
         outcomes["cost_usd"] = np.asfortranarray(cost)
         notes += ["cost_usd derived from tokens and prices", *price_notes]
-    return OutcomeTable.build(
+    table = OutcomeTable.build(
         [str(x) for x in models],
         [str(x) for x in prompt_ids],
         wide(quality),
@@ -254,6 +251,11 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         confidence_signal=signal,
         **outcomes,
     )
+    if not table.has_text:
+        table = table.with_notes("no prompt text (no 'prompt' column, or an empty one): "
+                                 "routers, which read it, are neither fitted nor replayed on "
+                                 "this table")
+    return table
 
 
 def _derive_cost(outcomes, per_prompt, responses, models, prices, path):

@@ -83,8 +83,8 @@ def candidates(train: OutcomeTable, families: Sequence[str] = FAMILIES,
     confident = train.has("confidence")
     tasks = len(set(train.tasks.tolist())) > 1
     features = {} if embedder is None else {"embedder": embedder}
-    if not train.has_text:  # cascade routing's router reads task labels, or nothing
-        features = {"router": "task-mean"} if tasks else None
+    # Cascade routing's router: a text router where there is text, else one by task labels.
+    routing = features if train.has_text else {"router": "task-mean"} if tasks else None
     out: list[Policy] = []
     for family in families:
         if family == "single":
@@ -98,8 +98,8 @@ def candidates(train: OutcomeTable, families: Sequence[str] = FAMILIES,
                     for ladder in ladders(train)]
         elif family == "agreement-cascade":
             out += agreement_cascades(train)
-        elif family == "cascade-routing" and confident and features is not None:
-            out.append(registry.build_one(family, context, features))
+        elif family == "cascade-routing" and confident and routing is not None:
+            out.append(registry.build_one(family, context, routing))
     if not out:
         raise DataError(f"{train.name} supports none of the searched families "
                         f"{', '.join(families) or '(none named)'}: "
