@@ -1,0 +1,3 @@
+from llmtriage.cli import main
+
+main()
