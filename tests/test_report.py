@@ -136,3 +136,18 @@ def test_sets_of_one_file_name_are_told_apart_by_their_folders(two_tasks, tmp_pa
                             "--out", str(tmp_path / "r2")], capture_output=True, text=True,
                            timeout=120, cwd=tmp_path)
     assert again.returncode == 2 and "given twice" in again.stderr, again.stderr
+
+
+def test_a_file_with_a_hash_in_its_name_is_a_source_not_a_task(two_tasks, tmp_path):
+    """`SOURCE#TASK` was split at the first `#`: a recording saved as run#1.csv was looked
+    for as 'run' and refused. A name that is a file stays one; a task still follows the
+    last `#`."""
+    rows = pd.read_csv(two_tasks)
+    write_frame(rows[rows["prompt_id"].rank(method="dense") % 2 == 0], tmp_path / "run#1.csv")
+    out = tmp_path / "r"
+    run = subprocess.run([*CLI, "report", "run#1.csv", "run#1.csv#winogrande", "--out",
+                          str(out), "--embedder", "hashing", "--no-held-out"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    md = (out / "report.md").read_text()
+    assert "## run#1.csv\n" in md and "## run#1.csv#winogrande\n" in md, md

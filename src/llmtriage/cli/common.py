@@ -75,7 +75,7 @@ def writable(path: Path, folder: bool = False, reads: Iterable[str | Path | None
     command reads (data sources as given), which it must not write over: `convert`ing a
     recording onto itself once replaced it with the columns the long format keeps."""
     for read in reads:
-        if read is not None and _same_file(path, _source_path(read)):
+        if read is not None and _same_file(path, source_path(read)):
             fail(f"{path} is also an input of this command: writing it would replace what "
                   "is read; name another output")
     where = path if folder else path.parent
@@ -91,7 +91,7 @@ def writable(path: Path, folder: bool = False, reads: Iterable[str | Path | None
         fail(f"{path} is a folder; name a file to write")
 
 
-def _source_path(read: str | Path) -> Path:
+def source_path(read: str | Path) -> Path:
     """The file behind a data source (``FORMAT:PATH``) or a path."""
     if isinstance(read, Path):
         return read

@@ -17,6 +17,7 @@ from llmtriage.cli.common import (
     err,
     fail,
     load_data,
+    source_path,
     user_errors,
     writable,
 )
@@ -36,8 +37,9 @@ def _default_sources() -> list[str]:
 
 def report(
     sources: Annotated[list[str] | None, typer.Argument(
-        help="Data sets, as for bench; SOURCE#TASK keeps one task. Default: every shared "
-        "set found ($TRIAGE_DATA or ../shared/data) and out/ladder-full.csv.",
+        help="Data sets, as for bench; SOURCE#TASK keeps one task (a path that exists as "
+        "given is a source whole). Default: every shared set found ($TRIAGE_DATA or "
+        "../shared/data) and out/ladder-full.csv.",
         show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md and "
                                       "the plots.")] = Path("out/report"),
@@ -56,15 +58,15 @@ def report(
     names = list(sources or _default_sources())
     if not names:
         fail("no data sets given and none found; name them (e.g. routerbench:DIR)")
-    parts = [name.partition("#") for name in names]  # (source, "#", task)
-    labels = _set_labels([(source, task) for source, _, task in parts])
+    parts = [_source_and_task(name) for name in names]
+    labels = _set_labels(parts)
     if twice := repeated(labels):
         fail(f"data set(s) {twice} given twice (a set is named by its path and task; each "
               "has its own section and plots)")
     writable(out, folder=True)
     with user_errors():
         sets = []
-        for (source, _, task), label in zip(parts, labels, strict=True):
+        for (source, task), label in zip(parts, labels, strict=True):
             sets.append((label, load_data(source, task or None, prices)))
         total = sum(count_candidates(table, held_out) for _, table in sets)
         with Progress(TextColumn("{task.description}"), BarColumn(),
@@ -79,6 +81,15 @@ def report(
         console.print(f"{escape(s.name)}: best technique {escape(s.winner)} "
                       f"({s.seconds:.0f} s)")
     console.print(f"wrote {html_path} and {md_path}")
+
+
+def _source_and_task(name: str) -> tuple[str, str]:
+    """``SOURCE#TASK`` split at its last ``#``; a name whose whole path exists is a source
+    as it stands (a file named ``run#1.csv`` keeps its name)."""
+    source, sep, task = name.rpartition("#")
+    if not sep or source_path(name).exists():
+        return name, ""
+    return source, task
 
 
 def _set_labels(sources: list[tuple[str, str]]) -> list[str]:
