@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import pandas as pd
 
 from llmtriage import metrics
 from llmtriage.data import load_table
 from llmtriage.data.loaders.routellm import STRONG, WEAK
-from llmtriage.data.splits import same_text
+from llmtriage.data.splits import kfold, same_text
 from llmtriage.policies.routers import ClassifierRouter, EloRouter, KNNRouter, MFRouter
 
 PUBLISHED = {  # arXiv 2406.18665 v4, best router per benchmark; launch blog cost savings
@@ -71,11 +70,9 @@ def fit_predict(router, train, test) -> np.ndarray:
 def kfold_gain(make, table, folds: int, seed: int) -> np.ndarray:  # noqa: ANN001
     """Every prompt's predicted GPT-4 gain from a router that never saw it (nor its text:
     a question asked twice, as MMLU's 105 are, is held out in its first copy's fold)."""
-    fold = np.random.default_rng(seed).permutation(table.n_prompts) % folds
-    fold = pd.Series(fold).groupby(same_text(table.prompts)).transform("first").to_numpy()
     gain = np.empty(table.n_prompts)
-    for f in range(folds):
-        gain[fold == f] = fit_predict(make(), table.take(fold != f), table.take(fold == f))
+    for kept, held in kfold(table.n_prompts, folds, seed, groups=same_text(table.prompts)):
+        gain[held] = fit_predict(make(), table.take(kept), table.take(held))
     return gain
 
 
