@@ -34,7 +34,8 @@ def fit(
         "--policy", "-p", help="The policy kind (`triage policies` lists them).")] = None,
     objective: Annotated[str | None, typer.Option(
         "--objective", help="Search every family for this objective instead of fitting one "
-        "kind: lam=X, budget=USD, latency=MS or quality=Q[,delta=D][,minimize=latency] "
+        "kind: lam=X, budget=USD, latency=MS, quality=Q or match=X (the best single model's "
+        "quality less X), each of the last two with [,delta=D][,minimize=cost|latency|energy] "
         "(docs/policies.md).")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="A parameter, key=value (e.g. embedder=hashing, threshold=0.9, "
