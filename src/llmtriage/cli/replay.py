@@ -128,13 +128,15 @@ def data(source: SourceArg, task: TaskOpt = None, prices: PricesOpt = None) -> N
     console.print(f"[bold]{table.name}[/]: {table.n_prompts} prompts x {table.n_models} models; "
                   f"tasks {sorted(set(table.tasks))}; splits {sizes}")
     t = Table()
-    for col in ("model", "quality", "cost/query", "latency ms", "confidence"):
+    # A confidence's median: a log-probability is -inf on an answer cut short, and one such
+    # answer would make the mean -inf.
+    for col in ("model", "quality", "cost/query", "latency ms", "confidence (median)"):
         t.add_column(col, justify="left" if col == "model" else "right")
     with warnings.catch_warnings():  # all-NaN columns (nothing recorded) give NaN quietly
         warnings.simplefilter("ignore", RuntimeWarning)
         quality, cost = table.mean_quality(), table.mean_cost()
         latency = np.nanmean(table.latency_ms, axis=0)
-        conf = np.nanmean(table.confidence, axis=0)
+        conf = np.nanmedian(table.confidence, axis=0)
     for j, m in enumerate(table.models):
         t.add_row(escape(m), f"{quality[m]:.3f}", f"${cost[m]:.3g}",
                   "n/a" if np.isnan(latency[j]) else f"{latency[j]:.0f}",
