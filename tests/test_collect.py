@@ -452,3 +452,27 @@ def test_a_prompt_a_model_cannot_take_is_named_and_the_rest_is_kept(tmp_path):
     journaled = out.with_name("t.csv.journal.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["prompt_id"] for line in journaled) == ["q0", "q1", "q2"]
     assert not out.exists()  # a table with a hole is not written
+
+
+def test_a_second_collection_into_one_table_is_refused_while_the_first_runs(tmp_path):
+    """Two runs into one table each computed every answer the other was computing (12
+    outcomes journaled as 19 lines, whichever came last kept), and a run that dropped a
+    torn line rewrote the journal under the other, whose later rows were then lost."""
+    out = tmp_path / "t.csv"
+    journal = out.with_name("t.csv.journal.jsonl")
+    cmd = [sys.executable, "-m", "llmtriage.cli", "collect", "--models", "smollm2-135m",
+           "--sample", "20", "--out", str(out)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not journal_lines(journal) and time.time() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    _, first_err = first.communicate(timeout=300)
+    said = " ".join(second.stderr.split())
+    assert second.returncode == 2 and "Traceback" not in said, said
+    assert "in use by another collection into the same table" in said, said
+    assert first.returncode == 0, first_err
+    rows = [json.loads(line) for line in journal_lines(journal)]
+    assert len(rows) == 20 == len({r["prompt_id"] for r in rows})
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "(0 computed, 20 reused" in again.stdout, again.stdout

@@ -5,19 +5,22 @@ the moment it is done; the outcome table is then written from the journal, atomi
 killed halfway leaves a journal of finished rows; the next run reads it, skips them, and
 computes only the rest. A line that is not a finished row (torn by a kill mid-write, or
 edited by hand into something else) is dropped and its answer recomputed; the rows around
-it are kept.
+it are kept. One run at a time holds a journal: a second collection into the same table is
+refused while the first runs, instead of computing every answer again beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import IO, Annotated, Protocol
 
 import numpy as np
 import pandas as pd
@@ -113,7 +116,24 @@ def read_journal(path: Path) -> tuple[list[dict], int]:
 
 class CollectError(RuntimeError):
     """Some answers could not be had (a prompt past a model's context, an upstream that
-    kept failing): listed together once every other answer is journaled."""
+    kept failing): listed together once every other answer is journaled. Or the journal
+    is another run's."""
+
+
+def claim(journal: Path) -> IO[str]:
+    """The journal, opened to append and locked to this run (the lock goes with the
+    process, however it ends): two runs into one table would each compute every answer
+    and interleave their rows, and a run that drops a torn line rewrites the file under
+    the other."""
+    sink = journal.open("a")
+    try:
+        fcntl.flock(sink.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sink.close()
+        raise CollectError(f"{journal} is in use by another collection into the same "
+                           "table: wait for it to finish (a run again then reuses its "
+                           "answers), or collect into another --out") from None
+    return sink
 
 
 @dataclass
@@ -135,6 +155,21 @@ class Answerer(Protocol):
     async def complete(self, name: str, request: ChatRequest) -> Completion: ...
 
 
+@contextlib.contextmanager
+def _held(journal: Path) -> Iterator[tuple[IO[str], list[dict], int]]:
+    """The journal claimed by this run, with its finished rows and how many lines were not
+    one."""
+    sink = claim(journal)
+    try:
+        journaled, damaged = read_journal(journal)
+        if damaged:  # the journal was rewritten as a new file: the lock goes with that one
+            sink.close()
+            sink = claim(journal)
+        yield sink, journaled, damaged
+    finally:
+        sink.close()
+
+
 async def collect(
     pool: Answerer,
     probes: Sequence[Probe],
@@ -148,50 +183,49 @@ async def collect(
     out = Path(out)
     journal = journal_path(out)
     journal.parent.mkdir(parents=True, exist_ok=True)
-    journaled, damaged = read_journal(journal)
-    done_rows = [r for r in journaled if r["model"] in pool.models]
-    done = {(r["prompt_id"], r["model"]) for r in done_rows}
-    ids = [p.id for p in probes]
-    splits = dict(zip(ids, hash_splits(np.array(ids, dtype=object), test_fraction),
-                      strict=True))
-    todo = [(p, m) for p in probes for m in pool.models if (p.id, m) not in done]
-    if on_start:
-        on_start(len(todo), len(done))
-    lock = asyncio.Lock()
+    with _held(journal) as (sink, journaled, damaged):
+        done_rows = [r for r in journaled if r["model"] in pool.models]
+        done = {(r["prompt_id"], r["model"]) for r in done_rows}
+        ids = [p.id for p in probes]
+        splits = dict(zip(ids, hash_splits(np.array(ids, dtype=object), test_fraction),
+                          strict=True))
+        todo = [(p, m) for p in probes for m in pool.models if (p.id, m) not in done]
+        if on_start:
+            on_start(len(todo), len(done))
+        lock = asyncio.Lock()
 
-    failed: list[str] = []
+        failed: list[str] = []
 
-    async def one(probe: Probe, model: str, sink) -> None:  # noqa: ANN001
-        try:
-            completion = await pool.complete(model, probe_request(probe))
-        except BackendError as exc:  # this answer only: the others still finish and journal
-            named = str(exc).startswith(f"{model}:")  # most backends name the model
-            failed.append(f"probe {probe.id!r}{'' if named else f' on {model}'}: {exc}")
-            return
-        row = outcome_row(probe, splits[probe.id], completion)
-        async with lock:
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-        if on_row:
-            on_row(row)
+        async def one(probe: Probe, model: str) -> None:
+            try:
+                completion = await pool.complete(model, probe_request(probe))
+            except BackendError as exc:  # this answer only: the others still finish and journal
+                named = str(exc).startswith(f"{model}:")  # most backends name the model
+                failed.append(f"probe {probe.id!r}{'' if named else f' on {model}'}: {exc}")
+                return
+            row = outcome_row(probe, splits[probe.id], completion)
+            async with lock:
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+            if on_row:
+                on_row(row)
 
-    with journal.open("a") as sink:
-        await asyncio.gather(*(one(p, m, sink) for p, m in todo))
-    if failed:
-        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
-        raise CollectError(
-            f"{len(failed)} of {len(todo)} answers failed; the {len(todo) - len(failed)} "
-            "that finished are journaled, and a run again computes only the rest: "
-            + "; ".join(failed[:5]) + more)
-    rows = [r for r in read_journal(journal)[0] if r["model"] in pool.models]
-    wanted = {p.id for p in probes}
-    frame = pd.DataFrame([r for r in rows if r["prompt_id"] in wanted])
-    frame = frame.drop_duplicates(["prompt_id", "model"], keep="last")
-    # Rows finish in any order; the table lists prompts and models in a fixed order.
-    prompt_rank = {p.id: i for i, p in enumerate(probes)}
-    model_rank = {m: i for i, m in enumerate(pool.models)}
-    frame = frame.sort_values(["prompt_id", "model"], key=lambda col: col.map(
-        prompt_rank if col.name == "prompt_id" else model_rank)).reset_index(drop=True)
-    write_frame(frame, out)
-    return CollectResult(out, len(frame), len(todo), len(done), damaged)
+        await asyncio.gather(*(one(p, m) for p, m in todo))
+        if failed:
+            more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+            raise CollectError(
+                f"{len(failed)} of {len(todo)} answers failed; the {len(todo) - len(failed)} "
+                "that finished are journaled, and a run again computes only the rest: "
+                + "; ".join(failed[:5]) + more)
+        rows = [r for r in read_journal(journal)[0] if r["model"] in pool.models]
+        wanted = {p.id for p in probes}
+        frame = pd.DataFrame([r for r in rows if r["prompt_id"] in wanted])
+        frame = frame.drop_duplicates(["prompt_id", "model"], keep="last")
+        # Rows finish in any order; the table lists prompts and models in a fixed order.
+        prompt_rank = {p.id: i for i, p in enumerate(probes)}
+        model_rank = {m: i for i, m in enumerate(pool.models)}
+        frame = frame.sort_values(["prompt_id", "model"], key=lambda col: col.map(
+            prompt_rank if col.name == "prompt_id" else model_rank)).reset_index(drop=True)
+        write_frame(frame, out)
+        return CollectResult(out, len(frame), len(todo), len(done), damaged)
