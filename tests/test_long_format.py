@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from servers.processes import free_port
 
 from llmtriage.data import DataError, PriceCatalog, load_table
 from llmtriage.data.loaders import generic, llmrouter
@@ -386,10 +387,15 @@ def test_an_output_never_replaces_an_input_of_the_same_command(tmp_path, args):
     (["collect", "--models", " , ", "--sample", "1", "--out", "{tmp}/c.csv"],
      "no model named; the catalog has"),
     (["ask", "hi", "--models", ","], "no model named; the catalog has"),
+    # Ray waited minutes on an address where nothing listens, logging each retry:
+    (["collect", "--sample", "1", "--out", "{tmp}/c.csv", "--ray", "127.0.0.1:{closed}"],
+     "cannot reach the Ray cluster at 127.0.0.1:"),
+    (["serve", "--ray", "127.0.0.1:{closed}"], "cannot reach the Ray cluster at 127.0.0.1:"),
+    (["serve", "--ray", "127.0.0.1:99999"], "99999 is not a port"),
 ])
 def test_a_command_refuses_an_argument_it_cannot_honour(tmp_path, args, says):
     source = str(write_csv(tmp_path, "prompt_id,model,quality,cost_usd\np1,a,1,0.1\n"))
-    filled = [a.format(tmp=tmp_path, src=source) for a in args]
+    filled = [a.format(tmp=tmp_path, src=source, closed=free_port()) for a in args]
     started = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "llmtriage.cli", *filled],
                          capture_output=True, text=True, timeout=120)

@@ -14,11 +14,43 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from typing import Any
 
 from llmtriage.backends.catalog import Catalog
 from llmtriage.backends.live import ChatRequest, Completion
 from llmtriage.data.errors import DataError
+
+#: How long a cluster's address may take to accept a connection before it counts as
+#: unreachable (Ray itself retries for minutes, logging each try).
+REACH_TIMEOUT_S = 5.0
+
+
+def join(address: str) -> None:
+    """Connect this process to the Ray cluster at ``address``. An address where nothing
+    listens fails in seconds, naming it, before Ray is asked."""
+    import ray
+
+    _reachable(address)
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise DataError(f"cannot join the Ray cluster at {address}: {exc}") from None
+
+
+def _reachable(address: str) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) that takes no connection; leave
+    ``auto`` and ``local`` to Ray, which finds the cluster itself."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    if not 0 < int(port) < 65536:
+        raise DataError(f"--ray {address}: {port} is not a port (1 to 65535)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise DataError(f"cannot reach the Ray cluster at {address}: "
+                        f"{exc.strerror or exc}") from None
 
 
 class ModelWorker:
@@ -49,10 +81,7 @@ class RayModels:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         except ImportError:
             raise DataError("--ray needs Ray: pip install -e '.[scale]'") from None
-        try:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise DataError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        join(address)
         self._ray = ray
         self.catalog = catalog
         self.models = tuple(catalog.names())

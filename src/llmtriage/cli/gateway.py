@@ -41,8 +41,8 @@ def serve(
             from llmtriage.serving.config import load_gateway_config
 
             load_gateway_config(config)  # a bad config fails here, not in every replica
-            console.print(f"serving on Ray at {ray}: {replicas} replicas on "
-                          f"http://{host}:{port}/v1")
+            console.print(f"joining the Ray cluster at {ray} to serve {replicas} gateway "
+                          f"replica(s) on http://{host}:{port}/v1")
             deploy(config, ray, replicas, host, port)
         return
     from llmtriage.serving.app import build_gateway

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from llmtriage.backends.live import BackendError, ChatRequest, Completion
+from llmtriage.backends.ray_cluster import join
 from llmtriage.data.errors import DataError
 from llmtriage.signals.embedder import MiniLMEmbedder, embedder_named
 
@@ -186,10 +187,7 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
         backends = {"llamacpp": ServeModels(handles)} if local else None
         return build_gateway(here, here.catalog(), backends, embedder)[0]
 
-    try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise DataError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    join(address)
     # From here on SIGTERM and SIGINT take the application down (Ray's own handler would
     # end the process and leave Serve running on the cluster).
     stop = threading.Event()
