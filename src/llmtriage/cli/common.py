@@ -1,5 +1,5 @@
-"""What every command shares: the app they register on, the consoles, the options that mean
-the same in each, and the boundary where bad input becomes one error line."""
+"""What every command shares: the consoles, the options that mean the same in each, and the
+boundary where bad input becomes one error line."""
 
 from __future__ import annotations
 
@@ -20,12 +20,6 @@ from llmtriage.data.loaders import load_table, parse_source
 from llmtriage.data.prices import PriceCatalog
 from llmtriage.data.table import OutcomeTable
 
-app = typer.Typer(
-    add_completion=False,
-    rich_markup_mode="markdown",  # a docstring's line breaks are not the help's
-    no_args_is_help=True,
-    help="Triage: route and cascade queries across LLMs, and measure how well that works.",
-)
 # Piped output gets a wide page instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 140)
 #: What bench and tune evaluate on: a table's split, or all of it.
