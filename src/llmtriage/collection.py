@@ -133,6 +133,8 @@ def claim(journal: Path) -> IO[str]:
         raise CollectError(f"{journal} is in use by another collection into the same "
                            "table: wait for it to finish (a run again then reuses its "
                            "answers), or collect into another --out") from None
+    except OSError:  # a file system without locks (some network and FUSE mounts): unguarded
+        pass
     return sink
 
 
