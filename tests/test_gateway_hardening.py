@@ -41,6 +41,8 @@ def gw(up, tmp_path_factory):
         "hang": {"remote_name": "hang", "max_retries": 0, "timeout_s": 20.0,
                  "max_concurrency": 2, "max_queue": 2},
         "trickle": {"remote_name": "trickle", "max_retries": 0, "timeout_s": 1.2},
+        "bloated": {"remote_name": "bloated", "max_retries": 0, "max_concurrency": 8,
+                    "max_queue": 8},
     }, extra=f"""
 [gateway]
 request_log = "requests.sqlite"
@@ -134,6 +136,35 @@ def test_session_ids_are_bounded_and_scoped_per_key(gw):
 
 
 @pytest.mark.slow
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_an_upstream_that_pads_its_replies_cannot_make_the_gateway_hold_them(gw):
+    """A two-token answer padded with 15 MiB of logprobs was read and parsed whole (about
+    170 MB parsed): 8 such calls at once raised the gateway's peak memory by 259 MiB. A
+    reply is now read only as far as its request's max_tokens can explain."""
+    g, _ = gw
+    before = peak_rss_kib(g.proc.pid)
+
+    async def burst() -> list[httpx.Response]:
+        body = {"model": "bloated", "max_tokens": 256,
+                "messages": [{"role": "user", "content": "hi"}]}
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(
+                f"{g.url}/v1/chat/completions", json=body, headers=headers())
+                for _ in range(8)))
+
+    replies = asyncio.run(burst())
+    grown_mib = (peak_rss_kib(g.proc.pid) - before) / 1024
+    assert grown_mib < 100, f"the gateway's peak memory grew {grown_mib:.0f} MiB"
+    assert all(r.status_code == 502 and "upstream reply over" in r.text for r in replies), \
+        [(r.status_code, r.text[:200]) for r in replies]
+
+
 def test_large_prompts_and_many_sessions_do_not_grow_memory(gw):
     g, _ = gw
     big = "x" * 190_000  # four of them: a 760 KB prompt, under the 1 MB body limit

@@ -14,7 +14,8 @@ by ``POST /switch/MODE``, MODE one of ok, 500, hang, drop, malformed: a model th
 recovers on command); ``trickle`` (a 200 whose body arrives one byte every half second, for
 a minute); ``usage-inf``, ``usage-negative``, ``usage-huge`` (a valid answer whose usage
 counts are 1e999, -5e6 or 2**70); ``bad-chunk`` (with stream: a chunk whose ``choices`` is
-not a list); ``not-found`` (404, as for a model the upstream does not have). ``GET
+not a list); ``bloated`` (a valid two-token answer padded with 15 MiB of logprobs);
+``not-found`` (404, as for a model the upstream does not have). ``GET
 /attempts`` returns how many requests each (model, prompt) got; ``GET /open`` how many
 requests are being answered now.
 """
@@ -53,6 +54,19 @@ def completion(model: str, text: str = ANSWER, logprob: float = -0.1) -> dict:
         }],
         "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
     }
+
+
+_BLOATED: list[bytes] = []
+
+
+def bloated() -> bytes:
+    """A valid answer whose logprobs run to 15 MiB (made once): about 170 MB parsed."""
+    if not _BLOATED:
+        padded = completion("bloated")
+        entry = {"token": "po", "logprob": -0.1, "bytes": [112, 111], "top_logprobs": []}
+        padded["choices"][0]["logprobs"]["content"] += [entry] * ((15 << 20) // 75)
+        _BLOATED.append(json.dumps(padded).encode())
+    return _BLOATED[0]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -180,6 +194,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if model == "deep":  # valid JSON, nested past any parser's depth
             self._send(200, b'{"choices": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")
+            return
+        if model == "bloated":
+            self._send(200, bloated())
             return
         if model == "wrong-shape":
             self._send(200, b'{"id": "x", "object": "chat.completion"}')

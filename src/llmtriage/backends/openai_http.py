@@ -46,8 +46,20 @@ from llmtriage.data.jsontext import dumps, loads
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: Backoff: first wait, growth factor, and cap (seconds); Retry-After overrides, capped too.
 BACKOFF_BASE, BACKOFF_FACTOR, BACKOFF_CAP = 0.25, 2.0, 8.0
-#: The largest reply body (or stream line) read from an upstream.
+#: The largest reply body (or whole stream) read from an upstream, whatever was asked.
 MAX_REPLY_BYTES = 16 << 20
+#: A reply's allowance below that: a fixed part, and so much per token the request lets the
+#: model write (its text, and each token's logprob with two alternatives, take a few hundred
+#: bytes a token; a stream wraps every token in a chunk of its own). Parsed, a reply takes
+#: about ten times its size in memory, for every call in flight: an upstream that pads its
+#: replies must not make a 256-token answer cost 170 MB.
+REPLY_BASE_BYTES = 64 << 10
+REPLY_BYTES_PER_TOKEN = 4 << 10
+
+
+def reply_cap(max_tokens: int) -> int:
+    """The most bytes read of a reply to a request for ``max_tokens`` tokens."""
+    return min(MAX_REPLY_BYTES, REPLY_BASE_BYTES + REPLY_BYTES_PER_TOKEN * max_tokens)
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
@@ -116,9 +128,9 @@ class ModelGate:
         self.slots.release()
 
 
-async def read_capped(response: aiohttp.ClientResponse, name: str, deadline: Deadline
-                      ) -> bytes:
-    """The whole body, within the deadline and MAX_REPLY_BYTES: read at once when its
+async def read_capped(response: aiohttp.ClientResponse, name: str, deadline: Deadline,
+                      cap: int) -> bytes:
+    """The whole body, within the deadline and ``cap`` bytes: read at once when its
     announced length is within the cap and it is not compressed (aiohttp holds a body to
     its announced length; a compressed one may grow past it), else part by part,
     counting."""
@@ -126,11 +138,11 @@ async def read_capped(response: aiohttp.ClientResponse, name: str, deadline: Dea
         body = bytearray()
         async for part in response.content.iter_any():
             body += part
-            if len(body) > MAX_REPLY_BYTES:
-                raise BackendError(f"{name}: upstream reply over {MAX_REPLY_BYTES} bytes")
+            if len(body) > cap:
+                raise BackendError(f"{name}: upstream reply over {cap} bytes")
         return bytes(body)
     length = response.content_length
-    whole = (length is not None and length <= MAX_REPLY_BYTES
+    whole = (length is not None and length <= cap
              and "content-encoding" not in response.headers)
     try:
         return await deadline.run(response.read() if whole else partwise())
@@ -139,17 +151,17 @@ async def read_capped(response: aiohttp.ClientResponse, name: str, deadline: Dea
                            retryable=True) from None
 
 
-async def lines_capped(response: aiohttp.ClientResponse, name: str) -> AsyncIterator[str]:
-    """The body's lines (a server-sent event stream), the whole stream at most
-    MAX_REPLY_BYTES, as a whole reply is: an upstream that streams for ever (or one line
-    that never ends) fails at the cap instead of filling memory until the request's
-    deadline."""
+async def lines_capped(response: aiohttp.ClientResponse, name: str, cap: int
+                       ) -> AsyncIterator[str]:
+    """The body's lines (a server-sent event stream), the whole stream at most ``cap``
+    bytes, as a whole reply is: an upstream that streams for ever (or one line that never
+    ends) fails at the cap instead of filling memory until the request's deadline."""
     pending = bytearray()
     total = 0
     async for part in response.content.iter_any():
         total += len(part)
-        if total > MAX_REPLY_BYTES:
-            raise BackendError(f"{name}: upstream stream over {MAX_REPLY_BYTES} bytes")
+        if total > cap:
+            raise BackendError(f"{name}: upstream stream over {cap} bytes")
         searched = len(pending)  # a line ends in the new part, if anywhere
         pending += part
         cut = pending.rfind(b"\n", searched)
@@ -235,8 +247,8 @@ class OpenAIBackend:
                 if response.status < 300:
                     return response, deadline
                 try:
-                    text = (await read_capped(response, spec.name, deadline)).decode(
-                        errors="replace")
+                    text = (await read_capped(response, spec.name, deadline,
+                                              REPLY_BASE_BYTES)).decode(errors="replace")
                 except BackendError as exc:
                     text = str(exc)
                 finally:
@@ -272,7 +284,8 @@ class OpenAIBackend:
             start = time.perf_counter()
             response, deadline = await self._post(spec, body)
             try:
-                raw = await read_capped(response, name, deadline)
+                raw = await read_capped(response, name, deadline,
+                                        reply_cap(request.max_tokens))
             finally:
                 hand_back(response)
             try:
@@ -303,7 +316,7 @@ class OpenAIBackend:
             usage: Any = {}
             finish = "stop"
             done = False
-            lines = lines_capped(response, name)
+            lines = lines_capped(response, name, reply_cap(request.max_tokens))
             try:
                 while True:
                     try:
