@@ -109,11 +109,13 @@ model = "ok"
 
             with ThreadPoolExecutor(30) as pool:
                 replies = list(pool.map(ask, range(30)))
-            # Serve's proxy may answer a request 5xx while the replicas settle (seen in one
-            # clean-clone CI run); a client retries that once, as any would.
+            # Serve's proxy may answer a request 5xx while the replicas settle, or 404 from a
+            # proxy that has not learnt the route yet (each seen in one clean-clone CI run);
+            # a client retries that once, as any would.
             transient = [(r.status_code, r.text[:300]) for r in replies
                          if r.status_code not in (200, 429)]
-            assert all(code >= 500 for code, _ in transient), transient
+            assert all(code >= 500 or (code == 404 and "Ping http" in text)
+                       for code, text in transient), transient
             replies = [r if r.status_code in (200, 429) else ask(0) for r in replies]
             status = on_cluster(cluster, "print(serve.status().applications['triage']"
                                 ".deployments['triage-gateway'].replica_states)")

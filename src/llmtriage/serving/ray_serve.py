@@ -129,6 +129,21 @@ def _deployments(serve: Any) -> tuple[type, type]:
     return ModelServer, EmbedderServer
 
 
+def wait_for_proxies(serve: Any, stop: threading.Event, timeout_s: float = 120.0) -> None:
+    """Return once every proxy Serve runs is healthy: a node's proxy still starting when
+    the routes are probed joins the shared port later, without routes, and answers 404 to
+    the requests it is handed."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        proxies = serve.status().proxies
+        if proxies and all(state == "HEALTHY" for state in proxies.values()):
+            return
+        if time.monotonic() > deadline:
+            raise DataError(f"Serve's proxies are not all healthy after {timeout_s:g} s: "
+                            f"{ {node[:8]: str(state) for node, state in proxies.items()} }")
+        time.sleep(0.1)
+
+
 def wait_for_routes(host: str, port: int, stop: threading.Event, timeout_s: float = 120.0,
                     in_a_row: int = 20) -> None:
     """Return once Serve's HTTP proxies route to the gateway: ``serve.run`` returns when
@@ -196,6 +211,7 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
     try:
         serve.start(http_options={"host": host, "port": port})
         run_application(serve, config_path, cfg, local, minilm, build_app, replicas)
+        wait_for_proxies(serve, stop)
         wait_for_routes(host, port, stop)
         stop.wait()
     finally:
