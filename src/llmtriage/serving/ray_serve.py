@@ -129,39 +129,31 @@ def _deployments(serve: Any) -> tuple[type, type]:
     return ModelServer, EmbedderServer
 
 
-def wait_for_proxies(serve: Any, stop: threading.Event, timeout_s: float = 120.0) -> None:
-    """Return once every proxy Serve runs is healthy: a node's proxy still starting when
-    the routes are probed joins the shared port later, without routes, and answers 404 to
-    the requests it is handed."""
-    deadline = time.monotonic() + timeout_s
-    while not stop.is_set():
-        proxies = serve.status().proxies
-        if proxies and all(state == "HEALTHY" for state in proxies.values()):
-            return
-        if time.monotonic() > deadline:
-            raise DataError(f"Serve's proxies are not all healthy after {timeout_s:g} s: "
-                            f"{ {node[:8]: str(state) for node, state in proxies.items()} }")
-        time.sleep(0.1)
-
-
-def wait_for_routes(host: str, port: int, stop: threading.Event, timeout_s: float = 120.0,
-                    in_a_row: int = 20) -> None:
-    """Return once Serve's HTTP proxies route to the gateway: ``serve.run`` returns when
-    the replicas are up, but each node's proxy learns the route a moment later and answers
-    404 until then. Each probe is a new connection, so that every proxy sharing the port
-    gets asked."""
+def wait_for_routes(serve: Any, host: str, port: int, stop: threading.Event,
+                    timeout_s: float = 120.0, in_a_row: int = 20) -> None:
+    """Return once every proxy Serve runs is healthy and the gateway's route answers
+    ``in_a_row`` probes in a row: ``serve.run`` returns when the replicas are up, but each
+    node's proxy starts and learns the route a moment later, and one still starting when
+    the routes are probed joins the shared port afterwards and answers 404 to what it is
+    handed. Each probe is a new connection, so that every proxy sharing the port gets
+    asked."""
     import httpx
 
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}/-/routes"
     deadline, good = time.monotonic() + timeout_s, 0
     while good < in_a_row and not stop.is_set():
-        try:
-            good = good + 1 if "/" in httpx.get(url, timeout=2).json() else 0
-        except (httpx.HTTPError, ValueError):
+        proxies = serve.status().proxies
+        if not proxies or any(state != "HEALTHY" for state in proxies.values()):
             good = 0
+        else:
+            try:
+                good = good + 1 if "/" in httpx.get(url, timeout=2).json() else 0
+            except (httpx.HTTPError, ValueError):
+                good = 0
         if time.monotonic() > deadline:
-            raise DataError(f"Serve's proxy on port {port} did not route to the gateway "
-                            f"within {timeout_s:g} s")
+            states = {node[:8]: str(state) for node, state in proxies.items()}
+            raise DataError(f"Serve's proxies on port {port} did not all route to the "
+                            f"gateway within {timeout_s:g} s (proxies: {states})")
         time.sleep(0.05)
 
 
@@ -211,8 +203,7 @@ def deploy(config: Path | None, address: str, replicas: int, host: str, port: in
     try:
         serve.start(http_options={"host": host, "port": port})
         run_application(serve, config_path, cfg, local, minilm, build_app, replicas)
-        wait_for_proxies(serve, stop)
-        wait_for_routes(host, port, stop)
+        wait_for_routes(serve, host, port, stop)
         stop.wait()
     finally:
         serve.shutdown()
