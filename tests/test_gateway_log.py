@@ -270,6 +270,76 @@ def test_a_lone_row_is_committed_on_the_loop_and_a_locked_log_never_stalls_it(tm
     assert not wal.exists() or wal.stat().st_size < 60 * 4096
 
 
+def prune_retention_case(where: str, monkeypatch) -> None:
+    """Rows past the retention go, a chunk at a time behind the rows being written, and
+    every key's spend stays what it was, while the chunks run, after them, after a second
+    pruning and after a restart (a carried row is never counted twice)."""
+    import asyncio
+    import time
+
+    from llmtriage.serving import requestlog
+    from llmtriage.serving.logdb import open_database
+
+    monkeypatch.setattr(requestlog, "PRUNE_CHUNK", 7)
+    day, now = 86_400.0, time.time()
+    rows = [{**log_row(f"old{i}"), "created": now - 3 * day, "client": ["a", "b", None][i % 3],
+             "cost_usd": 0.25 * (i + 1)} for i in range(20)]
+    rows += [{**log_row(f"new{i}"), "created": now - 0.5 * day} for i in range(4)]
+    log = requestlog.RequestLog(where)  # kept for ever: nothing goes
+
+    async def write(log: requestlog.RequestLog, rows: list[dict]) -> None:
+        for row in rows:
+            await log.record(row)
+
+    asyncio.run(write(log, rows))
+    spent = log.spent_by_client()
+    log.close()
+    assert set(spent) == {"a", "b", "k"} and spent["k"] == 2.0
+
+    reader = open_database(where)
+
+    def ids() -> set[str]:
+        return {r[0] for r in reader.execute("SELECT id FROM requests")}
+
+    assert len(ids()) == 24
+    log = requestlog.RequestLog(where, retention_s=day)
+
+    async def prune() -> list[dict[str, float]]:
+        seen = []
+        await log.record({**log_row("trigger"), "created": time.time()})
+        deadline = time.monotonic() + 20
+        while any(i.startswith("old") for i in ids()) and time.monotonic() < deadline:
+            seen.append(await log.spent_now())
+        seen.append(await log.spent_now())
+        return seen
+
+    during = asyncio.run(prune())
+    assert ids() == {f"new{i}" for i in range(4)} | {"trigger"}
+    expected = {**spent, "k": spent["k"] + 0.5}  # the trigger row is k's too
+    for seen in during:
+        assert seen.keys() == expected.keys()
+        for client, total in expected.items():
+            assert seen[client] == pytest.approx(total)
+    assert log.prune() == 0 and log.spent_by_client() == pytest.approx(expected)
+    log.close()
+    log = requestlog.RequestLog(where, retention_s=day)
+    assert log.spent_by_client() == pytest.approx(expected)
+    log.close()
+    reader.close()
+
+
+def test_rows_past_the_retention_go_and_their_spend_stays(tmp_path, monkeypatch):
+    prune_retention_case(str(tmp_path / "log.sqlite"), monkeypatch)
+
+
+@pytest.mark.slow
+def test_rows_past_the_retention_go_and_their_spend_stays_in_postgres(monkeypatch):
+    from servers.processes import postgres_server
+
+    with postgres_server() as url:
+        prune_retention_case(url, monkeypatch)
+
+
 @pytest.mark.parametrize("toml, fault", [
     # Each was accepted: the first two then crashed the server's start with an
     # OverflowError traceback, the others served nonsense energy, prices or token limits.
@@ -282,6 +352,7 @@ def test_a_lone_row_is_committed_on_the_loop_and_a_locked_log_never_stalls_it(tm
     ('[[models]]\nname = "a"\nbackend = "openai"\nendpoint = "http://127.0.0.1:9"\n'
      "price_in = inf", "models.0.price_in: Input should be a finite number"),
     ("[gateway.cache]\nttl_s = nan", "gateway.cache.ttl_s: Input should be a finite number"),
+    ("[gateway]\nlog_retention_days = 0.5", "log_retention_days is 0 (keep every row) or at"),
     ('[[policies]]\nname = "p"\nkind = "threshold-cascade"\n'
      'models = ["smollm2-135m", "smollm2-135m"]', "['smollm2-135m'] named twice"),
     # Called (four times) before it failed as "NonHttpUrlClientError":

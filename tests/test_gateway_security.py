@@ -199,3 +199,43 @@ def test_a_failed_log_write_loses_no_spend(gw):
         pass  # a restart folds the journal back into the log
     assert not journal.exists()
     assert spent(tmp, "open") == pytest.approx(before + 2 * 0.009)
+
+
+def test_a_budget_counts_requests_the_log_no_longer_holds(tmp_path):
+    """The log keeps rows for 90 days by default; older ones are removed once the gateway
+    serves, and their spend is carried over: a key that spent its budget 100 days ago is
+    still refused, then and after a restart."""
+    from llmtriage.serving.requestlog import RequestLog
+
+    path = tmp_path / "requests.sqlite"
+    RequestLog(path).close()  # the schema
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO requests (id, created, client, policy, status, steps, cost_usd)"
+                   " VALUES ('long-ago', ?, 'spent', 'ok', 200, '[]', 0.02)",
+                   (time.time() - 100 * 86_400,))
+    with upstream() as up:
+        config = write_config(tmp_path / "gateway.toml", up, {
+            "ok": {"remote_name": "ok", "price_in": 1000.0, "price_out": 1000.0}},
+            extra=f"""
+[gateway]
+request_log = "requests.sqlite"
+
+[[keys]]
+name = "spent"
+sha256 = "{key_hash(KEYS['metered'])}"
+budget_usd = 0.025
+
+[[keys]]
+name = "open"
+sha256 = "{key_hash(KEYS['open'])}"
+""")
+        for _ in range(2):
+            with gateway(config, tmp_path) as g:
+                refused = ask(g.url, KEYS["metered"])
+                assert refused.status_code == 429, refused.text
+                assert refused.json()["error"]["type"] == "insufficient_quota"
+                assert ask(g.url, KEYS["open"]).status_code == 200
+                deadline = time.monotonic() + 10
+                while spent(tmp_path, "spent") > 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert spent(tmp_path, "spent") == 0  # the row is gone

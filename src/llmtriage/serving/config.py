@@ -8,6 +8,7 @@ A catalog file (``[[models]]``, see :mod:`llmtriage.backends.catalog`) plus, all
     request_log = "requests.sqlite"   # "" turns the log off
     database_url = "postgresql://triage@db/triage"  # the log in PostgreSQL instead
     log_text = false            # store prompts and answers (needed to retrain routers)
+    log_retention_days = 90     # older rows are removed (spend still counts); 0 keeps all
     sticky_sessions = true      # a conversation stays on the model that answered it
     stream = "accepted"         # or "first": stream the first model's answer as generated
     fallback = true             # a failing model is replaced by the next one
@@ -118,6 +119,9 @@ class GatewaySettings(BaseModel):
     #: for every replica.
     database_url: str | None = Field(None, pattern=r"^postgres(ql)?://")
     log_text: bool = False
+    #: Rows older than this are removed (their spend still counts against budgets);
+    #: 0 keeps every row.
+    log_retention_days: float = Field(90.0, ge=0, le=36500)
     sticky_sessions: bool = True
     session_ttl_s: float = Field(3600.0, gt=0, le=30 * DAY_S)
     stream: StreamMode = "accepted"
@@ -156,7 +160,14 @@ class GatewaySettings(BaseModel):
     def _log_off(self) -> GatewaySettings:
         if self.request_log is not None and str(self.request_log) in ("", "."):
             self.request_log = None
+        if 0 < self.log_retention_days < 1:
+            raise ValueError("log_retention_days is 0 (keep every row) or at least 1: "
+                             "feedback and the rate window read recent rows")
         return self
+
+    @property
+    def log_retention_s(self) -> float | None:
+        return self.log_retention_days * DAY_S if self.log_retention_days else None
 
 
 class ClientKey(BaseModel):

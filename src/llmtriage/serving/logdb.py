@@ -45,6 +45,11 @@ MIGRATIONS: list[list[str]] = [
     ["CREATE INDEX IF NOT EXISTS requests_created ON requests (created)"],
     # The task a request said it belongs to (x-triage-task), exported for refitting.
     ["ALTER TABLE requests ADD COLUMN task TEXT"],
+    # The spend of rows removed by the log's retention, per key: budgets outlive rows.
+    ["""CREATE TABLE IF NOT EXISTS spend_carried (
+            client TEXT PRIMARY KEY,
+            cost_usd DOUBLE PRECISION NOT NULL
+        )"""],
 ]
 #: The first schema version whose requests have a task column.
 TASK_VERSION = 3

@@ -19,6 +19,10 @@ journal beside the log (``<log>.spend.jsonl``, appended and flushed), which the 
 folds back into the database. Each failure is counted (``triage_log_errors_total``) and
 reported on stderr, at most once a minute.
 
+Rows older than the log's retention are removed by the same thread, a few thousand at a
+time between batches, once an hour; their spend moves to ``spend_carried`` in the same
+transaction, so a key's budget counts every request it ever made.
+
 :func:`export_frame` turns the rows with feedback into the long outcome format, so a router
 can be retrained on production traffic (``triage export``).
 """
@@ -78,6 +82,13 @@ def journal_for(target: str | Path) -> Path:
 MAX_BATCH = 256
 #: Rows committed on the event loop between two checkpoints by the writer thread.
 CHECKPOINT_EVERY = 500
+#: How often expired rows are removed, and the most removed in one transaction (so that
+#: rows waiting to be written never wait long behind it).
+PRUNE_EVERY_S = 3600.0
+PRUNE_CHUNK = 5000
+#: Adds removed rows' spend to their key's carried spend (SQLite and PostgreSQL).
+CARRY = ("INSERT INTO spend_carried (client, cost_usd) VALUES (?, ?) ON CONFLICT (client) "
+         "DO UPDATE SET cost_usd = spend_carried.cost_usd + excluded.cost_usd")
 
 
 def _settle(futures: list[asyncio.Future]) -> None:
@@ -169,9 +180,15 @@ class Writer:
 
 
 class RequestLog:
-    def __init__(self, target: str | Path, log_text: bool = False) -> None:
-        """``target``: a SQLite file or a postgresql:// URL."""
+    def __init__(self, target: str | Path, log_text: bool = False,
+                 retention_s: float | None = None) -> None:
+        """``target``: a SQLite file or a postgresql:// URL; ``retention_s``: how long a
+        row is kept (None: for ever)."""
         self.log_text = log_text
+        self.retention_s = retention_s
+        #: The first row recorded starts the first pruning (not the constructor: the
+        #: gateway reads spend and feedback on this connection while it starts).
+        self._next_prune = 0.0
         self.journal = journal_for(target)
         #: Called on every failed write (the gateway counts them).
         self.on_error: Callable[[], None] | None = None
@@ -207,9 +224,43 @@ class RequestLog:
         self.journal.unlink()
 
     def spent_by_client(self) -> dict[str, float]:
-        rows = self._db.execute("SELECT client, SUM(cost_usd) FROM requests "
-                                "WHERE client IS NOT NULL GROUP BY client")
+        """Every key's spend: its rows', and what removed rows carried over."""
+        rows = self._db.execute(
+            "SELECT client, SUM(cost_usd) FROM (SELECT client, cost_usd FROM requests "
+            "WHERE client IS NOT NULL UNION ALL SELECT client, cost_usd FROM spend_carried)"
+            " AS spend GROUP BY client")
         return {client: float(total or 0.0) for client, total in rows}
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove up to :data:`PRUNE_CHUNK` of the oldest rows past the retention, carrying
+        their spend over in the same transaction; how many went. ``DELETE ... RETURNING``
+        counts only the rows this transaction removed, so replicas pruning one log at
+        once never carry a row twice."""
+        if self.retention_s is None:
+            return 0
+        cutoff = (time.time() if now is None else now) - self.retention_s
+        with self._db.transaction():
+            gone = self._db.execute(
+                "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE created < ?"
+                " ORDER BY created LIMIT ?) RETURNING client, cost_usd", (cutoff, PRUNE_CHUNK))
+            carried: dict[str, float] = {}
+            for client, cost in gone:
+                if client is not None and cost:
+                    carried[client] = carried.get(client, 0.0) + float(cost)
+            if carried:
+                self._db.executemany(CARRY, list(carried.items()))
+        return len(gone)
+
+    def _prune_on_writer(self) -> None:
+        """One chunk on the writer thread; the next chunk queues behind the rows that
+        arrived meanwhile."""
+        try:
+            if self.prune() == PRUNE_CHUNK:
+                self._writer.submit(self._prune_on_writer)
+        except self._db.errors as exc:  # a locked log: the next hour tries again
+            print(f"request log {self.path}: removing rows past the retention failed "
+                  f"({type(exc).__name__}: {exc}); retrying within the hour", file=sys.stderr,
+                  flush=True)
 
     async def spent_now(self) -> dict[str, float]:
         """Every key's spend, read behind the writes queued before it."""
@@ -235,6 +286,9 @@ class RequestLog:
         is done once it is committed (or its spend is kept in the journal)."""
         if not self.log_text:
             row = {**row, "prompt": None, "answer": None}
+        if self.retention_s is not None and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            self._writer.submit(self._prune_on_writer)
         return self._writer.submit_row(row)
 
     @staticmethod

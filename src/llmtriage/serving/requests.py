@@ -236,7 +236,8 @@ class RequestPath:
         self.embedding = {name for name, p in policies.items() if quality_routers(p)}
         self.settings = settings
         where = settings.database_url or settings.request_log
-        self.log = RequestLog(where, settings.log_text) if where else None
+        self.log = RequestLog(where, settings.log_text, settings.log_retention_s) \
+            if where else None
         self.metrics = GatewayMetrics()
         if self.log is not None:
             self.log.on_error = self.metrics.log_errors.inc
