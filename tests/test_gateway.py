@@ -48,6 +48,28 @@ def test_streaming_with_the_openai_client(client):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def test_an_answer_cut_at_the_token_limit_says_so_and_a_stream_can_end_with_its_usage(
+        client):
+    """finish_reason is "length" when the accepted answer stopped at max_tokens (a client
+    may then ask for the rest), streamed or not, passed through or through a cascade whose
+    every answer was cut; stream_options.include_usage ends a stream with the usage."""
+    question = [{"role": "user", "content": "Write a long story about a dragon."}]
+    cut = client.chat.completions.create(model="smollm2-135m", max_tokens=3, messages=question)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 3
+    whole = client.chat.completions.create(model="smollm2-135m", max_tokens=64,
+                                           messages=[{"role": "user", "content": "Say hi."}])
+    assert whole.choices[0].finish_reason == "stop"
+    chunks = list(client.chat.completions.create(
+        model="triage-cascade", max_tokens=3, messages=question, stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 3
+    assert chunks[-2].choices[0].finish_reason == "length"
+    assert all(c.usage is None for c in chunks[:-1])
+    plain = list(client.chat.completions.create(model="smollm2-135m", max_tokens=3,
+                                                messages=question, stream=True))
+    assert plain[-1].choices[0].finish_reason == "length" and plain[-1].usage is None
+
+
 def test_a_plain_model_is_passed_through_with_the_conversation(client):
     response = client.chat.completions.create(
         model="qwen2.5-coder-1.5b", max_tokens=16,

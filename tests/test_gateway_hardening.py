@@ -423,13 +423,43 @@ def test_common_openai_shapes_are_accepted(gw, messages):
     ({"tools": [{"type": "function", "function": {"name": "w"}}]}, "'tools'"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url",
                                                  "image_url": {"url": "x"}}]}]}, "image_url"),
+    ({"logit_bias": {"50256": -100}}, "'logit_bias' is not supported"),
+    ({"modalities": ["text", "audio"]}, "audio output is not supported"),
+    ({"stream": True, "stream_options": {"include_usage": "yes"}}, "include_usage"),
+    # A JSON extension of Python's: out of range was all a validator could say of it.
+    ({"temperature": "NaN"}, "NaN is not a JSON number"),
+    ({"triage": {"max_cost_usd": "-Infinity"}}, "-Infinity is not a JSON number"),
 ])
 def test_what_cannot_be_honoured_is_refused_not_ignored(gw, extra, named):
     """What a client asks for and would not get is a 400 that names it."""
     g, _ = gw
     body = {"model": "ok", "messages": [{"role": "user", "content": "hi"}], **extra}
-    r = httpx.post(f"{g.url}/v1/chat/completions", json=body, timeout=30, headers=headers())
+    text = json.dumps(body).replace('"NaN"', "NaN").replace('"-Infinity"', "-Infinity")
+    r = httpx.post(f"{g.url}/v1/chat/completions", content=text, timeout=30,
+                   headers={**headers(), "content-type": "application/json"})
     assert r.status_code == 400 and named in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"echo": True}, "'echo' is not supported"),
+    ({"suffix": "}"}, "'suffix' is not supported"),
+    ({"best_of": 3}, "best_of = 3 is not supported"),
+])
+def test_what_a_text_completion_cannot_honour_is_refused(gw, extra, named):
+    g, _ = gw
+    r = httpx.post(f"{g.url}/v1/completions", timeout=30, headers=headers(),
+                   json={"model": "ok", "prompt": "def f(", **extra})
+    assert r.status_code == 400 and named in r.json()["error"]["message"]
+    fine = httpx.post(f"{g.url}/v1/completions", timeout=30, headers=headers(),
+                      json={"model": "ok", "prompt": "def f(", "echo": False, "best_of": 1})
+    assert fine.status_code == 200, fine.text
+
+
+def test_feedback_is_held_to_json_too(gw):
+    g, _ = gw
+    r = httpx.post(f"{g.url}/v1/feedback", content=b'{"id": "x", "score": NaN}', timeout=30,
+                   headers={**headers(), "content-type": "application/json"})
+    assert r.status_code == 400 and "NaN is not a JSON number" in r.json()["error"]["message"]
 
 
 

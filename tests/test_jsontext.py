@@ -42,3 +42,13 @@ def test_numpy_numbers_are_written_as_numbers_and_non_finite_as_null():
              "nan": float("nan"), "inf": np.float64(math.inf), "list": [np.float64(1.0)]}
     assert json.loads(dumps(value)) == {"f": 0.25, "g": 0.5, "i": 3, "nan": None,
                                         "inf": None, "list": [1.0]}
+
+
+def test_a_clients_text_is_held_to_json_while_triages_own_files_keep_their_infinities():
+    """The collection journal records a cut-off answer's confidence as -Infinity (the json
+    module's spelling): it reads back; a client's body saying NaN is refused as not JSON."""
+    assert math.isinf(loads(b'{"confidence": -Infinity}')["confidence"])
+    for text in (b'{"t": NaN}', b'[Infinity]', b'[-Infinity]'):
+        with pytest.raises(ValueError, match="is not a JSON number"):
+            loads(text, constants=False)
+    assert loads(b'{"t": 1e400}', constants=False)["t"] == math.inf  # a validator's to refuse

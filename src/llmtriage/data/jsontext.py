@@ -23,16 +23,24 @@ MAX_DEPTH = 1024
 TOO_DEEP = f"arrays or objects nested more than {MAX_DEPTH} levels deep"
 
 
-def loads(text: bytes | str) -> Any:
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(text: bytes | str, constants: bool = True) -> Any:
     """The parsed value; raises ValueError (json.JSONDecodeError) if it is not JSON, or is
-    JSON this reader refuses (nested too deep, an integer of thousands of digits)."""
+    JSON this reader refuses (nested too deep, an integer of thousands of digits).
+
+    ``constants``: whether Python's ``NaN`` and ``Infinity`` are read (Triage's own files
+    hold them, written by the json module); a client's text is held to JSON, in which a
+    NaN would otherwise reach a validator that can only say it is out of range."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         if "depth limit" in str(exc):
             raise ValueError(TOO_DEEP) from None
     try:
-        return json.loads(text)
+        return json.loads(text) if constants else json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise ValueError(TOO_DEEP) from None
     except ValueError as exc:

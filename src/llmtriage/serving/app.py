@@ -79,7 +79,7 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 #: Bodies the completion endpoints parse themselves (see :class:`Ingress`), declared to
 #: the OpenAPI document by hand.
-RAW_BODIES: tuple[type[BaseModel], ...] = (ChatBody, CompletionBody)
+RAW_BODIES: tuple[type[BaseModel], ...] = (ChatBody, CompletionBody, FeedbackBody)
 Body = TypeVar("Body", bound=BaseModel)
 #: How long a request's work runs before a task starts watching for its client to go away.
 WATCH_AFTER_S = 0.05
@@ -211,7 +211,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
                                                   exc.retry_after))
             await path.logged(job)
             return respond(failed)
-        shape = Shape(job, chat)
+        shape = Shape(job, chat, body.usage_chunk())
         if body.stream and mode == "first":
             return await first_stream(path, job, shape, request)
         failed = await until_done(request, path.attempt(job))
@@ -246,7 +246,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
             return rejected(f"send the body as JSON (content-type: application/json), not "
                             f"{kind[:60] or 'without a content-type'}")
         try:
-            data = loads(raw)
+            data = loads(raw, constants=False)
         except ValueError as exc:  # not JSON, or not UTF-8
             return rejected(f"the body is not JSON: {exc}")
         try:
@@ -343,10 +343,14 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     async def completions(request: Request) -> Response:
         return await answer(request, CompletionBody)
 
-    @app.post("/v1/feedback", responses=documented(400, 401, 404, 413, 429))
-    async def feedback(body: FeedbackBody, request: Request) -> Response:
+    @app.post("/v1/feedback", responses=documented(400, 401, 404, 413, 429),
+              openapi_extra=body_of(FeedbackBody))
+    async def feedback(request: Request) -> Response:
         """Attach a quality score (0-1) to an earlier response, by its id. A response
         teaches a learning policy once; a later score replaces the earlier one."""
+        body = parse(FeedbackBody, headers_of(request), await request.body())
+        if isinstance(body, JSONResponse):
+            return body
         try:
             client = client_of(request.headers)
             result = await path.feedback(body.id, body.score, client)

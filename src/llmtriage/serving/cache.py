@@ -64,6 +64,8 @@ class Entry:
     vector: np.ndarray | None
     #: The id of the response that produced the answer.
     source: str = ""
+    #: Why the answer ended ("length": at the token limit, which is part of the key).
+    finish: str = "stop"
 
 
 @dataclass(frozen=True)

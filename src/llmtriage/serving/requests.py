@@ -95,6 +95,24 @@ def summary(policy_name: str, answered_by: str, steps: list[dict[str, Any]],
     }
 
 
+#: The finish reasons a text answer can have in the OpenAI API; an upstream's other words
+#: for a finished answer ("eos", "end_turn") are "stop".
+FINISH_REASONS = ("stop", "length", "content_filter")
+
+
+def finish_reason(completion: Completion | None) -> str:
+    """Why the answer ended, as the client is told: "length" when the token limit cut it
+    (a client may ask for the rest), whatever the model that gave it called it."""
+    reason = completion.finish_reason if completion is not None else "stop"
+    return reason if reason in FINISH_REASONS else "stop"
+
+
+def accepted_completion(trace: Trace, query: int = 0) -> Completion | None:
+    if not trace.completions or not trace.completions[query]:
+        return None
+    return trace.completions[query][int(trace.accepted_step[query])]
+
+
 def usage(trace: Trace, query: int = 0) -> dict[str, int]:
     """Tokens of every call the request made, its signals' included."""
     return token_usage([*(trace.completions or [[]])[query],
@@ -122,6 +140,8 @@ class Job:
     started: float = field(default_factory=time.perf_counter)
     info: dict[str, Any] = field(default_factory=dict)
     answer: str = ""
+    #: Why the answer ended (OpenAI's ``finish_reason``).
+    finish: str = "stop"
     usage: dict[str, int] = field(default_factory=dict)
     ticket: Ticket | None = None
     #: Done once the request's log row is committed (None: no log, or not recorded yet).
@@ -311,13 +331,14 @@ class RequestPath:
             key, scope, _ = cached
             self.cache.put(key, scope, Entry(
                 job.answer, job.info["answered_by"], dict(job.usage), job.info["cost_usd"],
-                job.info["latency_ms"], time.monotonic(), scope, vector, job.ident))
+                job.info["latency_ms"], time.monotonic(), scope, vector, job.ident,
+                job.finish))
 
     def _answer_from(self, job: Job, hit: Hit, took_ms: float) -> None:
         entry = hit.entry
         step = {"model": "cache", "confidence": None, "latency_ms": round(took_ms, 2),
                 "cost_usd": 0.0, "match": hit.match, "similarity": round(hit.similarity, 4)}
-        job.answer = entry.answer
+        job.answer, job.finish = entry.answer, entry.finish
         job.usage = token_usage([])
         job.info = {
             **summary(job.policy_name, entry.answered_by, [step], 0, 0.0, step["latency_ms"]),
@@ -352,6 +373,7 @@ class RequestPath:
         if pinned is not None:
             job.info["sticky"] = True
         job.answer = trace.accepted_answer(0)
+        job.finish = finish_reason(accepted_completion(trace))
         job.usage = usage(trace)
         job.info["gateway_ms"] = job.elapsed_ms()
         if is_policy and self.settings.sticky_sessions:
@@ -377,7 +399,7 @@ class RequestPath:
                               measured(calls, "cost_usd"),
                               round(measured(calls, "latency_ms"), 1)),
                     "id": job.ident}
-        job.answer = answer.text
+        job.answer, job.finish = answer.text, finish_reason(answer)
         job.usage = token_usage(calls)
         job.info["gateway_ms"] = job.elapsed_ms()
 

@@ -145,6 +145,13 @@ def limits_of(headers: Mapping[str, str], body: TriageOptions | None) -> Limits:
     return Limits(given.get(LATENCY), given.get(COST))
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    #: End the stream with a chunk holding the request's token usage.
+    include_usage: StrictBool = False
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -155,6 +162,7 @@ class _Common(BaseModel):
     n: Count = Field(1, ge=1, le=1, description="only 1 is supported")
     stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOPS)] | None = Field(
         None, description="up to 4 sequences where the answer ends")
+    stream_options: StreamOptions | None = None
     triage: TriageOptions | None = None
 
     @model_validator(mode="before")
@@ -163,6 +171,11 @@ class _Common(BaseModel):
         """Refuse, naming it, what a client asks for that the gateway would not give."""
         if not isinstance(data, dict):
             return data
+        if data.get("logit_bias"):
+            raise ValueError("'logit_bias' is not supported: token ids differ from model to "
+                             "model, and a policy may answer with any of them")
+        if data.get("modalities") not in (None, ["text"]) or data.get("audio") is not None:
+            raise ValueError("audio output is not supported: the gateway serves text models")
         if isinstance(data.get("n"), int) and data["n"] > 1:
             raise ValueError(f"n = {data['n']} is not supported: the gateway returns one "
                              "choice per request")
@@ -175,6 +188,11 @@ class _Common(BaseModel):
             raise ValueError(f"response_format {str(kind)[:40]!r} is not supported: no model "
                              "is held to a format or schema (ask for JSON in the prompt)")
         return data
+
+    def usage_chunk(self) -> bool:
+        """Whether a stream ends with a chunk holding the token usage (a whole response
+        always holds it, so the option asks nothing more of one)."""
+        return self.stream_options is not None and self.stream_options.include_usage
 
     def stops(self) -> tuple[str, ...]:
         """The stop sequences, as the models are sent them."""
@@ -209,6 +227,21 @@ class CompletionBody(_Common):
     """The legacy text completions API: one prompt (or a list holding one)."""
 
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_plain_answer(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("echo"):
+            raise ValueError("'echo' is not supported: the answer is the completion alone")
+        if data.get("suffix"):
+            raise ValueError("'suffix' is not supported: the gateway completes after the "
+                             "prompt, never between it and a suffix")
+        if isinstance(data.get("best_of"), int) and data["best_of"] > 1:
+            raise ValueError(f"best_of = {data['best_of']} is not supported: the gateway "
+                             "generates one answer per model it calls")
+        return data
 
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]

@@ -33,13 +33,15 @@ def error_body(failure: Failure) -> dict[str, Any]:
 class Shape:
     """Chat or text completion: the same answer in the two OpenAI response shapes."""
 
-    def __init__(self, job: Job, chat: bool) -> None:
-        self.job, self.chat = job, chat
+    def __init__(self, job: Job, chat: bool, usage_chunk: bool = False) -> None:
+        """``usage_chunk``: end a stream with a chunk holding the token usage (OpenAI's
+        ``stream_options.include_usage``)."""
+        self.job, self.chat, self.usage_chunk = job, chat, usage_chunk
         self.created = int(time.time())
 
     def whole(self) -> dict:
         job = self.job
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": job.finish}
         if self.chat:
             choice["message"] = {"role": "assistant", "content": job.answer}
         else:
@@ -64,13 +66,24 @@ class Shape:
             event.update(extra)
         return b"data: " + dumps(event) + b"\n\n"
 
+    def end(self) -> bytes:
+        """The stream's last chunks: the finish reason and the trace, the usage if asked
+        for (no choices, as OpenAI sends it), then [DONE]."""
+        last = self.chunk("", finish=self.job.finish, extra={"triage": self.job.info})
+        if self.usage_chunk:
+            usage = {"id": self.job.ident, "created": self.created,
+                     "object": "chat.completion.chunk" if self.chat else "text_completion",
+                     "model": self.job.info.get("answered_by", self.job.policy_name),
+                     "choices": [], "usage": self.job.usage}
+            last += b"data: " + dumps(usage) + b"\n\n"
+        return last + b"data: [DONE]\n\n"
+
     async def events(self, answer: str) -> AsyncIterator[bytes]:
         """The accepted answer as chunks, word by word, then [DONE]."""
         yield self.chunk({"role": "assistant", "content": ""} if self.chat else "")
         for i, word in enumerate(answer.split(" ")):
             yield self.chunk(word if i == 0 else " " + word)
-        yield self.chunk("", finish="stop", extra={"triage": self.job.info})
-        yield b"data: [DONE]\n\n"
+        yield self.end()
 
 
 async def disconnected(request: Request) -> None:
@@ -147,8 +160,7 @@ async def _first_events(path: RequestPath, task: asyncio.Task, first: asyncio.Fu
             if streamed:
                 yield shape.chunk("", extra={"triage": {"retract": len(streamed)}})
             yield shape.chunk(job.answer)
-        yield shape.chunk("", finish="stop", extra={"triage": job.info})
-        yield b"data: [DONE]\n\n"
+        yield shape.end()
     finally:  # the client went away (or the stream ended): no work outlives it
         if not task.done():
             task.cancel()
