@@ -52,6 +52,16 @@ def test_the_cascade_escalates_and_explains_itself(client):
     assert response.choices[0].message.content == "pong"
 
 
+def test_one_model_or_policy_is_retrieved_by_name_and_health_answers_head(gw, client):
+    """The openai client's models.retrieve (GET /v1/models/NAME) was a bare 404 for every
+    name; load balancers' HEAD /health a 405."""
+    assert client.models.retrieve("cascade").model_extra["kind"] == "policy"
+    assert client.models.retrieve("weak").id == "weak"
+    with pytest.raises(openai.NotFoundError, match="no policy or model 'gpt-9'"):
+        client.models.retrieve("gpt-9")
+    assert httpx.head(f"{gw.url}/health").status_code == 200
+
+
 def test_text_completions_endpoint(client):
     response = client.completions.create(model="cascade", prompt="hello")
     assert response.object == "text_completion"

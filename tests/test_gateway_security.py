@@ -84,6 +84,8 @@ def test_requests_need_a_valid_key(gw):
     wrong = ask(g.url, "tri-not-a-key")
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(f"{g.url}/v1/models").status_code == 401
+    assert httpx.get(f"{g.url}/v1/models/ok").status_code == 401  # names nothing either
+    assert httpx.get(f"{g.url}/v1/models/ok", headers=auth(KEYS["open"])).status_code == 200
     assert ask(g.url, KEYS["open"]).status_code == 200
     models = httpx.get(f"{g.url}/v1/models", headers={"authorization": f"Bearer {KEYS['open']}"})
     assert models.status_code == 200

@@ -273,9 +273,9 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
         return crash(exc)
 
-    @app.get("/health", responses={200: {"description": "liveness; with a valid key (or "
-                                              "none configured) also models, policies, "
-                                              "circuits and load"}})
+    @app.api_route("/health", methods=["GET", "HEAD"], responses={200: {
+        "description": "liveness; with a valid key (or none configured) also models, "
+                       "policies, circuits and load"}})
     async def health(request: Request) -> dict:
         if guarded(request) is not None:  # liveness only: it names nothing
             return {"status": "ok"}
@@ -302,10 +302,9 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         _, raw = models_json_schema([(m, "validation") for m in RAW_BODIES],
                                     ref_template="#/components/schemas/{model}")
         document["components"]["schemas"].update(raw["$defs"])
-        names = [*policies, *pool.models]
         for body in ("ChatBody", "CompletionBody"):
             model = document["components"]["schemas"][body]["properties"]["model"]
-            model["enum"] = names
+            model["enum"] = names()
         return document
 
     @app.get("/openapi.json", include_in_schema=False)
@@ -321,11 +320,24 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     async def models(request: Request) -> Response:
         if (refused := guarded(request)) is not None:
             return refused
-        data = [{"id": name, "object": "model", "owned_by": "triage", "kind": "policy"}
-                for name in policies]
-        data += [{"id": name, "object": "model", "owned_by": "triage", "kind": "model"}
-                 for name in pool.models]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [listed(name) for name in names()]})
+
+    def names() -> list[str]:
+        return [*policies, *pool.models]  # a policy may not share a model's name
+
+    def listed(name: str) -> dict[str, str]:
+        """A policy or model as OpenAI lists a model (``kind`` says which it is)."""
+        return {"id": name, "object": "model", "owned_by": "triage",
+                "kind": "policy" if name in policies else "model"}
+
+    @app.get("/v1/models/{name}", responses=documented(401, 404))
+    async def model(name: str, request: Request) -> Response:
+        if (refused := guarded(request)) is not None:
+            return refused
+        if name not in policies and name not in pool.models:
+            return error(404, f"no policy or model {name[:200]!r}; GET /v1/models lists "
+                              "them", "not_found_error", "model_not_found")
+        return JSONResponse(listed(name))
 
     async def answer(request: Request, model: type[ChatBody] | type[CompletionBody]
                      ) -> Response:
