@@ -226,6 +226,52 @@ def test_unknown_model_priced_by_user_file(tmp_path):
     assert any("my-model: $1 in / $2 out" in n for n in table.notes)
 
 
+@pytest.mark.parametrize("name, text", [
+    ("prices.csv", "\ufeffmodel,input,output\r\nmy-model,1.0,2.0\r\n"),  # Excel's CSV UTF-8
+    ("prices.json", '\ufeff{"as_of": "2026-11-01", "models": {"my-model": {"input": 1.0, '
+                    '"output": 2.0}}}'),
+])
+def test_a_spreadsheets_price_file_is_read_and_dated_by_its_own_date_alone(tmp_path, name,
+                                                                           text):
+    """A byte-order mark hid the first column ("lacks columns ['model']"); and every price a
+    report named, the user's own included, was dated by the built-in table's date."""
+    path = write_csv(tmp_path, BAD["unknown model"][0])
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    table = load_table(str(path), prices=PriceCatalog.from_file(tmp_path / name))
+    assert table.cost_usd[0, 0] == pytest.approx((0.5 * 1.0 + 1.25 * 2.0) / 1e6)
+    [note] = [n for n in table.notes if n.startswith("price my-model")]
+    assert note.endswith(f"{name} (as of 2026-11-01)" if name.endswith(".json") else name)
+
+
+def test_text_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
+    """Notepad and spreadsheets save UTF-8 with a byte-order mark; a JSON lines table, a
+    gateway config and a prompt set were each refused for it (position 0, line 1)."""
+    from llmtriage.probes import load_probes
+    from llmtriage.serving.config import load_gateway_config
+
+    rows = [{"prompt_id": f"p{i}", "model": m, "quality": float((i + j) % 2),
+             "cost_usd": 0.1 * (j + 1), "prompt": f"question {i}"}
+            for i in range(4) for j, m in enumerate("ab")]
+    lines = "\n".join(json.dumps(r) for r in rows) + "\n"
+    config = '[gateway]\nmax_in_flight = 3\n'
+    probes = json.dumps({"id": "q1", "question": "2+2?", "answer": "4"}) + "\n"
+    read = {}
+    for mark in ("", "\ufeff"):
+        for name, text in (("t.jsonl", lines), ("g.toml", config), ("p.jsonl", probes)):
+            (tmp_path / name).write_text(mark + text, encoding="utf-8")
+        table = load_table(str(tmp_path / "t.jsonl"))
+        read[mark] = (table.prompt_ids.tolist(), table.quality.tolist(),
+                      load_gateway_config(tmp_path / "g.toml").gateway.max_in_flight,
+                      load_probes(str(tmp_path / "p.jsonl"))[0].answer)
+    assert read["\ufeff"] == read[""] and read[""][2:] == (3, "4")
+
+
+def test_a_price_file_separated_by_semicolons_is_refused_saying_so(tmp_path):
+    (tmp_path / "p.csv").write_text("model;input;output\nm-1;1,0;2,0\n")
+    with pytest.raises(DataError, match="separated by ';'"):
+        PriceCatalog.from_file(tmp_path / "p.csv")
+
+
 def test_failed_write_keeps_the_good_file(data_dir, tmp_path):
     table = load_table(str(data_dir / "arena_bench_v1"))
     path = generic.write(table, tmp_path / "arena.csv")

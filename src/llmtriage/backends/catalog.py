@@ -172,7 +172,7 @@ def default_catalog() -> Catalog:
 
 def read_toml(path: Path, what: str) -> dict:
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))  # BOM or not
     except OSError as exc:
         raise DataError(f"{what} {path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -30,6 +30,8 @@ class Price:
     input: float
     output: float
     source: str = ""
+    #: The date its source gave it (its catalog's ``as_of``; "" when not said).
+    as_of: str = ""
 
     def cost(self, tokens_in: np.ndarray, tokens_out: np.ndarray) -> np.ndarray:
         return (tokens_in * self.input + tokens_out * self.output) / 1e6
@@ -68,7 +70,6 @@ class PriceFile(BaseModel):
 @dataclass(frozen=True)
 class PriceCatalog:
     prices: dict[str, Price]
-    as_of: str = ""
     origin: str = "built-in"
 
     @classmethod
@@ -84,11 +85,17 @@ class PriceCatalog:
             raise DataError(f"price file {path} does not exist")
         try:
             if path.suffix.lower() == ".csv":
-                with path.open(newline="") as f:
-                    rows = list(csv.DictReader(f))
-                missing = {"model", "input", "output"} - set(rows[0] if rows else {})
+                # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark.
+                with path.open(newline="", encoding="utf-8-sig") as f:
+                    reader = csv.DictReader(f)
+                    rows = list(reader)
+                    header = reader.fieldnames or []
+                missing = {"model", "input", "output"} - set(header if rows else ())
                 if missing:
-                    raise DataError(f"price file {path} lacks columns {sorted(missing)}")
+                    hint = (" (its columns are separated by ';': a price file's by ',')"
+                            if any(";" in column for column in header) else "")
+                    raise DataError(f"price file {path} lacks columns {sorted(missing)}"
+                                    f"{hint}")
                 names = [(r["model"] or "").strip() for r in rows]
                 if "" in names:
                     raise DataError(f"price file {path}: row {names.index('') + 2} has no "
@@ -98,7 +105,7 @@ class PriceCatalog:
                                     "give each model one row")
                 data = {"models": {n: r for n, r in zip(names, rows, strict=True)}}
             else:
-                text = path.read_text()
+                text = path.read_text(encoding="utf-8-sig")
                 data = loads(text)
                 json.loads(text, object_pairs_hook=lambda pairs: _once(pairs, path))
         except UnicodeDecodeError:
@@ -122,8 +129,9 @@ class PriceCatalog:
             except ValidationError as exc:
                 raise DataError(f"price catalog {origin}: model {name!r}: "
                                 f"{faults(exc.errors())}") from None
-            prices[name] = Price(price.input, price.output, price.source or origin)
-        return cls(prices, as_of=checked.as_of, origin=origin)
+            prices[name] = Price(price.input, price.output, price.source or origin,
+                                 checked.as_of)
+        return cls(prices, origin=origin)
 
     @classmethod
     def default_with(cls, overrides: PriceCatalog | None) -> PriceCatalog:
@@ -132,7 +140,7 @@ class PriceCatalog:
 
     def overridden_by(self, other: PriceCatalog) -> PriceCatalog:
         merged = {**self.prices, **other.prices}
-        return PriceCatalog(merged, other.as_of or self.as_of, other.origin)
+        return PriceCatalog(merged, other.origin)
 
     def lookup(self, model: str) -> Price | None:
         """The price of a model by exact name, then normalized, then without its org prefix."""
@@ -158,9 +166,9 @@ class PriceCatalog:
 
     def describe(self, used: dict[str, Price]) -> list[str]:
         """One note per price used, for the report's provenance."""
-        dated = f" (as of {self.as_of})" if self.as_of else ""
         return [
-            f"price {m}: ${p.input:g} in / ${p.output:g} out per 1M tokens, {p.source}{dated}"
+            f"price {m}: ${p.input:g} in / ${p.output:g} out per 1M tokens, {p.source}"
+            + (f" (as of {p.as_of})" if p.as_of else "")
             for m, p in used.items()
         ]
 

@@ -68,7 +68,7 @@ def load_probes(source: str | None = None) -> list[Probe]:
         raise DataError(f"prompt set {path} does not exist")
     probes, seen = [], set()
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"prompt set {path} is not UTF-8 text") from None
     for n, line in enumerate(text.splitlines(), 1):

@@ -38,7 +38,8 @@ def read_frame(path: Path) -> pd.DataFrame:
         if suffix == ".csv":
             return pd.read_csv(path, dtype={"prompt_id": str, "model": str})
         if suffix == ".jsonl":
-            return pd.read_json(path, lines=True, dtype={"prompt_id": str, "model": str})
+            return pd.read_json(path, lines=True, dtype={"prompt_id": str, "model": str},
+                                encoding="utf-8-sig")  # a byte-order mark or not
         if suffix == ".parquet":
             return pd.read_parquet(path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:

@@ -56,7 +56,7 @@ def _read(path: Path, shape: TypeAdapter[T]) -> T:
     if not path.is_file():
         raise DataError(f"LLMRouter data: missing file {path}")
     try:
-        data = loads(path.read_text())
+        data = loads(path.read_text(encoding="utf-8-sig"))
     except ValueError as exc:  # not UTF-8, not JSON, or nested past reading
         raise DataError(f"{path}: invalid JSON: {exc}") from None
     try:

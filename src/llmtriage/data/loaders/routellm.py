@@ -27,8 +27,8 @@ MODELS = (WEAK, STRONG)
 TASKS = ("mmlu", "gsm8k", "mt-bench")
 _ROUTELLM_SOURCE = "RouteLLM paper (arXiv 2406.18665), blended price"
 ROUTELLM_PRICES = PriceCatalog(
-    {STRONG: Price(24.7, 24.7, _ROUTELLM_SOURCE), WEAK: Price(0.24, 0.24, _ROUTELLM_SOURCE)},
-    as_of="2024-06",
+    {STRONG: Price(24.7, 24.7, _ROUTELLM_SOURCE, "2024-06"),
+     WEAK: Price(0.24, 0.24, _ROUTELLM_SOURCE, "2024-06")},
     origin="RouteLLM",
 )
 
