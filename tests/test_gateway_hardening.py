@@ -475,6 +475,19 @@ def test_stop_sequences_reach_the_model(gw, stop, sent):
     assert json.loads(r.json()["choices"][0]["message"]["content"]) == sent
 
 
+@pytest.mark.parametrize("header", ["x-triage-max-cost", "x-triage-max-latency",
+                                    "x-triage-sesion"])
+def test_a_misspelt_triage_header_is_refused_not_ignored(gw, header):
+    """x-triage-max-cost (for x-triage-max-cost-usd) was ignored: a request with no cap."""
+    g, _ = gw
+    r = httpx.post(f"{g.url}/v1/chat/completions", timeout=30,
+                   headers={**headers(), header: "1"},
+                   json={"model": "ok", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_header"
+    assert f"unknown header {header!r}" in r.json()["error"]["message"]
+    assert "x-triage-max-cost-usd" in r.json()["error"]["message"]
+
+
 def test_an_unknown_stream_mode_is_refused_not_taken_for_the_default(gw):
     g, _ = gw
     r = httpx.post(f"{g.url}/v1/chat/completions", timeout=30,

@@ -49,6 +49,7 @@ from llmtriage.serving.guard import Refused
 from llmtriage.serving.middleware import Ingress
 from llmtriage.serving.requests import CLIENT_GONE, Failure, Job, RequestPath
 from llmtriage.serving.schemas import (
+    LIMIT_HEADERS,
     ChatBody,
     CompletionBody,
     ErrorBody,
@@ -63,6 +64,10 @@ from llmtriage.signals.embedder import Embedder
 
 #: The longest task label a request may give (``x-triage-task``).
 MAX_TASK = 200
+#: The ``x-triage-*`` headers a completion request may send; any other is a 400, as an
+#: unknown field of the body's ``triage`` extension is (a misspelt spend cap, ignored,
+#: would be no cap at all).
+REQUEST_HEADERS = ("x-triage-session", "x-triage-task", "x-triage-stream", *LIMIT_HEADERS)
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -184,6 +189,11 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         mode = headers.get("x-triage-stream") or settings.stream
         try:
             job.client = client_of(headers)
+            if unknown := [h for h in headers if h.startswith("x-triage-")
+                           and h not in REQUEST_HEADERS]:
+                raise Refused(400, f"invalid request: unknown header {unknown[0][:60]!r}; a "
+                                   f"request may send {', '.join(REQUEST_HEADERS)}",
+                              "invalid_request_error", "unknown_header")
             if mode not in STREAM_MODES:
                 raise Refused(400, "invalid request: x-triage-stream must be one of "
                                    f"{', '.join(map(repr, STREAM_MODES))}, not {mode[:40]!r}",
