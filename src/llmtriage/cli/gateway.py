@@ -62,6 +62,9 @@ def serve(
                   "anyone who can reach it can spend on your models")
     log = (settings.database_url.split("@")[-1] if settings.database_url
            else settings.request_log or "off")  # never a password
+    if log != "off":
+        log = f"{log}, rows kept " + (f"{settings.log_retention_days:g} days"
+                                      if settings.log_retention_days else "for ever")
     state = settings.state_url.split("@")[-1] if settings.state_url else "in memory"
     console.print(f"serving {', '.join(policies)} and {', '.join(cat.names())} on "
                   f"http://{host}:{port}/v1 (request log: {log}; limits and sessions: "
