@@ -24,6 +24,7 @@ import json
 import sqlite3
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +79,10 @@ def main() -> None:
     chunks: list[float] = []
     prune = RequestLog.prune
 
-    def timed(self: RequestLog, now: float | None = None) -> int:
+    def timed(self: RequestLog) -> int:
         began = time.perf_counter()
         try:
-            return prune(self, now)
+            return prune(self)
         finally:
             chunks.append(time.perf_counter() - began)
 
@@ -102,13 +103,14 @@ def main() -> None:
         began = time.perf_counter()
         during = asyncio.run(write(log, args.written, args.concurrency))
 
-        async def drained() -> None:
-            while sqlite3.connect(expired).execute(
+        async def drained(reader: sqlite3.Connection) -> None:
+            while reader.execute(
                     "SELECT COUNT(*) FROM requests WHERE id NOT LIKE 'new-%'").fetchone()[0]:
                 await asyncio.sleep(0.05)
             await log.spent_now()
 
-        asyncio.run(drained())
+        with closing(sqlite3.connect(expired)) as reader:
+            asyncio.run(drained(reader))
         took = time.perf_counter() - began
         RequestLog.prune = prune  # type: ignore[method-assign]
         removed_in = sum(chunks)

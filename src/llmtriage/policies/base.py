@@ -355,6 +355,12 @@ class Trace:
             return ""
         return self.answers[query][int(self.accepted_step[query])]
 
+    def accepted_completion(self, query: int) -> Completion | None:
+        """The call whose answer a query accepted (None where no call was recorded)."""
+        if not self.completions or not self.completions[query]:
+            return None
+        return self.completions[query][int(self.accepted_step[query])]
+
     @property
     def called(self) -> np.ndarray:
         return self.steps.matrix()

@@ -370,11 +370,12 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
     async def feedback(request: Request) -> Response:
         """Attach a quality score (0-1) to an earlier response, by its id. A response
         teaches a learning policy once; a later score replaces the earlier one."""
-        body = parse(FeedbackBody, headers_of(request), await request.body())
+        headers = headers_of(request)
+        body = parse(FeedbackBody, headers, await request.body())
         if isinstance(body, JSONResponse):
             return body
         try:
-            client = client_of(request.headers)
+            client = client_of(headers)
             result = await path.feedback(body.id, body.score, client)
         except Refused as exc:
             return refusal(exc)

@@ -231,14 +231,14 @@ class RequestLog:
             " AS spend GROUP BY client")
         return {client: float(total or 0.0) for client, total in rows}
 
-    def prune(self, now: float | None = None) -> int:
+    def prune(self) -> int:
         """Remove up to :data:`PRUNE_CHUNK` of the oldest rows past the retention, carrying
         their spend over in the same transaction; how many went. ``DELETE ... RETURNING``
         counts only the rows this transaction removed, so replicas pruning one log at
         once never carry a row twice."""
         if self.retention_s is None:
             return 0
-        cutoff = (time.time() if now is None else now) - self.retention_s
+        cutoff = time.time() - self.retention_s
         with self._db.transaction():
             gone = self._db.execute(
                 "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE created < ?"

@@ -107,12 +107,6 @@ def finish_reason(completion: Completion | None) -> str:
     return reason if reason in FINISH_REASONS else "stop"
 
 
-def accepted_completion(trace: Trace, query: int = 0) -> Completion | None:
-    if not trace.completions or not trace.completions[query]:
-        return None
-    return trace.completions[query][int(trace.accepted_step[query])]
-
-
 def usage(trace: Trace, query: int = 0) -> dict[str, int]:
     """Tokens of every call the request made, its signals' included."""
     return token_usage([*(trace.completions or [[]])[query],
@@ -373,7 +367,7 @@ class RequestPath:
         if pinned is not None:
             job.info["sticky"] = True
         job.answer = trace.accepted_answer(0)
-        job.finish = finish_reason(accepted_completion(trace))
+        job.finish = finish_reason(trace.accepted_completion(0))
         job.usage = usage(trace)
         job.info["gateway_ms"] = job.elapsed_ms()
         if is_policy and self.settings.sticky_sessions:

@@ -58,10 +58,13 @@ class Shape:
                 {"content": delta} if delta else {})
         else:
             choice["text"] = delta
+        return self._event([choice], extra)
+
+    def _event(self, choices: list[dict[str, Any]], extra: dict | None = None) -> bytes:
         event = {"id": self.job.ident, "created": self.created,
                  "object": "chat.completion.chunk" if self.chat else "text_completion",
                  "model": self.job.info.get("answered_by", self.job.policy_name),
-                 "choices": [choice]}
+                 "choices": choices}
         if extra:
             event.update(extra)
         return b"data: " + dumps(event) + b"\n\n"
@@ -71,11 +74,7 @@ class Shape:
         for (no choices, as OpenAI sends it), then [DONE]."""
         last = self.chunk("", finish=self.job.finish, extra={"triage": self.job.info})
         if self.usage_chunk:
-            usage = {"id": self.job.ident, "created": self.created,
-                     "object": "chat.completion.chunk" if self.chat else "text_completion",
-                     "model": self.job.info.get("answered_by", self.job.policy_name),
-                     "choices": [], "usage": self.job.usage}
-            last += b"data: " + dumps(usage) + b"\n\n"
+            last += self._event([], {"usage": self.job.usage})
         return last + b"data: [DONE]\n\n"
 
     async def events(self, answer: str) -> AsyncIterator[bytes]:
