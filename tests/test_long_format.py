@@ -89,6 +89,31 @@ def test_unseen_log_benches_from_the_command_line(llmrouter_table, tmp_path):
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
+def test_a_study_written_with_family_names_runs_the_kinds_they_stand_for(llmrouter_table,
+                                                                        tmp_path):
+    """Issue 13's study line names families (``-p cascade -p router --router mlp``): it
+    used to end at "unknown policy kind 'cascade'"."""
+    path = tmp_path / "support-bot.csv"
+    unseen_nine_model_file(llmrouter_table, path)
+    out = tmp_path / "study.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "llmtriage.cli", "bench", str(path), "-p", "single", "-p",
+         "oracle", "-p", "random", "-p", "cascade", "-p", "router", "-p", "cascade-routing",
+         "--router", "mlp", "--param", "mlp.embedder=hashing", "--bootstrap", "0",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    said = " ".join(run.stdout.split())
+    assert run.returncode == 0, run.stderr
+    assert "-p cascade: ran calibrated-cascade" in said and "-p router: ran mlp" in said
+    records = pd.read_json(out)
+    assert set(records["family"]) == {"single", "oracle", "random", "calibrated-cascade",
+                                      "mlp", "cascade-routing"}
+    routing = records[records["family"] == "cascade-routing"]
+    assert len(routing) > 1 and routing["calls_per_query"].max() > 1
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_round_trip(data_dir, tmp_path, suffix):
     table = load_table(str(data_dir / "arena_bench_v1"))
@@ -411,6 +436,9 @@ def test_an_output_never_replaces_an_input_of_the_same_command(tmp_path, args):
     (["bench", "{src}", "-p", "knn", "--param", "knn.k=3", "--param", "knn.k=5"],
      "--param knn.k is given twice"),  # the last one silently won
     (["bench", "{src}", "-p", "knn", "-p", "knn"], "-p knn is given twice"),  # ran twice
+    (["bench", "{src}", "-p", "single", "--router", "mlp"], "give -p router or -p "
+     "cascade-routing with it"),
+    (["bench", "{src}", "-p", "router", "-p", "knn"], "-p knn is given twice"),
     (["data", "routerbench:"], "give the data's path after the prefix"),  # read the cwd
     # Studied twice, into two sections of one name whose plots overwrote each other:
     (["report", "{src}", "{src}", "--out", "{tmp}/r"], "['log.csv'] given twice"),

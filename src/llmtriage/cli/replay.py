@@ -39,7 +39,8 @@ def bench(
         list[str] | None,
         typer.Option("--policy", "-p", help="Policy kinds to run (repeatable; default: single, "
                      "oracle, random and calibrated-cascade where they apply). `triage "
-                     "policies` lists them.")] = None,
+                     "policies` lists them; the families `cascade` and `router` stand for "
+                     "calibrated-cascade and the --router kinds.")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="A policy parameter, KIND.key=value (e.g. calibrated-cascade.ladder="
                         "a,b or knn.embedder=hashing); repeatable.")] = None,
@@ -57,6 +58,9 @@ def bench(
         min=0, help="Bootstrap resamples for 95% CIs (0: none; fewer where resamples x "
                     "queries would pass 2e7).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed for splits and bootstrap.")] = 0,
+    router: Annotated[str | None, typer.Option(
+        "--router", help="The router kinds the shorthand `-p router` runs (comma-separated; "
+                         "default knn,logistic); also cascade routing's router.")] = None,
 ) -> None:
     """Replay policies on recorded outcomes: quality, cost, latency, AIQ, APGR, CPT."""
     from llmtriage.evaluation.compare import compare
@@ -77,8 +81,11 @@ def bench(
             image_format(plot_out)
     with user_errors():
         table = load_data(source, task, prices, seed)
-        kinds = list(policy or [])
-        policies = _policies(table, kinds, policy_params(param, kinds))
+        kinds, shorthand = family_shorthands(list(policy or []), router)
+        params = policy_params(param, kinds)
+        if router is not None and "cascade-routing" in kinds:
+            params.setdefault("cascade-routing", {}).setdefault("router", router.split(",")[0])
+        policies = _policies(table, kinds, params)
         for path in policy_file or []:
             policies.append(load_policy(path))
         # Grids are known only once each policy is fitted: count settings as they finish.
@@ -93,6 +100,8 @@ def bench(
             result = compare(table, policies, split=split, bootstrap=bootstrap, seed=seed,
                              progress=tick)
     heads = headlines(result)
+    for note in shorthand:
+        console.print(f"[dim]{escape(note)}[/]")
     render(result, console, heads)
     for note in result.notes:
         console.print(f"[dim]{escape(note)}[/]")
@@ -166,6 +175,33 @@ CatalogOpt = Annotated[
 ModelsOpt = Annotated[
     str | None, typer.Option("--models", help="Comma-separated catalog names (default: all).")
 ]
+
+
+#: Family names ``bench -p`` also takes, for the kinds they stand for.
+FAMILIES = {"cascade": ("calibrated-cascade",), "router": ("knn", "logistic")}
+
+
+def family_shorthands(kinds: list[str], router: str | None) -> tuple[list[str], list[str]]:
+    """The kinds with the family shorthands spelled out (``cascade``: the calibrated
+    cascade, the default cascade; ``router``: the ``--router`` kinds), and a note per
+    shorthand saying what ran, so that a study written with family names reads the same
+    kinds everywhere else (configs and artifacts take kinds only)."""
+    routers = tuple(r.strip() for r in router.split(",") if r.strip()) if router else None
+    if router is not None and not routers:
+        fail("--router names no router kind")
+    if routers and "router" not in kinds and "cascade-routing" not in kinds:
+        fail("--router says which routers `-p router` (and cascade routing) use; give -p "
+             "router or -p cascade-routing with it")
+    out: list[str] = []
+    notes: list[str] = []
+    for kind in kinds:
+        meant = (routers or FAMILIES[kind]) if kind == "router" else FAMILIES.get(kind)
+        if meant is None:
+            out.append(kind)
+            continue
+        out += [k for k in meant if k not in out]
+        notes.append(f"-p {kind}: ran {', '.join(meant)}")
+    return out, notes
 
 
 def _policies(table: OutcomeTable, kinds: list[str], params: dict[str, dict[str, object]]
