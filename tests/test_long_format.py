@@ -336,6 +336,50 @@ def test_price_lookup_folds_provider_spellings():
     assert catalog.lookup("no-such-model") is None
 
 
+def test_a_providers_undated_alias_is_priced_as_its_latest_snapshot_and_says_so(tmp_path):
+    """A log naming gpt-4o or claude-3-haiku (the names the providers' APIs take) had no
+    price: the catalog lists dated snapshots alone."""
+    catalog = PriceCatalog.default()
+    assert catalog.lookup("openai/GPT-4o").input == catalog.lookup("gpt-4o-2024-08-06").input
+    assert catalog.lookup("claude-3-haiku") is not None
+    assert catalog.lookup("gpt-4") is None  # no snapshot date to fold: gpt-4-0314 is not one
+    # A user's newer snapshot is the alias's price.
+    prices = tmp_path / "prices.csv"
+    prices.write_text("model,input,output\ngpt-4o-2026-01-01,9,9\n")
+    mine = PriceCatalog.default_with(PriceCatalog.from_file(prices))
+    assert mine.lookup("gpt-4o").input == 9
+    path = write_csv(tmp_path, "prompt_id,model,quality,tokens_in,tokens_out\n"
+                               "p1,gpt-4o,1,1000,100\np1,gpt-4o-mini,0,1000,100\n")
+    table = load_table(str(path))
+    assert table.cost_usd[0].tolist() == pytest.approx([(2.5e3 + 1e3) / 1e6,
+                                                        (150 + 60) / 1e6])
+    assert any(n.startswith("price gpt-4o:") and "listed as gpt-4o-2024-08-06" in n
+               for n in table.notes)
+
+
+def test_columns_other_tools_write_are_read_as_the_ones_they_name(tmp_path):
+    """OpenAI's usage names and a confidence named by its statistic were left unread: the
+    cost was priced from text lengths, and no cascade could be fitted."""
+    path = write_csv(tmp_path, "prompt_id,model,quality,prompt_tokens,completion_tokens,"
+                               "Mean_Logprob\np1,gpt-4o,1,1000,100,-0.1\n"
+                               "p1,gpt-4o-mini,0,1000,100,-0.9\n")
+    table = load_table(str(path))
+    assert table.tokens_in[0].tolist() == [1000, 1000]
+    assert table.confidence[0].tolist() == [-0.1, -0.9]
+    assert table.confidence_signal == "mean_logprob"
+    assert "column 'prompt_tokens' read as 'tokens_in'" in table.notes
+    # Where the file has the column itself, the other is left unread.
+    path = write_csv(tmp_path, "prompt_id,model,quality,cost_usd,confidence,min_logprob\n"
+                               "p1,a,1,.1,-0.5,-3\np1,b,0,.2,-0.6,-4\n")
+    table = load_table(str(path))
+    assert table.confidence[0].tolist() == [-0.5, -0.6] and table.confidence_signal is None
+    path = write_csv(tmp_path, "prompt_id,model,quality,cost_usd,prompt_tokens,input_tokens\n"
+                               "p1,a,1,.1,5,6\n")
+    with pytest.raises(DataError, match="'prompt_tokens' and 'input_tokens' both name "
+                                        "'tokens_in'"):
+        load_table(str(path))
+
+
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 NOT_UTF8 = b"\xff\xfe\x00 not text"
 

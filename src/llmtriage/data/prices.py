@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +47,17 @@ def normalize_name(model: str) -> str:
 
 def _short_name(model: str) -> str:
     return normalize_name(model).rsplit("/", 1)[-1]
+
+
+#: A snapshot's date at the end of a provider's model name (gpt-4o-2024-08-06,
+#: claude-3-haiku-20240307).
+_SNAPSHOT = re.compile(r"-(\d{4})-?(\d{2})-?(\d{2})$")
+
+
+def _undated(name: str) -> tuple[str, str] | None:
+    """(the name without its snapshot date, the date as YYYYMMDD), or None if undated."""
+    found = _SNAPSHOT.search(name)
+    return (name[: found.start()], "".join(found.groups())) if found else None
 
 
 #: A price in USD per million tokens.
@@ -143,14 +155,23 @@ class PriceCatalog:
         return PriceCatalog(merged, other.origin)
 
     def lookup(self, model: str) -> Price | None:
-        """The price of a model by exact name, then normalized, then without its org prefix."""
+        """The price of a model by exact name, then normalized, then without its org prefix,
+        then, for a name without a snapshot date (the provider's alias, ``gpt-4o``), its
+        latest dated snapshot listed; a price found under another name says which."""
         if model in self.prices:
             return self.prices[model]
-        for key in (normalize_name(model), _short_name(model)):
+        keys = (normalize_name(model), _short_name(model))
+        for key in keys:
             for name, price in self.prices.items():
                 if key in (normalize_name(name), _short_name(name)):
                     return price
-        return None
+        snapshots = sorted((dated[1], name) for name in self.prices
+                           if (dated := _undated(_short_name(name))) and dated[0] in keys)
+        if not snapshots:
+            return None
+        name = snapshots[-1][1]
+        price = self.prices[name]
+        return replace(price, source=f"{price.source}, listed as {name}")
 
     def require(self, models: list[str] | tuple[str, ...]) -> dict[str, Price]:
         found = {m: self.lookup(m) for m in models}

@@ -28,6 +28,12 @@ PER_PROMPT = ("prompt", "task", "split")
 #: Every column the format reads (``confidence_signal``: the statistic ``confidence`` holds).
 COLUMNS = (*REQUIRED, *PER_PROMPT, *OUTCOME_COLUMNS, "response", "confidence_signal")
 SUFFIXES = (".csv", ".jsonl", ".parquet")
+#: Columns other tools write, each read as the format's column it names where the file has
+#: no column of that name: OpenAI's and Anthropic's usage counts, and a confidence column
+#: named by its statistic (which then is the file's ``confidence_signal``).
+ALIASES = {"prompt_tokens": "tokens_in", "input_tokens": "tokens_in",
+           "completion_tokens": "tokens_out", "output_tokens": "tokens_out",
+           "mean_logprob": "confidence", "min_logprob": "confidence"}
 
 
 def read_frame(path: Path) -> pd.DataFrame:
@@ -117,6 +123,27 @@ def _utf8(value: object) -> bool:
     return True
 
 
+def _aliased(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The frame with each :data:`ALIASES` column renamed to the column it names, where that
+    is absent, and a note for each. Two aliases of one absent column are refused: which of
+    them holds it cannot be told."""
+    renamed: dict[str, str] = {}
+    for alias, column in ALIASES.items():
+        if alias not in frame.columns or column in frame.columns:
+            continue
+        if column in renamed.values():
+            first = next(a for a, c in renamed.items() if c == column)
+            raise DataError(f"{path}: columns {first!r} and {alias!r} both name {column!r}; "
+                            f"keep one, or name it {column!r}")
+        renamed[alias] = column
+    notes = [f"column {a!r} read as {c!r}" for a, c in renamed.items()]
+    frame = frame.rename(columns=renamed)
+    signal = next((a for a, c in renamed.items() if c == "confidence"), None)
+    if signal is not None and "confidence_signal" not in frame.columns:
+        frame["confidence_signal"] = signal
+    return frame, notes
+
+
 def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The frame with column names, ids (as text) and splits in canonical form; refuses
     rows without a prompt id or model, splits other than train/test, and a prompt whose
@@ -167,7 +194,9 @@ def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTable:
     path = Path(path)
-    frame = _checked(read_frame(path), path)
+    frame = read_frame(path).rename(columns=lambda c: str(c).strip().lower())
+    frame, aliased = _aliased(frame, path)
+    frame = _checked(frame, path)
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise DataError(
@@ -224,7 +253,7 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         responses = np.empty((n, m), dtype=object)
         responses[prompt_codes, model_codes] = frame["response"].fillna("").astype(str).to_numpy()
 
-    notes = [f"source: long-format file {path}"]
+    notes = [f"source: long-format file {path}", *aliased]
     signal = None
     if "confidence_signal" in frame.columns:
         names = frame["confidence_signal"].dropna().astype(str).unique()
