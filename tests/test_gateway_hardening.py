@@ -33,7 +33,7 @@ def gw(up, tmp_path_factory):
     fail_fast = {"max_retries": 0, "price_in": 1000.0, "price_out": 1000.0}
     config = write_config(tmp / "gateway.toml", up, {
         "ok": {"remote_name": "ok"},
-        "echo-stop": {"remote_name": "echo-stop"},
+        "echo-sampling": {"remote_name": "echo-sampling"},
         **{name: {"remote_name": name, **fail_fast} for name in BROKEN},
         "bad-chunk": {"remote_name": "bad-chunk", "max_retries": 0},
         "backup": {"remote_name": "ok"},
@@ -468,11 +468,25 @@ def test_feedback_is_held_to_json_too(gw):
 def test_stop_sequences_reach_the_model(gw, stop, sent):
     """``stop`` was accepted and dropped: an answer ran past where its client ends it."""
     g, _ = gw
-    body = {"model": "echo-stop", "messages": [{"role": "user", "content": "count"}],
+    body = {"model": "echo-sampling", "messages": [{"role": "user", "content": "count"}],
             **({"stop": stop} if stop is not None else {})}
     r = httpx.post(f"{g.url}/v1/chat/completions", json=body, timeout=30, headers=headers())
     assert r.status_code == 200, r.text
-    assert json.loads(r.json()["choices"][0]["message"]["content"]) == sent
+    assert json.loads(r.json()["choices"][0]["message"]["content"])["stop"] == sent
+
+
+def test_null_sampling_fields_are_their_defaults_as_in_openais_api(gw):
+    """Clients that send every field send ``"temperature": null``, ``"stream": null``,
+    ``"n": null`` (OpenAI's API reads null as the default): each was a 400."""
+    g, _ = gw
+    body = {"model": "echo-sampling", "messages": [{"role": "user", "content": "hi"}],
+            "temperature": None, "stream": None, "n": None}
+    r = httpx.post(f"{g.url}/v1/chat/completions", json=body, timeout=30, headers=headers())
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion", r.text
+    assert json.loads(r.json()["choices"][0]["message"]["content"])["temperature"] == 0.0
+    r = httpx.post(f"{g.url}/v1/completions", timeout=30, headers=headers(),
+                   json={"model": "echo-sampling", "prompt": "hi", "temperature": None})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("header", ["x-triage-max-cost", "x-triage-max-latency",

@@ -15,7 +15,8 @@ recovers on command); ``trickle`` (a 200 whose body arrives one byte every half 
 a minute); ``usage-inf``, ``usage-negative``, ``usage-huge`` (a valid answer whose usage
 counts are 1e999, -5e6 or 2**70); ``bad-chunk`` (with stream: a chunk whose ``choices`` is
 not a list); ``bloated`` (a valid two-token answer padded with 15 MiB of logprobs);
-``not-found`` (404, as for a model the upstream does not have). ``GET
+``not-found`` (404, as for a model the upstream does not have); ``echo-sampling``
+(answers with the ``stop`` and ``temperature`` it was sent, as JSON). ``GET
 /attempts`` returns how many requests each (model, prompt) got; ``GET /open`` how many
 requests are being answered now.
 """
@@ -163,8 +164,9 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, json.dumps(completion(model, "pang", -3.0)).encode())
             return
-        if model == "echo-stop":  # answers with the stop sequences it was sent
-            self._send(200, json.dumps(completion(model, json.dumps(body.get("stop")))).encode())
+        if model == "echo-sampling":  # answers with the stop sequences and temperature sent
+            sent = {k: body.get(k) for k in ("stop", "temperature")}
+            self._send(200, json.dumps(completion(model, json.dumps(sent))).encode())
             return
         if model == "echo-auth":
             echo = {"error": {"message": f"bad key {self.headers.get('Authorization')}"}}

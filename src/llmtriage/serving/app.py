@@ -183,7 +183,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         task = headers.get("x-triage-task", "")
         job = Job(ident=f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
                   policy_name=body.model, messages=body.conversation(), max_tokens=max_tokens,
-                  temperature=body.temperature, client=None, stop=body.stops(),
+                  temperature=body.temperature or 0.0, client=None, stop=body.stops(),
                   session=session[:MAX_SESSION_ID] if session else None,
                   task=task[:MAX_TASK])
         mode = headers.get("x-triage-stream") or settings.stream

@@ -55,8 +55,8 @@ def not_text_or_bool(value: Any) -> Any:
     return value
 
 
-#: A whole number as JSON Schema means it.
-Count = Annotated[int, BeforeValidator(not_text_or_bool)]
+#: How many choices a request asks for: one, a whole number as JSON Schema means it.
+OneChoice = Annotated[int, Field(ge=1, le=1), BeforeValidator(not_text_or_bool)]
 #: One stop sequence, and how many a request may give (OpenAI's limit).
 StopText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(valid_unicode)]
 MAX_STOPS = 4
@@ -157,9 +157,11 @@ class _Common(BaseModel):
 
     model: str = Field(min_length=1, max_length=200)
     max_tokens: TokenLimit | None = None
-    temperature: float = Field(0.0, ge=0.0, le=2.0, strict=True)
-    stream: StrictBool = False
-    n: Count = Field(1, ge=1, le=1, description="only 1 is supported")
+    # null is the default, as in OpenAI's API (clients that send every field send it).
+    temperature: float | None = Field(None, ge=0.0, le=2.0, strict=True,
+                                      description="0 when omitted or null")
+    stream: StrictBool | None = None
+    n: OneChoice | None = Field(None, description="only 1 is supported")
     stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOPS)] | None = Field(
         None, description="up to 4 sequences where the answer ends")
     stream_options: StreamOptions | None = None
