@@ -145,11 +145,11 @@ def _aliased(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """The frame with column names, ids (as text) and splits in canonical form; refuses
-    rows without a prompt id or model, splits other than train/test, and a prompt whose
-    rows disagree on its text, split or task (two prompts sharing an id, say from files
-    concatenated, would be merged into one, or misfiled)."""
-    frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    """The frame (its column names already lower case, without spaces) with ids (as text)
+    and splits in canonical form; refuses rows without a prompt id or model, splits other
+    than train/test, and a prompt whose rows disagree on its text, split or task (two
+    prompts sharing an id, say from files concatenated, would be merged into one, or
+    misfiled)."""
     if frame.empty:
         raise DataError(f"{path}: no data rows (a header at most)")
     if frame.columns.duplicated().any():
