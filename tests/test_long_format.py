@@ -378,6 +378,11 @@ def test_columns_other_tools_write_are_read_as_the_ones_they_name(tmp_path):
     with pytest.raises(DataError, match="'prompt_tokens' and 'input_tokens' both name "
                                         "'tokens_in'"):
         load_table(str(path))
+    # A prompt's text under another tool's name is not guessed at, but named.
+    path = write_csv(tmp_path, "prompt_id,model,quality,cost_usd,Question\n"
+                               "p1,a,1,.1,hi\np1,b,0,.2,hi\n")
+    [note] = [n for n in load_table(str(path)).notes if n.startswith("no prompt text")]
+    assert note.endswith("column 'question' was left unread: name it 'prompt'")
 
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000

@@ -28,6 +28,8 @@ PER_PROMPT = ("prompt", "task", "split")
 #: Every column the format reads (``confidence_signal``: the statistic ``confidence`` holds).
 COLUMNS = (*REQUIRED, *PER_PROMPT, *OUTCOME_COLUMNS, "response", "confidence_signal")
 SUFFIXES = (".csv", ".jsonl", ".parquet")
+#: Where other tools keep a prompt's text: named in the note of a table with no ``prompt``.
+TEXT_COLUMN_NAMES = ("question", "query", "input", "instruction", "text", "user_prompt")
 #: Columns other tools write, each read as the format's column it names where the file has
 #: no column of that name: OpenAI's and Anthropic's usage counts, and a confidence column
 #: named by its statistic (which then is the file's ``confidence_signal``).
@@ -282,9 +284,11 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         **outcomes,
     )
     if not table.has_text:
+        unread = [c for c in TEXT_COLUMN_NAMES if c in frame.columns]
+        hint = f"; column {unread[0]!r} was left unread: name it 'prompt'" if unread else ""
         table = table.with_notes("no prompt text (no 'prompt' column, or an empty one): "
                                  "routers, which read it, are neither fitted nor replayed on "
-                                 "this table")
+                                 f"this table{hint}")
     return table
 
 
