@@ -16,6 +16,7 @@ def gw(tmp_path_factory):
         config = write_config(tmp / "gateway.toml", up, {
             "weak": {"remote_name": "unsure", "price_in": 0.1, "price_out": 0.1},
             "strong": {"remote_name": "ok", "price_in": 5.0, "price_out": 15.0},
+            "acme/fast": {"remote_name": "ok"},  # a provider-prefixed name, as LiteLLM's
         }, extra="""
 [gateway]
 request_log = ""
@@ -57,6 +58,12 @@ def test_one_model_or_policy_is_retrieved_by_name_and_health_answers_head(gw, cl
     name; load balancers' HEAD /health a 405."""
     assert client.models.retrieve("cascade").model_extra["kind"] == "policy"
     assert client.models.retrieve("weak").id == "weak"
+    # A name holding a slash was no route at all, encoded or not.
+    assert client.models.retrieve("acme/fast").id == "acme/fast"
+    assert httpx.get(f"{gw.url}/v1/models/acme%2Ffast").json()["id"] == "acme/fast"
+    assert client.chat.completions.create(
+        model="acme/fast", messages=[{"role": "user", "content": "hi"}]).choices[
+            0].message.content == "pong"
     with pytest.raises(openai.NotFoundError, match="no policy or model 'gpt-9'"):
         client.models.retrieve("gpt-9")
     assert httpx.head(f"{gw.url}/health").status_code == 200

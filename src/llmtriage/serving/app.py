@@ -340,7 +340,7 @@ def create_app(pool: ModelPool, policies: dict[str, Policy],
         return {"id": name, "object": "model", "owned_by": "triage",
                 "kind": "policy" if name in policies else "model"}
 
-    @app.get("/v1/models/{name}", responses=documented(401, 404))
+    @app.get("/v1/models/{name:path}", responses=documented(401, 404))  # names hold "/"
     async def model(name: str, request: Request) -> Response:
         if (refused := guarded(request)) is not None:
             return refused
