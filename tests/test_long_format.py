@@ -341,7 +341,8 @@ def test_a_providers_undated_alias_is_priced_as_its_latest_snapshot_and_says_so(
     price: the catalog lists dated snapshots alone."""
     catalog = PriceCatalog.default()
     assert catalog.lookup("openai/GPT-4o").input == catalog.lookup("gpt-4o-2024-08-06").input
-    assert catalog.lookup("claude-3-haiku") is not None
+    assert catalog.lookup("anthropic/claude-3-5-sonnet-latest").source.endswith(
+        "listed as claude-3-5-sonnet-20240620")
     assert catalog.lookup("gpt-4") is None  # no snapshot date to fold: gpt-4-0314 is not one
     # A user's newer snapshot is the alias's price.
     prices = tmp_path / "prices.csv"

@@ -156,8 +156,9 @@ class PriceCatalog:
 
     def lookup(self, model: str) -> Price | None:
         """The price of a model by exact name, then normalized, then without its org prefix,
-        then, for a name without a snapshot date (the provider's alias, ``gpt-4o``), its
-        latest dated snapshot listed; a price found under another name says which."""
+        then, for a name without a snapshot date (the provider's alias, ``gpt-4o`` or
+        ``claude-3-5-sonnet-latest``), its latest dated snapshot listed; a price found under
+        another name says which."""
         if model in self.prices:
             return self.prices[model]
         keys = (normalize_name(model), _short_name(model))
@@ -165,8 +166,9 @@ class PriceCatalog:
             for name, price in self.prices.items():
                 if key in (normalize_name(name), _short_name(name)):
                     return price
+        aliases = {k.removesuffix("-latest") for k in keys}  # claude-3-5-sonnet-latest
         snapshots = sorted((dated[1], name) for name in self.prices
-                           if (dated := _undated(_short_name(name))) and dated[0] in keys)
+                           if (dated := _undated(_short_name(name))) and dated[0] in aliases)
         if not snapshots:
             return None
         name = snapshots[-1][1]
