@@ -16,7 +16,8 @@ def gw(tmp_path_factory):
         config = write_config(tmp / "gateway.toml", up, {
             "weak": {"remote_name": "unsure", "price_in": 0.1, "price_out": 0.1},
             "strong": {"remote_name": "ok", "price_in": 5.0, "price_out": 15.0},
-            "acme/fast": {"remote_name": "ok"},  # a provider-prefixed name, as LiteLLM's
+            # A provider-prefixed name, as LiteLLM's; its key from a variable not set.
+            "acme/fast": {"remote_name": "ok", "api_key_env": "TRIAGE_TEST_UNSET_KEY"},
         }, extra="""
 [gateway]
 request_log = ""
@@ -67,6 +68,13 @@ def test_one_model_or_policy_is_retrieved_by_name_and_health_answers_head(gw, cl
     with pytest.raises(openai.NotFoundError, match="no policy or model 'gpt-9'"):
         client.models.retrieve("gpt-9")
     assert httpx.head(f"{gw.url}/health").status_code == 200
+
+
+def test_the_start_says_which_models_key_variable_is_not_set(gw):
+    """A key variable not set was found at the first call, as the upstream's 401."""
+    said = " ".join(gw.output().split())
+    assert "warning: $TRIAGE_TEST_UNSET_KEY is not set: calls to acme/fast go without an " \
+           "API key" in said
 
 
 def test_text_completions_endpoint(client):

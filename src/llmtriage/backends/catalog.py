@@ -155,6 +155,15 @@ class Catalog(BaseModel):
     def names(self) -> list[str]:
         return [m.name for m in self.models]
 
+    def unset_keys(self) -> dict[str, list[str]]:
+        """Each ``api_key_env`` variable that is unset or empty here, with the models that
+        name it: their calls would go without a key, and fail only when made."""
+        unset: dict[str, list[str]] = {}
+        for m in self.models:
+            if m.api_key is None and m.api_key_env and not os.environ.get(m.api_key_env):
+                unset.setdefault(m.api_key_env, []).append(m.name)
+        return unset
+
     def select(self, names: list[str]) -> Catalog:
         if not names:
             raise DataError(f"no model named; the catalog has {self.names()}")

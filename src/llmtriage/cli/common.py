@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from llmtriage.data.errors import DataError
 from llmtriage.data.loaders import load_table, parse_source
 from llmtriage.data.prices import PriceCatalog
 from llmtriage.data.table import OutcomeTable
+
+if TYPE_CHECKING:
+    from llmtriage.backends.catalog import Catalog
 
 # Piped output gets a wide page instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -136,7 +139,14 @@ def policy_params(entries: list[str] | None, kinds: list[str] | None = None
     return out
 
 
-def model_catalog(path: Path | None, models: str | None):  # noqa: ANN202
+def warn_unset_keys(catalog: Catalog) -> None:
+    """Say, before any call, which models' API key variables are not set."""
+    for variable, names in catalog.unset_keys().items():
+        err.print(f"[yellow]warning:[/] ${escape(variable)} is not set: calls to "
+                  f"{escape(', '.join(names))} go without an API key")
+
+
+def model_catalog(path: Path | None, models: str | None) -> Catalog:
     """The catalog at ``path`` (default: the embedded ladder), keeping the named models."""
     from llmtriage.backends.catalog import load_catalog
 
