@@ -358,6 +358,31 @@ def test_a_providers_undated_alias_is_priced_as_its_latest_snapshot_and_says_so(
                for n in table.notes)
 
 
+def test_litellms_price_map_is_a_price_file(tmp_path):
+    """LiteLLM's model_prices_and_context_window.json (USD per token, beside its sample_spec
+    and entries priced per pixel) was refused: "models: Field required"."""
+    prices = tmp_path / "model_prices_and_context_window.json"
+    prices.write_text(json.dumps({
+        "sample_spec": {"max_tokens": "LEGACY parameter", "input_cost_per_token": 0.0,
+                        "output_cost_per_token": 0.0, "mode": "one of chat, embedding"},
+        "gpt-4o": {"input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+                   "litellm_provider": "openai", "mode": "chat"},
+        "dall-e-3": {"input_cost_per_pixel": 2.4414e-07, "mode": "image_generation"},
+        "my-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}))
+    catalog = PriceCatalog.from_file(prices)
+    assert set(catalog.prices) == {"gpt-4o", "my-model"}
+    assert (catalog.prices["gpt-4o"].input, catalog.prices["gpt-4o"].output) == (2.5, 10.0)
+    path = write_csv(tmp_path, BAD["unknown model"][0])
+    table = load_table(str(path), prices=catalog)
+    assert table.cost_usd[0, 0] == pytest.approx((0.5 * 1.0 + 1.25 * 2.0) / 1e6)
+    assert any(n.startswith("price my-model") and "LiteLLM's price map" in n
+               for n in table.notes)
+    prices.write_text(json.dumps({"gpt-4o": {"input_cost_per_token": -1e-06,
+                                             "output_cost_per_token": 1e-05}}))
+    with pytest.raises(DataError, match="model 'gpt-4o'"):
+        PriceCatalog.from_file(prices)
+
+
 def test_columns_other_tools_write_are_read_as_the_ones_they_name(tmp_path):
     """OpenAI's usage names and a confidence named by its statistic were left unread: the
     cost was priced from text lengths, and no cascade could be fitted."""

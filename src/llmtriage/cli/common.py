@@ -40,8 +40,9 @@ SourceArg = Annotated[
 TaskOpt = Annotated[str | None, typer.Option(help="Keep one task (ZeroEval: gsm, crux, math-l5).")]
 PricesOpt = Annotated[
     Path | None,
-    typer.Option(help="Prices overriding the built-in catalog (JSON like it, or CSV "
-                      "model,input,output in USD per 1M tokens)."),
+    typer.Option(help="Prices overriding the built-in catalog (JSON like it, CSV "
+                      "model,input,output in USD per 1M tokens, or LiteLLM's "
+                      "model_prices_and_context_window.json)."),
 ]
 
 

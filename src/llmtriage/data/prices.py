@@ -91,7 +91,8 @@ class PriceCatalog:
 
     @classmethod
     def from_file(cls, path: str | Path) -> PriceCatalog:
-        """Read a JSON catalog (the shipped format) or a CSV with model,input,output."""
+        """Read a JSON catalog (the shipped format, or LiteLLM's price map) or a CSV with
+        model,input,output."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"price file {path} does not exist")
@@ -131,7 +132,7 @@ class PriceCatalog:
     @classmethod
     def _from_json(cls, data: object, origin: str) -> PriceCatalog:
         try:
-            checked = PriceFile.model_validate(data)
+            checked = PriceFile.model_validate(_from_litellm(data, origin))
         except ValidationError as exc:
             raise DataError(f"price catalog {origin}: {faults(exc.errors())}") from None
         prices = {}
@@ -194,6 +195,30 @@ class PriceCatalog:
             + (f" (as of {p.as_of})" if p.as_of else "")
             for m, p in used.items()
         ]
+
+
+#: LiteLLM's price map prices a token, this catalog a million.
+_LITELLM = ("input_cost_per_token", "output_cost_per_token")
+
+
+def _from_litellm(data: object, origin: str) -> object:
+    """LiteLLM's price map (``model_prices_and_context_window.json``: model -> per-token
+    costs, beside its ``sample_spec``) in this catalog's shape; any other data unchanged.
+    Its entries without both per-token costs (images, audio, per-second pricing) are left
+    out: they price no text tokens."""
+    if not isinstance(data, dict) or "models" in data or not any(
+            isinstance(v, dict) and _LITELLM[0] in v for v in data.values()):
+        return data
+    models = {}
+    for name, entry in data.items():
+        if name == "sample_spec" or not isinstance(entry, dict):
+            continue
+        costs = [entry.get(k) for k in _LITELLM]
+        if all(isinstance(c, int | float) and not isinstance(c, bool) for c in costs):
+            models[name] = {"input": float(f"{costs[0] * 1e6:.12g}"),
+                            "output": float(f"{costs[1] * 1e6:.12g}"),
+                            "source": f"{origin} (LiteLLM's price map)"}
+    return {"models": models}
 
 
 def tokens_from_chars(chars: np.ndarray) -> np.ndarray:
