@@ -18,6 +18,7 @@ def gw(tmp_path_factory):
             "strong": {"remote_name": "ok", "price_in": 5.0, "price_out": 15.0},
             # A provider-prefixed name, as LiteLLM's; its key from a variable not set.
             "acme/fast": {"remote_name": "ok", "api_key_env": "TRIAGE_TEST_UNSET_KEY"},
+            "gpt-4o": {"remote_name": "ok"},  # no price given, the table knows one
         }, extra="""
 [gateway]
 request_log = ""
@@ -70,11 +71,16 @@ def test_one_model_or_policy_is_retrieved_by_name_and_health_answers_head(gw, cl
     assert httpx.head(f"{gw.url}/health").status_code == 200
 
 
-def test_the_start_says_which_models_key_variable_is_not_set(gw):
-    """A key variable not set was found at the first call, as the upstream's 401."""
+def test_the_start_says_which_key_variable_is_not_set_and_which_model_has_no_price(gw):
+    """A key variable not set was found at the first call, as the upstream's 401; a model
+    without a price was counted free by every budget and cost-aware policy, silently."""
     said = " ".join(gw.output().split())
     assert "warning: $TRIAGE_TEST_UNSET_KEY is not set: calls to acme/fast go without an " \
            "API key" in said
+    assert "model acme/fast has no price_in or price_out: its calls count as free" in said
+    assert "model gpt-4o has no price_in or price_out: its calls count as free (the " \
+           "built-in table lists gpt-4o at $2.5 / $10 per 1M tokens)" in said
+    assert "model weak has no price" not in said
 
 
 def test_text_completions_endpoint(client):

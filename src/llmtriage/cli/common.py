@@ -140,11 +140,23 @@ def policy_params(entries: list[str] | None, kinds: list[str] | None = None
     return out
 
 
-def warn_unset_keys(catalog: Catalog) -> None:
-    """Say, before any call, which models' API key variables are not set."""
+def warn_catalog(catalog: Catalog) -> None:
+    """Say, before any call, which models' API key variables are not set, and which HTTP
+    models have no price (their calls would count as free in costs, budgets and every
+    cost-aware policy), with the built-in table's price where it knows the model."""
     for variable, names in catalog.unset_keys().items():
         err.print(f"[yellow]warning:[/] ${escape(variable)} is not set: calls to "
                   f"{escape(', '.join(names))} go without an API key")
+    table = PriceCatalog.default()
+    for spec in catalog.models:
+        if spec.backend != "openai" or spec.price_in or spec.price_out:
+            continue
+        named = [n for n in (spec.remote_name, spec.name) if n and table.lookup(n)]
+        known = table.lookup(named[0]) if named else None
+        hint = (f" (the built-in table lists {named[0]} at ${known.input:g} / "
+                f"${known.output:g} per 1M tokens)" if known else "")
+        err.print(f"[yellow]warning:[/] model {escape(spec.name)} has no price_in or "
+                  f"price_out: its calls count as free{escape(hint)}")
 
 
 def model_catalog(path: Path | None, models: str | None) -> Catalog:

@@ -14,7 +14,7 @@ from llmtriage.cli.common import (
     fail,
     model_catalog,
     user_errors,
-    warn_unset_keys,
+    warn_catalog,
     writable,
 )
 
@@ -58,7 +58,7 @@ def serve(
         settings = cfg.gateway
         gateway, policies = build_gateway(cfg, cat)
         sock = listening_socket(host, port)
-    warn_unset_keys(cat)
+    warn_catalog(cat)
     if not cfg.keys and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] no API keys configured and listening on {host}: "
                   "anyone who can reach it can spend on your models")

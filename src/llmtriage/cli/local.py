@@ -19,7 +19,7 @@ from llmtriage.cli.common import (
     fail,
     model_catalog,
     user_errors,
-    warn_unset_keys,
+    warn_catalog,
     writable,
 )
 from llmtriage.policies.base import Policy, Trace
@@ -82,7 +82,7 @@ def collect(
     writable(out, reads=[catalog, None if probes == "builtin" else Path(probes)])
     with user_errors():
         cat = model_catalog(catalog, models)
-        warn_unset_keys(cat)
+        warn_catalog(cat)
         chosen = collection.sample(load_probes(probes), sample)
         if ray is not None:
             from llmtriage.backends.ray_cluster import RayModels
@@ -169,7 +169,7 @@ def ask(
             cat = model_catalog(catalog, models)
         else:
             cat = cfg.catalog()
-        warn_unset_keys(cat)
+        warn_catalog(cat)
         fitted = fitted_default(cat.names()) if config is None and threshold is None else None
         if fitted is not None:
             name, chosen = "triage", fitted
