@@ -147,10 +147,10 @@ def warn_catalog(catalog: Catalog) -> None:
     for variable, names in catalog.unset_keys().items():
         err.print(f"[yellow]warning:[/] ${escape(variable)} is not set: calls to "
                   f"{escape(', '.join(names))} go without an API key")
-    table = PriceCatalog.default()
-    for spec in catalog.models:
-        if spec.backend != "openai" or spec.price_in or spec.price_out:
-            continue
+    unpriced = [m for m in catalog.models
+                if m.backend == "openai" and not (m.price_in or m.price_out)]
+    table = PriceCatalog.default() if unpriced else PriceCatalog({})
+    for spec in unpriced:
         named = [n for n in (spec.remote_name, spec.name) if n and table.lookup(n)]
         known = table.lookup(named[0]) if named else None
         hint = (f" (the built-in table lists {named[0]} at ${known.input:g} / "
