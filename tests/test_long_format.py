@@ -114,6 +114,19 @@ def test_a_study_written_with_family_names_runs_the_kinds_they_stand_for(llmrout
     assert len(routing) > 1 and routing["calls_per_query"].max() > 1
 
 
+def test_router_kinds_are_read_once_without_spaces():
+    """Cascade routing took --router's first name unstripped: ' mlp' was no kind."""
+    from llmtriage.cli.replay import family_shorthands, router_kinds
+
+    routers = router_kinds(" mlp, knn ")
+    assert routers == ("mlp", "knn")
+    assert family_shorthands(["cascade-routing", "router"], routers) == (
+        ["cascade-routing", "mlp", "knn"], ["-p router: ran mlp, knn"])
+    assert family_shorthands(["cascade", "router"], router_kinds(None)) == (
+        ["calibrated-cascade", "knn", "logistic"],
+        ["-p cascade: ran calibrated-cascade", "-p router: ran knn, logistic"])
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_round_trip(data_dir, tmp_path, suffix):
     table = load_table(str(data_dir / "arena_bench_v1"))

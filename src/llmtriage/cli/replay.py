@@ -81,10 +81,11 @@ def bench(
             image_format(plot_out)
     with user_errors():
         table = load_data(source, task, prices, seed)
-        kinds, shorthand = family_shorthands(list(policy or []), router)
+        routers = router_kinds(router)
+        kinds, shorthand = family_shorthands(list(policy or []), routers)
         params = policy_params(param, kinds)
-        if router is not None and "cascade-routing" in kinds:
-            params.setdefault("cascade-routing", {}).setdefault("router", router.split(",")[0])
+        if routers and "cascade-routing" in kinds:
+            params.setdefault("cascade-routing", {}).setdefault("router", routers[0])
         policies = _policies(table, kinds, params)
         for path in policy_file or []:
             policies.append(load_policy(path))
@@ -181,14 +182,20 @@ ModelsOpt = Annotated[
 FAMILIES = {"cascade": ("calibrated-cascade",), "router": ("knn", "logistic")}
 
 
-def family_shorthands(kinds: list[str], router: str | None) -> tuple[list[str], list[str]]:
+def router_kinds(router: str | None) -> tuple[str, ...]:
+    """The kinds ``--router`` names (none when it is not given)."""
+    routers = tuple(r.strip() for r in router.split(",") if r.strip()) if router else ()
+    if router is not None and not routers:
+        fail("--router names no router kind")
+    return routers
+
+
+def family_shorthands(kinds: list[str], routers: tuple[str, ...]
+                      ) -> tuple[list[str], list[str]]:
     """The kinds with the family shorthands spelled out (``cascade``: the calibrated
     cascade, the default cascade; ``router``: the ``--router`` kinds), and a note per
     shorthand saying what ran, so that a study written with family names reads the same
     kinds everywhere else (configs and artifacts take kinds only)."""
-    routers = tuple(r.strip() for r in router.split(",") if r.strip()) if router else None
-    if router is not None and not routers:
-        fail("--router names no router kind")
     if routers and "router" not in kinds and "cascade-routing" not in kinds:
         fail("--router says which routers `-p router` (and cascade routing) use; give -p "
              "router or -p cascade-routing with it")
