@@ -149,12 +149,14 @@ def warn_catalog(catalog: Catalog) -> None:
                   f"{escape(', '.join(names))} go without an API key")
     unpriced = [m for m in catalog.models
                 if m.backend == "openai" and not (m.price_in or m.price_out)]
-    table = PriceCatalog.default() if unpriced else PriceCatalog({})
+    if not unpriced:
+        return
+    table = PriceCatalog.default()
     for spec in unpriced:
-        named = [n for n in (spec.remote_name, spec.name) if n and table.lookup(n)]
-        known = table.lookup(named[0]) if named else None
-        hint = (f" (the built-in table lists {named[0]} at ${known.input:g} / "
-                f"${known.output:g} per 1M tokens)" if known else "")
+        known = next(((n, p) for n in (spec.remote_name, spec.name)
+                      if n and (p := table.lookup(n)) is not None), None)
+        hint = (f" (the built-in table lists {known[0]} at ${known[1].input:g} / "
+                f"${known[1].output:g} per 1M tokens)" if known else "")
         err.print(f"[yellow]warning:[/] model {escape(spec.name)} has no price_in or "
                   f"price_out: its calls count as free{escape(hint)}")
 

@@ -215,8 +215,8 @@ def _from_litellm(data: object, origin: str) -> object:
             continue
         costs = [entry.get(k) for k in _LITELLM]
         if all(isinstance(c, int | float) and not isinstance(c, bool) for c in costs):
-            models[name] = {"input": float(f"{costs[0] * 1e6:.12g}"),
-                            "output": float(f"{costs[1] * 1e6:.12g}"),
+            models[name] = {**{side: float(f"{cost * 1e6:.12g}")
+                               for side, cost in zip(("input", "output"), costs, strict=True)},
                             "source": f"{origin} (LiteLLM's price map)"}
     return {"models": models}
 
