@@ -649,3 +649,64 @@ def test_the_command_list_reads_as_sentences():
                for row in rows), run.stdout
     assert any("ask Answer one question through the policy fitted on the embedded ladder's "
                "recording (or a threshold cascade" in row for row in rows), run.stdout
+
+
+def test_a_log_with_failed_calls_keeps_its_complete_cases_when_asked(llmrouter_table,
+                                                                    tmp_path):
+    """A real log has holes: calls that timed out, a model tried on a few prompts only.
+    Refused by default (a hole may be a misspelt model name); ``--missing drop`` keeps the
+    models that answered 90% of prompts and the prompts they all answered, says so, and
+    moves no outcome from its cell."""
+    path = tmp_path / "support-bot.csv"
+    rows = unseen_nine_model_file(llmrouter_table, path)
+    rng = np.random.default_rng(3)
+    models = sorted(rows["model"].unique())
+    trial = rows["model"] == models[0]  # a model tried on a third of the prompts
+    timed_out = (rows["model"] == models[1]) & (rng.random(len(rows)) < 0.05)
+    failed = trial & (rng.random(len(rows)) < 2 / 3) | timed_out
+    rows[~failed].to_csv(path, index=False)
+    with pytest.raises(DataError, match="--missing drop keeps the complete cases"):
+        load_table(str(path))
+    table = load_table(str(path), missing="drop")
+    assert models[0] not in table.models and table.n_models == 8
+    lost = set(rows.loc[timed_out, "prompt_id"])
+    assert table.n_prompts == rows["prompt_id"].nunique() - len(lost)
+    assert not lost & set(table.prompt_ids)
+    share = sum(1 - failed[trial]) / trial.sum()
+    assert f"dropped model {models[0]}: outcomes for only {share:.0%} of prompts" in table.notes
+    assert any(f"dropped {len(lost)} of " in n for n in table.notes)
+    kept = rows[~failed & ~rows["prompt_id"].isin(lost) & (rows["model"] != models[0])]
+    pick = kept.iloc[len(kept) // 2]
+    i, j = list(table.prompt_ids).index(pick["prompt_id"]), table.model_index(pick["model"])
+    assert table.quality[i, j] == pytest.approx(pick["quality"])
+    assert table.latency_ms[i, j] == pytest.approx(pick["latency_ms"])
+
+
+def test_dropping_holes_still_names_a_bad_entry_by_its_row_in_the_file(tmp_path):
+    path = write_csv(tmp_path, "prompt_id,model,quality,cost_usd\np1,a,1,.1\np2,a,0,.1\n"
+                               "p2,b,0,.2\np3,a,1,.1\np3,b,1,twelve\n")
+    with pytest.raises(DataError, match="non-number 'twelve' \\(data row 5\\)"):
+        load_table(str(path), missing="drop")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["data", "{holes}"], "every prompt needs an outcome for every model; 1 missing"),
+    (["data", "{holes}", "--missing", "wrong"], "long data takes missing=refuse or drop, "
+                                                "not 'wrong'"),
+    (["data", "routerbench:{data}/routerbench", "--missing", "refuse"],
+     "routerbench data takes missing=drop"),
+])
+def test_missing_outcomes_are_refused_or_dropped_as_the_format_allows(data_dir, tmp_path,
+                                                                      args, says):
+    # Ten prompts, model b's call on the last one failed.
+    holes = write_csv(tmp_path, "prompt_id,model,quality,cost_usd\n" + "".join(
+        f"p{i},a,1,.1\n" + f"p{i},b,0,.2\n" * (i < 9) for i in range(10)))
+    filled = [a.format(holes=holes, data=data_dir) for a in args]
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", *filled],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert says in " ".join(run.stderr.split()), run.stderr
+    run = subprocess.run([sys.executable, "-m", "llmtriage.cli", "data", str(holes),
+                          "--missing", "drop"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "9 prompts x 2 models" in run.stdout and "dropped 1 of 10 prompts" in run.stdout

@@ -44,6 +44,13 @@ PricesOpt = Annotated[
                       "model,input,output in USD per 1M tokens, or LiteLLM's "
                       "model_prices_and_context_window.json)."),
 ]
+MissingOpt = Annotated[
+    str | None,
+    typer.Option("--missing", help="A prompt without an outcome for every model: refuse "
+                 "(long-format files' default), drop (keep the complete cases: models with "
+                 "90% of prompts or more, then the prompts they all answered; ZeroEval's "
+                 "default) or wrong (ZeroEval: scored 0).", show_default=False),
+]
 
 
 CatalogOpt = Annotated[
@@ -55,10 +62,11 @@ ModelsOpt = Annotated[
 ]
 
 
-def load_data(source: str, task: str | None, prices: Path | None, seed: int = 0) -> OutcomeTable:
+def load_data(source: str, task: str | None, prices: Path | None, seed: int = 0,
+              missing: str | None = None) -> OutcomeTable:
     """A data source (``FORMAT:PATH``), priced by the file at ``prices`` where one is given."""
     catalog = PriceCatalog.from_file(prices) if prices else None
-    return load_table(source, task=task, prices=catalog, seed=seed)
+    return load_table(source, task=task, prices=catalog, seed=seed, missing=missing)
 
 
 def fail(message: str) -> NoReturn:

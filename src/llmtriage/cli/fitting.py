@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from llmtriage.cli.common import (
+    MissingOpt,
     PricesOpt,
     SourceArg,
     Split,
@@ -48,6 +49,7 @@ def fit(
         "out in turn: prefer what travels to unseen tasks); default 3.")] = None,
     task: TaskOpt = None,
     prices: PricesOpt = None,
+    missing: MissingOpt = None,
 ) -> None:
     """Fit a policy on a data set's train split and save it (arrays + JSON, no pickle): the
     object `bench --policy-file` replays and `serve` runs. With --objective, the policy is
@@ -64,7 +66,7 @@ def fit(
               "its own)")
     _artifact_out(out)
     with user_errors():
-        table = load_data(source, task, prices)
+        table = load_data(source, task, prices, missing=missing)
         context = registry.Context(table.models, table.split(TRAIN))
         if objective is not None:
             from llmtriage.policies.search.crossval import FOLDS
@@ -145,6 +147,7 @@ def tune(
              "or all.")] = "test",
     task: TaskOpt = None,
     prices: PricesOpt = None,
+    missing: MissingOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write the tuned router here.")] = None,
 ) -> None:
     """Choose a router's lam to meet a target on held-out data, with its uncertainty."""
@@ -160,7 +163,7 @@ def tune(
         if not isinstance(policy, QualityRouter):
             fail(f"{artifact} holds a {policy.name} policy; tune sets a router's lam "
                   "(knn, logistic, mlp, mf, sw-ranking, task-mean)")
-        table = load_data(source, task, prices).split(split)
+        table = load_data(source, task, prices, missing=missing).split(split)
         table = table.select_models(list(policy.models_))
         result = meet_target(policy, table, target, value)
         if out:

@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from llmtriage.cli.common import (
+    MissingOpt,
     PricesOpt,
     SourceArg,
     Split,
@@ -49,6 +50,7 @@ def bench(
                               "Repeatable.")] = None,
     split: Annotated[Split, typer.Option(help="Split to evaluate on.")] = "test",
     prices: PricesOpt = None,
+    missing: MissingOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write records here.")] = None,
     plot_out: Annotated[Path | None, typer.Option(
         "--plot", help="Write a plot here (.png, .svg or .pdf).")] = None,
@@ -80,7 +82,7 @@ def bench(
         with user_errors():
             image_format(plot_out)
     with user_errors():
-        table = load_data(source, task, prices, seed)
+        table = load_data(source, task, prices, seed, missing)
         routers = router_kinds(router)
         kinds, shorthand = family_shorthands(list(policy or []), routers)
         params = policy_params(param, kinds)
@@ -130,10 +132,11 @@ def policies() -> None:
     console.print(t)
 
 
-def data(source: SourceArg, task: TaskOpt = None, prices: PricesOpt = None) -> None:
+def data(source: SourceArg, task: TaskOpt = None, prices: PricesOpt = None,
+         missing: MissingOpt = None) -> None:
     """Describe a data set: its models, their mean quality and cost, and the prices used."""
     with user_errors():
-        table = load_data(source, task, prices)
+        table = load_data(source, task, prices, missing=missing)
     sizes = ", ".join(f"{k} {v}" for k, v in table.split_sizes().items())
     console.print(f"[bold]{table.name}[/]: {table.n_prompts} prompts x {table.n_models} models; "
                   f"tasks {sorted(set(table.tasks))}; splits {sizes}")
@@ -158,11 +161,11 @@ def data(source: SourceArg, task: TaskOpt = None, prices: PricesOpt = None) -> N
 
 def convert(source: SourceArg, out: Annotated[Path, typer.Argument(
         help="Output file: .csv, .jsonl or .parquet.")], task: TaskOpt = None,
-        prices: PricesOpt = None) -> None:
+        prices: PricesOpt = None, missing: MissingOpt = None) -> None:
     """Write any supported data set in Triage's generic long format."""
     writable(out, reads=[source, prices])
     with user_errors():
-        table = load_data(source, task, prices)
+        table = load_data(source, task, prices, missing=missing)
         path = write_long(table, out)
     console.print(f"wrote {path}: {table.n_prompts} prompts x {table.n_models} models")
     for note in split_notes(table.notes):  # splits the file holds the source did not give

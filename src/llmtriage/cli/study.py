@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from llmtriage.cli.common import (
+    MissingOpt,
     PricesOpt,
     console,
     err,
@@ -48,6 +49,7 @@ def report(
     embedder: Annotated[str | None, typer.Option(
         help="The routers' query features: minilm (default) or hashing (instant).")] = None,
     prices: PricesOpt = None,
+    missing: MissingOpt = None,
 ) -> None:
     """The characterization study: every technique family searched on each data set's train
     split, scored on its test split (and leave-one-task-out), written as HTML and Markdown
@@ -67,7 +69,7 @@ def report(
     with user_errors():
         sets = []
         for (source, task), label in zip(parts, labels, strict=True):
-            sets.append((label, load_data(source, task or None, prices)))
+            sets.append((label, load_data(source, task or None, prices, missing=missing)))
         total = sum(count_candidates(table, held_out) for _, table in sets)
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} candidates"),

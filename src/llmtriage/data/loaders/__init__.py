@@ -16,6 +16,11 @@ from llmtriage.data.splits import assign_missing_splits, decontaminate
 from llmtriage.data.table import OutcomeTable
 
 FORMATS = ("routerbench", "routellm", "zeroeval", "llmrouter", "arena", "long")
+#: What each format can do with a prompt lacking some model's outcome, its default first:
+#: ``refuse`` it (naming the first), ``drop`` the incomplete models (under 90% of prompts
+#: answered) and then prompts, or score the hole ``wrong`` (0, as ZeroEval's official
+#: summaries count it). The published wide formats not named here always drop.
+MISSING = {"long": ("refuse", "drop"), "zeroeval": ("drop", "wrong")}
 
 
 def sniff(path: Path) -> str:
@@ -61,19 +66,29 @@ def load_table(
     prices: PriceCatalog | None = None,
     test_fraction: float = 0.3,
     seed: int = 0,
+    missing: str | None = None,
 ) -> OutcomeTable:
-    """Load a source; prompts with no split get one by hash (``test_fraction`` to test)."""
+    """Load a source; prompts with no split get one by hash (``test_fraction`` to test).
+
+    ``missing``: what becomes of a prompt without an outcome for every model, where the
+    format has a choice (see :data:`MISSING`); ``None`` is the format's default, its first."""
     fmt, path = parse_source(source)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     fmt = fmt or sniff(path)
+    choices = MISSING.get(fmt, ("drop",))
+    if missing is not None and missing not in choices:
+        raise DataError(f"{path}: {fmt} data takes missing={' or '.join(choices)}, not "
+                        f"{missing!r}")
+    missing = missing or choices[0]
     readers: dict[str, Callable[[], OutcomeTable]] = {
         "routerbench": lambda: routerbench.load(path),
         "routellm": lambda: routellm.load(path, prices=prices),
-        "zeroeval": lambda: zeroeval.load(path, task=task or "gsm", prices=prices),
+        "zeroeval": lambda: zeroeval.load(path, task=task or "gsm", prices=prices,
+                                          missing=missing),
         "llmrouter": lambda: llmrouter.load(path, prices=prices),
         "arena": lambda: arena.load(path, prices=prices),
-        "long": lambda: generic.load(path, prices=prices),
+        "long": lambda: generic.load(path, prices=prices, missing=missing),
     }
     try:
         table = readers[fmt]()
@@ -87,4 +102,4 @@ def load_table(
     return decontaminate(assign_missing_splits(table, test_fraction=test_fraction, seed=seed))
 
 
-__all__ = ["FORMATS", "load_table", "parse_source", "sniff"]
+__all__ = ["FORMATS", "MISSING", "load_table", "parse_source", "sniff"]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from llmtriage.data.errors import DataError, misspelt
 from llmtriage.data.files import write_atomic
+from llmtriage.data.loaders._wide import MIN_MODEL_COVERAGE
 from llmtriage.data.prices import PriceCatalog, derive_costs, tokens_from_chars
 from llmtriage.data.table import OUTCOME_COLUMNS, OutcomeTable
 
@@ -194,15 +195,23 @@ def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return frame
 
 
-def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTable:
+def load(path: str | Path, *, prices: PriceCatalog | None = None,
+         missing: str = "refuse") -> OutcomeTable:
+    """``missing="refuse"`` (the default) refuses a prompt without an outcome for every
+    model, naming the first; ``"drop"`` keeps the complete cases as ZeroEval's loader does
+    (models with outcomes for under 90% of prompts, then prompts still lacking one), and
+    the table's notes say what went."""
+    if missing not in ("refuse", "drop"):
+        raise DataError(f"missing must be 'refuse' or 'drop' for a long-format file, not "
+                        f"{missing!r}")
     path = Path(path)
     frame = read_frame(path).rename(columns=lambda c: str(c).strip().lower())
     frame, aliased = _aliased(frame, path)
     frame = _checked(frame, path)
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
+    absent = [c for c in REQUIRED if c not in frame.columns]
+    if absent:
         raise DataError(
-            f"{path}: missing required column(s) {missing}; the long format needs "
+            f"{path}: missing required column(s) {absent}; the long format needs "
             f"{list(REQUIRED)} (found {list(frame.columns)})"
         )
     frame = frame.reset_index(drop=True)
@@ -224,6 +233,13 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
             f"{frame['model'][row]!r} (data row {row + 1})"
         )
 
+    # Read before any rows are dropped, so that a bad entry is named by its row in the file.
+    flat = {c: numeric_column(frame, c, path) for c in OUTCOME_COLUMNS if c in frame.columns}
+    dropped: list[str] = []
+    if missing == "drop":
+        kept, dropped = _complete_cases(frame, path)
+        frame, quality = frame.loc[kept].reset_index(drop=True), quality[kept]
+        flat = {c: values[kept] for c, values in flat.items()}
     prompt_codes, prompt_ids = pd.factorize(frame["prompt_id"], sort=False)
     model_codes, models = pd.factorize(frame["model"], sort=False)
     n, m = len(prompt_ids), len(models)
@@ -234,7 +250,8 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         j = int(np.flatnonzero(np.bincount(model_codes[prompt_codes == i], minlength=m) == 0)[0])
         raise DataError(
             f"{path}: every prompt needs an outcome for every model; {n * m - len(frame)} "
-            f"missing, first: prompt {prompt_ids[i]!r}, model {models[j]!r}"
+            f"missing, first: prompt {prompt_ids[i]!r}, model {models[j]!r} (--missing "
+            "drop keeps the complete cases)"
         )
 
     def wide(values: np.ndarray) -> np.ndarray:
@@ -242,9 +259,7 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         out[prompt_codes, model_codes] = values
         return out
 
-    outcomes = {
-        c: wide(numeric_column(frame, c, path)) for c in OUTCOME_COLUMNS if c in frame.columns
-    }
+    outcomes = {c: wide(values) for c, values in flat.items()}
     first = np.zeros(n, dtype=np.int64)
     first[prompt_codes[::-1]] = np.arange(len(frame))[::-1]
     per_prompt = {
@@ -255,7 +270,7 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
         responses = np.empty((n, m), dtype=object)
         responses[prompt_codes, model_codes] = frame["response"].fillna("").astype(str).to_numpy()
 
-    notes = [f"source: long-format file {path}", *aliased]
+    notes = [f"source: long-format file {path}", *aliased, *dropped]
     signal = None
     if "confidence_signal" in frame.columns:
         names = frame["confidence_signal"].dropna().astype(str).unique()
@@ -290,6 +305,29 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None) -> OutcomeTabl
                                  "routers, which read it, are neither fitted nor replayed on "
                                  f"this table{hint}")
     return table
+
+
+def _complete_cases(frame: pd.DataFrame, path: Path) -> tuple[np.ndarray, list[str]]:
+    """The rows to keep: those of the models with outcomes for at least 90% of prompts, on
+    the prompts every one of them answered; and notes saying what was dropped. Counted
+    from the rows, never a prompts x models mask (a sparse file would make that
+    gigabytes)."""
+    n = frame["prompt_id"].nunique()
+    coverage = frame.groupby("model", sort=False)["prompt_id"].nunique() / n
+    weak = coverage[coverage < MIN_MODEL_COVERAGE]
+    notes = [f"dropped model {model}: outcomes for only {share:.0%} of prompts"
+             for model, share in weak.items()]
+    kept = ~frame["model"].isin(weak.index).to_numpy()
+    per_prompt = frame.loc[kept].groupby("prompt_id", sort=False)["model"].size()
+    complete = per_prompt.index[per_prompt == len(coverage) - len(weak)]
+    kept &= frame["prompt_id"].isin(complete).to_numpy()
+    if not kept.any():
+        raise DataError(f"{path}: no prompt has an outcome for every model that answered "
+                        f"90% of prompts or more; nothing is left to compare")
+    lost = n - len(complete)
+    if lost:
+        notes.append(f"dropped {lost} of {n} prompts with a missing outcome (--missing drop)")
+    return kept, notes
 
 
 def _derive_cost(outcomes, per_prompt, responses, models, prices, path):
