@@ -38,6 +38,21 @@ def test_routerbench_pickle_loads_like_its_csv(data_dir, tmp_path):
     np.testing.assert_allclose(from_pickle.cost_usd, from_csv.cost_usd)
 
 
+def test_routerbench_counts_mmlus_subjects_as_one_task(data_dir, tmp_path):
+    """The published pickle names each MMLU subject as an eval; RouterBench's tables count
+    MMLU as one task, and so does the loader, so that a held-out task is a benchmark."""
+    frame = pd.read_csv(data_dir / "routerbench" / "arc_challenge_test.csv")
+    subjects = np.array(["mmlu-anatomy", "mmlu-astronomy", "mmlu-virology"])
+    frame.loc[frame.index[::2], "eval_name"] = subjects[np.arange(len(frame))[::2] % 3]
+    frame.to_pickle(tmp_path / "routerbench_0shot.pkl")
+    table = load_table(str(tmp_path / "routerbench_0shot.pkl"))
+    assert sorted(set(table.tasks)) == ["arc-challenge", "mmlu"]
+    assert ("3 MMLU subjects (mmlu-*) counted as one task, mmlu, as RouterBench reports it"
+            in table.notes)
+    mmlu = load_table(str(tmp_path / "routerbench_0shot.pkl"), task="mmlu")
+    assert mmlu.n_prompts == (table.tasks == "mmlu").sum() > 200
+
+
 class _Payload:
     def __init__(self, target):
         self.target = target

@@ -43,7 +43,10 @@ def from_frame(
     response_cols = [f"{m}|model_response" for m in models]
     if all(c in frame.columns for c in response_cols):
         responses = frame[response_cols].fillna("").astype(str).to_numpy(dtype=object)
-    tasks = frame["eval_name"].astype(str).to_numpy() if "eval_name" in frame else name
+    tasks: str | np.ndarray = name
+    if "eval_name" in frame:
+        tasks, merged = _benchmark_tasks(frame["eval_name"].astype(str).to_numpy())
+        notes += merged
     splits = split if isinstance(split, str) else np.asarray(split)[rows]
     return OutcomeTable.build(
         models,
@@ -57,6 +60,20 @@ def from_frame(
         name=name,
         notes=[f"source: RouterBench {source}", *notes],
     )
+
+
+def _benchmark_tasks(eval_names: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Each prompt's task as RouterBench reports it: its published pickle names each of
+    MMLU's 57 subjects as an eval (``mmlu-anatomy``, ...), while its tables count MMLU as
+    one of eight tasks. Counted as one task, leave-one-task-out holds out MMLU, not one
+    subject of it beside 56 others, and a report runs 8 held-out searches, not 64."""
+    subject = np.char.startswith(eval_names.astype(str), "mmlu-")
+    if not subject.any():
+        return eval_names, []
+    subjects = len(set(eval_names[subject].tolist()))
+    return (np.where(subject, "mmlu", eval_names).astype(object),
+            [f"{subjects} MMLU subjects (mmlu-*) counted as one task, mmlu, as RouterBench "
+             "reports it"])
 
 
 def load(path: str | Path) -> OutcomeTable:
