@@ -2,7 +2,7 @@
 
     python bench/policy_search.py [--data ../shared/data] [--ladder out/ladder-full.csv]
                                   [--sets routerbench,zeroeval,zeroeval-tasks,llmrouter,ladder]
-                                  [--out DIR] [--resplits N] [--train-only]
+                                  [--out DIR] [--resplits N] [--train-only] [--pooled]
 
 For each set: the searched policy (kind ``search``, fitted by cross-validation on the train
 split alone) against the single models' hull (zero router) and the oracle, on the test
@@ -17,6 +17,8 @@ re-splits of its prompts (the same test share): how far the shipped split's figu
 draw of many. ``--train-only``: for each set with several tasks, each task in turn kept in
 the train split and dropped from the test split, against the same with that task dropped
 from both: does a task the test lacks pull the search away from the tasks it has?
+``--pooled``: for each set with several tasks, one search fitted on every task's train
+prompts, scored on each task's test prompts, beside the search fitted on that task alone.
 """
 
 from __future__ import annotations
@@ -182,6 +184,26 @@ def train_only(table: OutcomeTable, made: Made) -> str:
     return "\n".join(lines)
 
 
+def pooled(table: OutcomeTable) -> str:
+    """Per task: the share of that task's gap recovered by one search fitted on every
+    task's train prompts together (more data, the other tasks' with it), against the
+    search fitted on that task's train prompts alone."""
+    together = PolicySearch().fit(table.split(TRAIN))
+    lines = []
+    for task in sorted(set(table.tasks.tolist())):
+        part = table.filter_task(task)
+        alone = PolicySearch()
+        context = registry.Context(part.models)
+        result = compare(part, [*registry.build("single", context),
+                                *registry.build("oracle", context), together, alone],
+                         bootstrap=0, fitted=[together])
+        found = [h.gap_recovered for h in headlines(result, resamples=0)
+                 if h.policy == "search"]
+        lines.append(f"  {task}: fitted on every task {found[0]:+.1%}, on {task} alone "
+                     f"{found[1]:+.1%}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data")
@@ -190,6 +212,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--resplits", type=int, default=0)
     ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--pooled", action="store_true", help="for each set with several "
+                    "tasks: one search fitted on them all, scored per task")
     ap.add_argument("--folds", default="3", help="3, or 'task' to search with each task "
                     "held out in turn where there are several")
     args = ap.parse_args()
@@ -209,6 +233,8 @@ def main() -> None:
             print(resplit(table, args.resplits), flush=True)
         if args.train_only and loto is True:
             print(train_only(table, made), flush=True)
+        if args.pooled and loto is True:
+            print(pooled(table), flush=True)
         if loto:
             # A set that records no task holds out clusters of its prompts instead.
             groups = prompt_clusters(table, CLUSTERS) if loto == "clusters" else None

@@ -308,10 +308,10 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None,
 
 
 def _complete_cases(frame: pd.DataFrame, path: Path) -> tuple[np.ndarray, list[str]]:
-    """The rows to keep: those of the models with outcomes for at least 90% of prompts, on
-    the prompts every one of them answered; and notes saying what was dropped. Counted
-    from the rows, never a prompts x models mask (a sparse file would make that
-    gigabytes)."""
+    """The rows to keep: those of the models with outcomes for at least
+    :data:`MIN_MODEL_COVERAGE` of prompts, on the prompts every one of them answered; and
+    notes saying what was dropped. Counted from the rows, never a prompts x models mask
+    (a sparse file would make that gigabytes)."""
     n = frame["prompt_id"].nunique()
     coverage = frame.groupby("model", sort=False)["prompt_id"].nunique() / n
     weak = coverage[coverage < MIN_MODEL_COVERAGE]
@@ -322,8 +322,9 @@ def _complete_cases(frame: pd.DataFrame, path: Path) -> tuple[np.ndarray, list[s
     complete = per_prompt.index[per_prompt == len(coverage) - len(weak)]
     kept &= frame["prompt_id"].isin(complete).to_numpy()
     if not kept.any():
-        raise DataError(f"{path}: no prompt has an outcome for every model that answered "
-                        f"90% of prompts or more; nothing is left to compare")
+        raise DataError(f"{path}: no prompt has an outcome from every model that answered "
+                        f"{MIN_MODEL_COVERAGE:.0%} of prompts or more: nothing is left to "
+                        "compare")
     lost = n - len(complete)
     if lost:
         notes.append(f"dropped {lost} of {n} prompts with a missing outcome (--missing drop)")
