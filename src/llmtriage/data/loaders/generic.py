@@ -310,23 +310,24 @@ def load(path: str | Path, *, prices: PriceCatalog | None = None,
 def _complete_cases(frame: pd.DataFrame, path: Path) -> tuple[np.ndarray, list[str]]:
     """The rows to keep: those of the models with outcomes for at least
     :data:`MIN_MODEL_COVERAGE` of prompts, on the prompts every one of them answered; and
-    notes saying what was dropped. Counted from the rows, never a prompts x models mask
-    (a sparse file would make that gigabytes)."""
-    n = frame["prompt_id"].nunique()
-    coverage = frame.groupby("model", sort=False)["prompt_id"].nunique() / n
-    weak = coverage[coverage < MIN_MODEL_COVERAGE]
-    notes = [f"dropped model {model}: outcomes for only {share:.0%} of prompts"
-             for model, share in weak.items()]
-    kept = ~frame["model"].isin(weak.index).to_numpy()
-    per_prompt = frame.loc[kept].groupby("prompt_id", sort=False)["model"].size()
-    complete = per_prompt.index[per_prompt == len(coverage) - len(weak)]
-    kept &= frame["prompt_id"].isin(complete).to_numpy()
+    notes saying what was dropped. Counted from the rows (a prompt has one row per model:
+    duplicates are refused before), never a prompts x models mask (a sparse file would make
+    that gigabytes)."""
+    prompt_codes, prompt_ids = pd.factorize(frame["prompt_id"], sort=False)
+    model_codes, models = pd.factorize(frame["model"], sort=False)
+    n = len(prompt_ids)
+    coverage = np.bincount(model_codes, minlength=len(models)) / n
+    weak = coverage < MIN_MODEL_COVERAGE
+    notes = [f"dropped model {models[j]}: outcomes for only {coverage[j]:.0%} of prompts"
+             for j in np.flatnonzero(weak)]
+    kept = ~weak[model_codes]
+    complete = np.bincount(prompt_codes[kept], minlength=n) == (~weak).sum()
+    kept &= complete[prompt_codes]
     if not kept.any():
         raise DataError(f"{path}: no prompt has an outcome from every model that answered "
                         f"{MIN_MODEL_COVERAGE:.0%} of prompts or more: nothing is left to "
                         "compare")
-    lost = n - len(complete)
-    if lost:
+    if lost := int(n - complete.sum()):
         notes.append(f"dropped {lost} of {n} prompts with a missing outcome (--missing drop)")
     return kept, notes
 
