@@ -66,7 +66,8 @@ def _benchmark_tasks(eval_names: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Each prompt's task as RouterBench reports it: its published pickle names each of
     MMLU's 57 subjects as an eval (``mmlu-anatomy``, ...), while its tables count MMLU as
     one of eight tasks. Counted as one task, leave-one-task-out holds out MMLU, not one
-    subject of it beside 56 others, and a report runs 8 held-out searches, not 64."""
+    subject of it beside 56 others, and a report runs a held-out search per benchmark,
+    not over sixty."""
     subject = np.char.startswith(eval_names.astype(str), "mmlu-")
     if not subject.any():
         return eval_names, []
